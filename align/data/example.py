@@ -1,0 +1,57 @@
+"""The one example type: a prompt with K >= 2 responses and their labels."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Message = dict[str, str]
+Prompt = str | list[Message]
+LabelKind = Literal["pair", "rank", "score"]
+
+
+@dataclass(frozen=True)
+class RankedExample:
+    """A prompt and K >= 2 distinct, non-empty responses with a label each.
+
+    Attributes:
+        prompt: plain text, or chat messages (``{"role", "content"}``) ending with a user turn.
+        responses: the K response texts.
+        scores: one float per response, higher is better. Ranks are stored as ``-rank``
+            (rank 0 = best), pairs as ``(1.0, 0.0)``; equal scores are ties (they form no pair).
+        label_kind: where the scores came from: ``"pair"``, ``"rank"`` or ``"score"``.
+        row: 0-based row number in the source, for messages.
+        meta: free extra fields (e.g. a RewardBench ``subset``).
+    """
+
+    prompt: Prompt
+    responses: tuple[str, ...]
+    scores: tuple[float, ...]
+    label_kind: LabelKind = "pair"
+    row: int = -1
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.responses) != len(self.scores):
+            raise ValueError(f"row {self.row}: {len(self.responses)} responses but {len(self.scores)} labels")
+
+
+@dataclass
+class LoadReport:
+    """What a loader read: rows, examples kept, and rows skipped by reason."""
+
+    rows_read: int = 0
+    examples: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``data`` object of ``summary.json`` and of ``align eval --output``."""
+        return {"rows_read": self.rows_read, "examples": self.examples, "skipped": dict(sorted(self.skipped.items()))}
+
+
+class DataError(ValueError):
+    """A bad row in strict mode, or a source that cannot be read at all."""

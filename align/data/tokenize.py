@@ -1,0 +1,119 @@
+"""Tokenize ranked examples once: chat template where the tokenizer has one, explicit counted truncation."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from align.data.example import Prompt, RankedExample
+
+
+@dataclass(frozen=True)
+class TokenizedList:
+    """One prompt and its K responses as token ids; ``scores`` are the example's labels (higher is better)."""
+
+    prompt_ids: tuple[int, ...]
+    response_ids: tuple[tuple[int, ...], ...]
+    scores: tuple[float, ...]
+    row: int = -1
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens fed to the model for the whole list (the prompt is repeated for each response)."""
+        return sum(len(self.prompt_ids) + len(r) for r in self.response_ids)
+
+
+@dataclass
+class TruncationReport:
+    """Counts of what tokenization cut or dropped, reported in ``summary.json``."""
+
+    prompts_truncated: int = 0
+    responses_truncated: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        return {
+            "prompts_truncated": self.prompts_truncated,
+            "responses_truncated": self.responses_truncated,
+            "dropped": dict(self.dropped),
+        }
+
+
+def _plain_dialogue(messages: list[dict[str, str]]) -> str:
+    # HH-RLHF's own rendering, used when the tokenizer has no chat template.
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    turns = "".join(f"\n\n{names.get(m['role'], m['role'])}: {m['content']}" for m in messages)
+    return turns + "\n\nAssistant:"
+
+
+def render(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, responses: tuple[str, ...]) -> tuple[str, list[str]]:
+    """Text of the prompt and of each response as the model will see them.
+
+    Chat prompts (message lists) go through the tokenizer's chat template: the response text is what the
+    template adds after the generation prompt (so it carries the template's end-of-turn token). Plain string
+    prompts are used as they are, as TRL does for its standard format; responses then end with eos.
+    """
+    eos = tokenizer.eos_token or ""
+    if isinstance(prompt, list):
+        if getattr(tokenizer, "chat_template", None):
+            head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+            texts = []
+            for r in responses:
+                full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": r}], tokenize=False)
+                # Templates that rewrite earlier turns (e.g. strip reasoning) break the prefix; fall back to eos.
+                texts.append(full[len(head) :] if full.startswith(head) else r + eos)
+            return head, texts
+        return _plain_dialogue(prompt), [" " + r + eos for r in responses]
+    return prompt, [r + eos for r in responses]
+
+
+def tokenize_examples(
+    examples: list[RankedExample],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_prompt_length: int = 512,
+    max_response_length: int = 512,
+    truncation: str = "truncate",
+) -> tuple[list[TokenizedList], TruncationReport]:
+    """Tokenize each example once.
+
+    Prompts longer than ``max_prompt_length`` keep their last tokens (the turn being answered); responses
+    longer than ``max_response_length`` keep their first. ``truncation="drop"`` drops such examples instead.
+    A list whose truncated responses become identical is dropped (it would carry no preference).
+    """
+    if truncation not in ("truncate", "drop"):
+        raise ValueError(f"truncation must be 'truncate' or 'drop', got {truncation!r}")
+    bos = tokenizer.bos_token_id
+    report = TruncationReport()
+    out: list[TokenizedList] = []
+    for ex in examples:
+        head, texts = render(tokenizer, ex.prompt, ex.responses)
+        p = tokenizer(head, add_special_tokens=False)["input_ids"]
+        if bos is not None and (not p or p[0] != bos):
+            p = [bos] + p
+        rs = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        long_p = len(p) > max_prompt_length
+        long_r = sum(len(r) > max_response_length for r in rs)
+        if truncation == "drop" and (long_p or long_r):
+            report.dropped["over max length"] += 1
+            continue
+        report.prompts_truncated += long_p
+        report.responses_truncated += long_r
+        p = p[-max_prompt_length:]
+        rs = [tuple(r[:max_response_length]) for r in rs]
+        if len(set(rs)) < len(rs):
+            report.dropped["identical after truncation"] += 1
+            continue
+        out.append(TokenizedList(tuple(p), tuple(rs), tuple(float(s) for s in ex.scores), ex.row))
+    return out, report
+
+
+def data_fingerprint(lists: list[TokenizedList]) -> str:
+    """sha256 over every token id and label, in order: changes whenever what the model sees changes."""
+    h = hashlib.sha256()
+    for t in lists:
+        h.update(repr((t.prompt_ids, t.response_ids, t.scores)).encode())
+    return h.hexdigest()

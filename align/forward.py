@@ -1,0 +1,64 @@
+"""The policy / reference forward over collated lists, with and without gradients."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from align.data.collate import ListCollator, to_list_layout
+from align.data.tokenize import TokenizedList
+from align.logprobs import sequence_logprobs
+
+
+def list_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed response log-probs ``[B, K]`` for every response of every list, in one forward.
+
+    Padded slots hold 0 (they are masked by ``batch["list_mask"]`` everywhere downstream).
+    """
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    sums = sequence_logprobs(out.logits, batch["input_ids"], batch["loss_mask"])  # [N]
+    return to_list_layout(sums, batch)
+
+
+@torch.inference_mode()
+def score_lists(
+    model: torch.nn.Module,
+    lists: Sequence[TokenizedList],
+    *,
+    batch_size: int = 16,
+    pad_token_id: int = 0,
+    per_token: bool = False,
+    progress: bool = False,
+    desc: str = "scoring",
+) -> tuple[torch.Tensor, list[list[torch.Tensor]] | None]:
+    """Summed log-probs ``[n, K_max]`` (NaN on empty slots) of every response, in eval mode, no gradients.
+
+    Lists are run longest first (less padding; peak memory shows at once). With ``per_token`` also returns,
+    for each list, one tensor of per-token log-probs per response.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = ListCollator(pad_token_id)
+    k_max = max((len(t.response_ids) for t in lists), default=1)
+    values = torch.full((len(lists), k_max), math.nan)
+    tokens: list[list[torch.Tensor]] | None = [[] for _ in lists] if per_token else None
+    order = sorted(range(len(lists)), key=lambda i: -lists[i].num_tokens)
+    try:
+        for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress):
+            idx = order[b : b + batch_size]
+            batch = {k: v.to(device) for k, v in collate([{"list": lists[i]} for i in idx]).items()}
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+            sums, per_tok = sequence_logprobs(out.logits, batch["input_ids"], batch["loss_mask"], per_token=True)
+            layout = to_list_layout(sums.float(), batch, fill=math.nan).cpu()
+            values[idx, : layout.shape[1]] = layout
+            if tokens is not None:
+                mask = batch["loss_mask"][:, 1:].bool()
+                for r in range(per_tok.shape[0]):  # rows are in list order, slot order
+                    tokens[idx[int(batch["row_list"][r])]].append(per_tok[r][mask[r]].float().cpu())
+    finally:
+        model.train(was_training)
+    return values, tokens

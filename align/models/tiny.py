@@ -1,0 +1,129 @@
+"""The embedded default: a tiny Llama-style causal LM and a byte-level BPE tokenizer, both built offline.
+
+The tokenizer is trained with `tokenizers` on the shipped preference data (no hub download) and carries a
+ChatML template, so the same code path as for a real chat model is exercised. The model is a LlamaConfig of a
+few million parameters with random weights from a fixed seed. Both are saved to a directory and reused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+log = logging.getLogger("align.models")
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Shape of the embedded model. ~3.4 M parameters with the defaults."""
+
+    vocab_size: int = 4096
+    hidden_size: int = 256
+    intermediate_size: int = 688
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 1024
+    seed: int = 0
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_corpus_files() -> list[Path]:
+    """The shipped data in ``../shared/data`` beside the project (or ``$ALIGN_DATA_DIR``)."""
+    root = Path(os.environ.get("ALIGN_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    return [p for p in (root / "hh_rlhf_harmless_base.jsonl.gz", root / "oasst_en_trees.jsonl") if p.exists()]
+
+
+def _texts(files: list[Path]) -> Iterator[str]:
+    def walk(node: dict) -> Iterator[str]:
+        yield str(node.get("text", ""))
+        for child in node.get("replies") or []:
+            yield from walk(child)
+
+    for path in files:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if "prompt" in row and isinstance(row["prompt"], dict):
+                    yield from walk(row["prompt"])
+                else:
+                    yield from (v for v in row.values() if isinstance(v, str))
+
+
+def build_tokenizer(files: list[Path], vocab_size: int = 4096) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``files`` and wrap it as a chat tokenizer (ChatML, eos ``<|im_end|>``)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    texts = list(_texts(files)) or ["hello world"]  # byte alphabet alone still covers every input
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=1024,
+    )
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, spec: TinySpec = TinySpec()) -> LlamaForCausalLM:
+    """A randomly initialised Llama-style model sized by ``spec`` with tied embeddings."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(spec.seed)
+    return LlamaForCausalLM(config)
+
+
+def ensure_tiny(root: Path, spec: TinySpec = TinySpec()) -> Path:
+    """Build the embedded model and tokenizer under ``root`` once; later calls return the saved directory."""
+    files = default_corpus_files()
+    out = root / f"tiny-{spec.digest()}"
+    if (out / "config.json").exists() and (out / "tokenizer.json").exists():
+        return out
+    log.info("building the embedded tiny model in %s (tokenizer trained on %d shipped files)", out, len(files))
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    tokenizer = build_tokenizer(files, spec.vocab_size)
+    model = build_model(tokenizer, spec)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(out) if not out.exists() else None  # another process may have won the race; either copy is equal
+    return out

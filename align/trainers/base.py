@@ -1,0 +1,149 @@
+"""``PreferenceTrainer``: everything the algorithms share, on top of ``transformers.Trainer``.
+
+It owns the list dataset, the one-forward policy log-probs of all K responses, the reference log-probs read
+from the cache, exact loss normalisation under gradient accumulation, and metrics. A subclass supplies only
+``objective`` (and its config class): the loss terms for one batch.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer
+
+from align.data.collate import ListCollator
+from align.data.tokenize import TokenizedList
+from align.forward import list_logprobs
+
+
+class ListDataset(Dataset):
+    """Tokenized lists with their reference log-probs (``None`` when the algorithm needs none)."""
+
+    def __init__(self, lists: Sequence[TokenizedList], ref_logps: Sequence[Sequence[float]] | None = None):
+        if ref_logps is not None and len(ref_logps) != len(lists):
+            raise ValueError(f"{len(lists)} lists but {len(ref_logps)} reference entries")
+        self.lists, self.ref_logps = list(lists), ref_logps
+
+    def __len__(self) -> int:
+        return len(self.lists)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ref = None if self.ref_logps is None else self.ref_logps[i]
+        return {"list": self.lists[i], "ref_logps": ref, "index": i}
+
+
+@dataclass
+class Objective:
+    """What a subclass returns for one batch.
+
+    Attributes:
+        loss_sum: scalar, the sum of per-item losses of this batch (items = pairs, lists, ...).
+        count: how many items ``loss_sum`` sums over (the normaliser of a plain mean).
+        metrics: floats to average into the logs.
+    """
+
+    loss_sum: torch.Tensor
+    count: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class PreferenceTrainer(Trainer, abc.ABC):
+    """Base trainer for objectives over ranked lists.
+
+    Args:
+        model: the policy (a causal LM, PEFT-wrapped or not).
+        args: ``transformers.TrainingArguments``.
+        loss_config: the algorithm's config dataclass (e.g. :class:`align.trainers.dpo.DPOLossConfig`).
+        train_dataset / eval_dataset: :class:`ListDataset`; when ``needs_reference`` they must carry
+            reference log-probs (from :class:`align.reference.ReferenceCache`).
+        processing_class: the tokenizer (saved with checkpoints; its pad id pads batches).
+    """
+
+    needs_reference: ClassVar[bool] = True
+
+    def __init__(self, model, args, loss_config, train_dataset: ListDataset, eval_dataset: ListDataset | None = None,
+                 processing_class=None, **kwargs):
+        if self.needs_reference:
+            for name, ds in (("train", train_dataset), ("eval", eval_dataset)):
+                if ds is not None and ds.ref_logps is None:
+                    raise ValueError(f"{type(self).__name__} needs reference log-probs on the {name} dataset")
+        args.remove_unused_columns = False  # our items are lists, not model kwargs
+        pad_id = getattr(processing_class, "pad_token_id", None) or 0
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         data_collator=ListCollator(pad_id), processing_class=processing_class, **kwargs)
+        self.loss_config = loss_config
+        # compute_loss divides by the global item count itself (see _get_num_items_in_batch).
+        self.loss_is_scaled_for_ga = True
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._tokens_seen = 0
+        self._train_start: float | None = None
+
+    # --- what subclasses implement -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def objective(self, policy_logps: torch.Tensor, inputs: dict[str, torch.Tensor]) -> Objective:
+        """Loss terms for one batch. ``policy_logps`` is ``[B, K]``; ``inputs`` holds labels, list_mask,
+        lengths and (when ``needs_reference``) ref_logps, all ``[B, K]``."""
+
+    def count_items(self, inputs: dict[str, torch.Tensor]) -> int:
+        """Items the objective averages over in this batch, known before the forward (default: lists)."""
+        return int(inputs["list_mask"].shape[0])
+
+    # --- shared machinery ----------------------------------------------------------------------------------------
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
+        # The loss is a mean over *items* (pairs, lists) across all micro-batches of one optimizer step and all
+        # ranks. Dividing each micro-batch's sum by that global count makes 8 x 1 and 2 x 4 the same update,
+        # also when lists have different numbers of pairs (the mean of micro-batch means would not be).
+        n = torch.tensor(sum(self.count_items(b) for b in batch_samples), device=device, dtype=torch.float32)
+        if self.args.world_size > 1:
+            n = self.accelerator.gather(n).sum()
+        return n
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Policy forward over all responses, the objective, and its metrics."""
+        mode = "train" if model.training else "eval"
+        policy_logps = list_logprobs(model, inputs)  # [B, K]
+        out = self.objective(policy_logps, inputs)
+        if num_items_in_batch is None:  # evaluation, or a caller outside the training loop
+            num_items_in_batch = max(out.count, 1)
+        loss = out.loss_sum / num_items_in_batch
+        if mode == "train" and self.args.world_size > 1:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it
+        for k, v in out.metrics.items():
+            self._metrics[mode][k].append(v)
+        if mode == "train":
+            self._tokens_seen += int(inputs["attention_mask"].sum())
+        return (loss, {"policy_logps": policy_logps.detach()}) if return_outputs else loss
+
+    def train(self, *args, **kwargs):
+        self._train_start, self._tokens_seen = time.perf_counter(), 0
+        return super().train(*args, **kwargs)
+
+    def tokens_per_second(self) -> float:
+        """Non-padding tokens through the policy per second of training so far (this process)."""
+        if not self._train_start:
+            return 0.0
+        return self._tokens_seen / max(time.perf_counter() - self._train_start, 1e-9)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        mode = "train" if "loss" in logs else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        for k, vals in self._metrics[mode].items():
+            if vals:
+                logs[prefix + k] = sum(vals) / len(vals)
+        if mode == "train" and self._train_start:
+            logs["tokens_per_second"] = round(self.tokens_per_second(), 1)
+        self._metrics[mode].clear()
+        super().log(logs, *args, **kwargs)
