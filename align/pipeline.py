@@ -149,6 +149,9 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
     algo = ALGORITHMS[recipe.algorithm]
     torch.manual_seed(recipe.train.seed)
 
+    # TrainingArguments first: under `accelerate launch` it sets up the process group, so that the reference
+    # cache below is split across ranks instead of computed by every rank.
+    args = training_arguments(recipe, out)
     tokenizer = load_tokenizer(recipe.model.name_or_path)
     data = load_data(recipe, tokenizer, base)
     log.info("data: %d rows read, %d lists (%d train / %d eval), skipped %s", data.report.rows_read,
@@ -186,7 +189,6 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         log.info("reference cache %s: %d hits, %d computed in %.1fs", cache_stats.key, cache_stats.hits,
                  cache_stats.computed, cache_stats.seconds)
 
-    args = training_arguments(recipe, out)
     trainer = algo.trainer(policy, args, recipe.loss, ListDataset(data.train, train_refs),
                            ListDataset(data.eval, eval_refs) if data.eval else None, processing_class=tokenizer)
     last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None

@@ -21,10 +21,10 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     model with the adapter disabled.
     """
     h = hashlib.sha256()
-    state = model.state_dict()
+    # PEFT renames base weights (``base_model.model.`` prefix, ``.base_layer`` infix); undo that so a PEFT
+    # policy with its adapter disabled fingerprints exactly like the plain base model it wraps.
+    state = {_base_name(k): v for k, v in model.state_dict().items() if "lora_" not in k}
     for name in sorted(state):
-        if "lora_" in name:
-            continue
         t = state[name].detach()
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
         flat = t.reshape(-1)
@@ -35,6 +35,12 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
             flat = flat[::step]
         h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _base_name(name: str) -> str:
+    if name.startswith("base_model.model."):
+        name = name[len("base_model.model."):]
+    return name.replace(".base_layer.", ".")
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

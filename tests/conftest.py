@@ -1,0 +1,43 @@
+"""Shared fixtures: a very small model and tokenizer built offline, and an isolated $ALIGN_HOME."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HH = SHARED_DATA / "hh_rlhf_harmless_base.jsonl.gz"
+OASST = SHARED_DATA / "oasst_en_trees.jsonl"
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def align_home(tmp_path_factory) -> Path:
+    """Every test writes models, SFT checkpoints and caches under a temporary $ALIGN_HOME."""
+    home = tmp_path_factory.mktemp("align_home")
+    old = os.environ.get("ALIGN_HOME")
+    os.environ["ALIGN_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("ALIGN_HOME", None)
+    else:
+        os.environ["ALIGN_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory) -> Path:
+    """A ~0.1 M-parameter Llama and a 512-token BPE trained on the shipped data, saved once per session."""
+    from align.models.tiny import TinySpec, build_model, build_tokenizer, default_corpus_files
+
+    out = tmp_path_factory.mktemp("small_model")
+    tok = build_tokenizer(default_corpus_files(), vocab_size=512)
+    spec = TinySpec(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=2, num_key_value_heads=1, seed=0)
+    build_model(tok, spec).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -1,0 +1,159 @@
+"""Tests of align.reference.fingerprint: what changes the weights and tokenizer fingerprints, and what does not."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from align.models.tiny import build_model, build_tokenizer
+from align.reference.cache import ReferenceCache
+from align.reference.fingerprint import _FULL_HASH_ELEMENTS, tokenizer_fingerprint, weights_fingerprint
+
+from .conftest import SHARD, SPEC
+
+# ------------------------------------------------------------------------------------------------- weights
+
+
+def test_weights_fingerprint_is_stable_across_identical_rebuilds(model, tok):
+    fp = weights_fingerprint(model)
+    assert fp == weights_fingerprint(model)
+    assert fp == weights_fingerprint(build_model(tok, SPEC))
+    assert fp != weights_fingerprint(build_model(tok, dataclasses.replace(SPEC, seed=1)))
+
+
+@pytest.mark.parametrize("name", ["model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
+                                  "model.layers.1.self_attn.k_proj.weight", "model.norm.weight"])
+def test_weights_fingerprint_sees_one_ulp_in_any_tensor(model, name):
+    fp = weights_fingerprint(model)
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        flat = m.state_dict()[name].view(-1)
+        i = flat.numel() // 2 + 1
+        flat[i] = torch.nextafter(flat[i], torch.tensor(math.inf))
+    assert weights_fingerprint(m) != fp
+
+
+def test_weights_fingerprint_sees_the_dtype(model):
+    fp = weights_fingerprint(model)
+    assert weights_fingerprint(copy.deepcopy(model).to(torch.float64)) != fp
+    assert weights_fingerprint(copy.deepcopy(model).to(torch.bfloat16)) != fp
+
+
+@pytest.fixture(scope="module")
+def big() -> torch.nn.Module:
+    """A module with one tensor large enough (>= 2x the limit) to be fingerprinted by sampling."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4100, 2048, bias=False)
+    torch.nn.init.normal_(lin.weight, std=0.02)
+    assert lin.weight.numel() // _FULL_HASH_ELEMENTS >= 2
+    return lin
+
+
+@pytest.mark.parametrize("index", [1, 2, 4100 * 2048 - 1])  # odd indices are not in the strided sample
+def test_a_sampled_large_tensor_still_sees_one_ulp_in_one_element(big, index):
+    m = copy.deepcopy(big)
+    flat = m.weight.data.view(-1)
+    flat[index] = 0.0123
+    fp = weights_fingerprint(m)
+    flat[index] = torch.nextafter(flat[index], torch.tensor(1.0))
+    assert weights_fingerprint(m) != fp
+    flat[index] = 0.0123
+    assert weights_fingerprint(m) == fp
+
+
+@pytest.mark.xfail(strict=True, reason="limitation: the sampled hash of large tensors misses a swap of two "
+                                       "unsampled elements (sum and sum of squares are unchanged)")
+def test_a_sampled_large_tensor_sees_two_swapped_elements(big):
+    m = copy.deepcopy(big)
+    flat = m.weight.data.view(-1)
+    flat[1], flat[3] = 0.01, -0.02
+    fp = weights_fingerprint(m)
+    flat[1], flat[3] = -0.02, 0.01
+    assert weights_fingerprint(m) != fp
+
+
+# ------------------------------------------------------------------------------------------------- PEFT
+
+
+@pytest.fixture(scope="module")
+def peft_model(model):
+    pm = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # a trained adapter: it changes the policy's numbers, not the reference's
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    return pm
+
+
+def test_peft_adapter_weights_are_left_out(peft_model):
+    fp = weights_fingerprint(peft_model)
+    m = copy.deepcopy(peft_model)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "lora_" in name:
+                p.add_(1.0)
+    assert weights_fingerprint(m) == fp
+    with m.disable_adapter():
+        assert weights_fingerprint(m) == fp
+
+
+def test_peft_base_weights_are_kept(peft_model):
+    fp = weights_fingerprint(peft_model)
+    m = copy.deepcopy(peft_model)
+    with torch.no_grad():
+        base = next(p for n, p in m.named_parameters() if "q_proj.base_layer" in n)
+        base.view(-1)[5] += 1e-3
+    assert weights_fingerprint(m) != fp
+
+
+def test_peft_reference_values_are_the_base_models(tmp_path, peft_model, model, tok, lists):
+    """As the pipeline does it: the adapter disabled while the cache is filled gives the base model's numbers."""
+    lists = lists[:SHARD]
+    with peft_model.disable_adapter():
+        cache = ReferenceCache.for_model(tmp_path, peft_model, tok, lists, shard_size=SHARD)
+        cache.ensure(peft_model, lists, progress=False)
+    base = ReferenceCache.for_model(tmp_path / "base", model, tok, lists, shard_size=SHARD)
+    base.ensure(model, lists, progress=False)
+    for i in range(len(lists)):
+        assert cache.logps(i) == pytest.approx(base.logps(i), abs=1e-5)
+    adapted = ReferenceCache.for_model(tmp_path / "adapted", peft_model, tok, lists, shard_size=SHARD)
+    adapted.ensure(peft_model, lists, progress=False)  # the adapter on: other numbers (the test can fail)
+    assert any(abs(a - b) > 1e-3 for i in range(len(lists)) for a, b in zip(adapted.logps(i), base.logps(i)))
+
+
+@pytest.mark.xfail(strict=True, reason="bug: PEFT renames keys (base_model.model. prefix, .base_layer), so the "
+                                       "same reference weights get another fingerprint and never share a cache")
+def test_peft_wrapped_model_has_the_base_models_fingerprint(peft_model, model):
+    assert weights_fingerprint(peft_model) == weights_fingerprint(model)
+
+
+# ------------------------------------------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_fingerprint_is_stable_across_identical_rebuilds(tok, corpus):
+    assert tokenizer_fingerprint(tok) == tokenizer_fingerprint(build_tokenizer([corpus], 512))
+
+
+def test_tokenizer_fingerprint_sees_the_chat_template(tok):
+    fp = tokenizer_fingerprint(tok)
+    t2 = copy.deepcopy(tok)
+    t2.chat_template = t2.chat_template.replace("\n{{ m['content'] }}", " {{ m['content'] }}")
+    assert t2.chat_template != tok.chat_template
+    assert tokenizer_fingerprint(t2) != fp
+    t2.chat_template = None
+    assert tokenizer_fingerprint(t2) != fp
+    t2.chat_template = tok.chat_template
+    assert tokenizer_fingerprint(t2) == fp
+
+
+def test_tokenizer_fingerprint_sees_the_vocabulary_and_special_tokens(tok, corpus):
+    fp = tokenizer_fingerprint(tok)
+    assert tokenizer_fingerprint(build_tokenizer([corpus], 400)) != fp
+    t2 = copy.deepcopy(tok)
+    t2.eos_token = "<|endoftext|>"
+    assert tokenizer_fingerprint(t2) != fp

@@ -1,0 +1,79 @@
+"""The command line: help everywhere, eval JSON keys, bad rows never give a traceback, clear user errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from align.cli import main
+from tests.conftest import HH, OASST
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "align.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["cache", "--help"], ["eval", "--help"]])
+def test_help(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 0
+    assert "usage: align" in capsys.readouterr().out
+
+
+def test_eval_writes_contract_keys(small_model_dir, tmp_path, capsys):
+    out = tmp_path / "e.json"
+    assert main(["eval", "--model", str(small_model_dir), "--data", str(HH), "--max-rows", "40",
+                 "--max-prompt-length", "48", "--max-response-length", "32", "--output", str(out)]) == 0
+    r = json.loads(out.read_text())
+    for key in ("pairwise_accuracy", "pairwise_accuracy_ties_correct", "n_pairs", "data"):
+        assert key in r
+    assert r["data"]["rows_read"] == 40 and r["n_pairs"] == r["data"]["lists"] > 30
+    assert 0 <= r["pairwise_accuracy"] <= r["pairwise_accuracy_ties_correct"] <= 1
+    assert r["scorer"] == "logprob"
+    assert "| logprob |" in capsys.readouterr().out
+
+
+def test_eval_with_reference_uses_implicit_reward(small_model_dir, tmp_path):
+    out = tmp_path / "e.json"
+    # Policy == reference: every implicit reward is 0, so strict accuracy is 0 and ties-correct is 1.
+    assert main(["eval", "--model", str(small_model_dir), "--reference", str(small_model_dir), "--data", str(OASST),
+                 "--max-prompt-length", "48", "--max-response-length", "32", "--output", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["scorer"] == "implicit" and r["pairwise_accuracy"] == 0.0
+    assert r["pairwise_accuracy_ties_correct"] == 1.0
+    assert r["n_pairs"] > r["data"]["lists"]  # ranked lists give more than one pair each
+    assert r["reference_cache"]["computed"] == r["data"]["lists"]
+
+
+def test_bad_rows_no_traceback(small_model_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([
+        '{"chosen": "\\n\\nHuman: a\\n\\nAssistant: b"}', '{"chosen": 3, "rejected": null}', "not json",
+        '{"prompt": "p", "responses": ["x"], "ranks": [0]}', '{"prompt": "p", "chosen": "same", "rejected": "same"}',
+        '{"prompt": "p", "chosen": "fine", "rejected": "worse"}']) + "\n")
+    out = tmp_path / "bad.json"
+    p = _run("eval", "--model", str(small_model_dir), "--data", str(bad), "--output", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+    r = json.loads(out.read_text())
+    assert r["data"]["rows_read"] == 6 and r["data"]["examples"] == 1 and r["n_pairs"] == 1
+    assert sum(r["data"]["skipped"].values()) == 5
+    # Only bad rows: a clean result with zero pairs, not a crash.
+    only_bad = tmp_path / "only_bad.jsonl"
+    only_bad.write_text("not json\n")
+    p = _run("eval", "--model", str(small_model_dir), "--data", str(only_bad), "--output", str(out))
+    assert p.returncode == 0 and "Traceback" not in p.stderr
+    assert json.loads(out.read_text())["n_pairs"] == 0
+
+
+def test_user_errors_are_one_line(tmp_path):
+    p = _run("train", "recipes/dpo_tiny.yaml", "train.lerning_rate=1")
+    assert p.returncode == 2 and "unknown key 'train.lerning_rate'" in p.stderr and "Traceback" not in p.stderr
+    p = _run("eval", "--model", "x", "--data", str(tmp_path / "missing.jsonl"))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    p = _run("eval", "--model", str(tmp_path), "--data", str(HH), "--strict")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
