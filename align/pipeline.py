@@ -196,13 +196,18 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
     result = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.perf_counter() - t_train
     model_dir = out / "model"
-    trainer.save_model(str(model_dir))
 
     eval_after = None
     if recipe.eval.enabled and data.eval:
         ref_tensor = _pad_refs(eval_refs) if eval_refs is not None else None
         eval_after = evaluate_policy(policy, data.eval, ref_logps=ref_tensor, batch_size=recipe.eval.batch_size,
                                      pad_token_id=pad, progress=progress)
+    if recipe.peft.enabled:  # the adapter alone, and a merged model that `align eval --model` loads directly
+        trainer.save_model(str(out / "adapter"))
+        policy.merge_and_unload().save_pretrained(str(model_dir))
+        tokenizer.save_pretrained(str(model_dir))
+    else:
+        trainer.save_model(str(model_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {
         "algorithm": recipe.algorithm,

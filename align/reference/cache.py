@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from align.data.tokenize import TokenizedList, data_fingerprint
 from align.forward import score_lists
-from align.reference.fingerprint import tokenizer_fingerprint, weights_fingerprint
+from align.reference.fingerprint import config_fingerprint, tokenizer_fingerprint, weights_fingerprint
 
 log = logging.getLogger("align.reference")
 FORMAT_VERSION = 1
@@ -104,6 +104,7 @@ class ReferenceCache:
         components = {
             "format": FORMAT_VERSION,
             "weights": weights_fingerprint(model),
+            "config": config_fingerprint(model),
             "tokenizer": tokenizer_fingerprint(tokenizer),
             "data": data_fingerprint(list(lists)),
             "dtype": dtype,
@@ -130,9 +131,14 @@ class ReferenceCache:
         manifest = {"key": self.key, "components": self.components, "shard_size": self.shard_size,
                     "num_shards": self.num_shards, "sizes": self.sizes}
         if path.exists():
-            old = json.loads(path.read_text())
-            if old.get("components") != self.components or old.get("sizes") != self.sizes:
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise CacheError(f"{path} is unreadable ({type(e).__name__}); remove {self.dir} to rebuild") from e
+            if not isinstance(old, dict) or old.get("components") != self.components or old.get("sizes") != self.sizes:
                 raise CacheError(f"{path} belongs to other data or another reference (key collision?)")
+            if old.get("shard_size") != self.shard_size:  # the entry's layout wins: its shards stay usable
+                self.shard_size = int(old["shard_size"])
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         _atomic_json(path, manifest)
@@ -154,7 +160,7 @@ class ReferenceCache:
         start, end = self._range(s)
         sizes = torch.tensor(self.sizes[start:end])
         values = tensors.get("logps")
-        if values is None or values.shape[0] != end - start or meta.get("range") != [start, end]:
+        if values is None or values.ndim != 2 or values.shape[0] != end - start or meta.get("range") != [start, end]:
             return "wrong shape"
         slot = torch.arange(values.shape[1])[None, :] < sizes[:, None]
         if values.shape[1] < int(sizes.max()) or not torch.isfinite(values[slot]).all():
@@ -173,7 +179,8 @@ class ReferenceCache:
         ``on_corrupt="error"`` raises :class:`CacheError` on a bad shard instead of recomputing it.
         In a distributed run each rank computes shards ``s % world == rank`` and all ranks then read them all.
         """
-        if [len(t.response_ids) for t in lists] != self.sizes:
+        sizes = [len(t.response_ids) for t in lists]
+        if sizes != self.sizes or data_fingerprint(list(lists)) != self.components["data"]:
             raise CacheError("the lists given are not the ones this cache was keyed on")
         t0 = time.perf_counter()
         self._write_manifest()
@@ -190,6 +197,8 @@ class ReferenceCache:
                 todo.append(s)
         mine = [s for s in todo if s % world == rank]
         if mine:
+            if weights_fingerprint(model) != self.components["weights"]:
+                raise CacheError("the model given to ensure() is not the one this cache was keyed on")
             self._compute(model, lists, mine, batch_size, pad_token_id, progress and rank == 0)
         _dist_barrier()
         values, tokens = [], []

@@ -84,6 +84,7 @@ class PreferenceTrainer(Trainer, abc.ABC):
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._tokens_seen = 0
         self._train_start: float | None = None
+        self._train_end: float | None = None
 
     # --- what subclasses implement -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -122,14 +123,18 @@ class PreferenceTrainer(Trainer, abc.ABC):
         return (loss, {"policy_logps": policy_logps.detach()}) if return_outputs else loss
 
     def train(self, *args, **kwargs):
-        self._train_start, self._tokens_seen = time.perf_counter(), 0
-        return super().train(*args, **kwargs)
+        self._train_start, self._train_end, self._tokens_seen = time.perf_counter(), None, 0
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._train_end = time.perf_counter()
 
     def tokens_per_second(self) -> float:
-        """Non-padding tokens through the policy per second of training so far (this process)."""
+        """Non-padding tokens through the policy per second of training (this process; evaluation excluded)."""
         if not self._train_start:
             return 0.0
-        return self._tokens_seen / max(time.perf_counter() - self._train_start, 1e-9)
+        end = self._train_end or time.perf_counter()
+        return self._tokens_seen / max(end - self._train_start, 1e-9)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

@@ -93,3 +93,18 @@ def test_resume_reproduces_uninterrupted_run(small_model_dir, tmp_path):
         torch.tensor(losses(resumed)[-4:]), torch.tensor(losses(straight)[-4:]), rtol=1e-5)
     for (n, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"resumed weights differ at {n}")
+
+
+def test_lora_run_reference_is_base_model(small_model_dir, tmp_path):
+    overrides = {"peft.enabled": "true", "peft.r": 4, "train.max_steps": 4, "sft.enabled": "false"}
+    s = run_training(_recipe(small_model_dir, tmp_path, **overrides), tmp_path / "lora", progress=False)
+    # The reference is the base model with the adapter disabled: its log-probs equal the plain model's, so a
+    # plain (non-PEFT) run on the same data hits the same cache entries.
+    assert s["reference_cache"]["computed"] > 0
+    plain = run_training(_recipe(small_model_dir, tmp_path, **{"train.max_steps": 1, "sft.enabled": "false"}),
+                         tmp_path / "plain", progress=False)
+    assert plain["reference_cache"]["key"] == s["reference_cache"]["key"]
+    assert plain["reference_cache"]["computed"] == 0
+    assert (tmp_path / "lora" / "adapter" / "adapter_config.json").exists()
+    assert (tmp_path / "lora" / "model" / "config.json").exists()  # merged, loadable by `align eval --model`
+    assert abs(s["train_loss_first"] - 0.693147) < 1e-4  # adapter starts at zero: policy == reference

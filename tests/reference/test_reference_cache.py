@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -200,13 +201,14 @@ def test_anything_that_changes_the_numbers_changes_the_key(kind, built, model, t
     cache = ReferenceCache.for_model(base.root, m2, t2, l2, shard_size=SHARD, **kw)
     assert cache.key != base.key and cache.dir != base.dir
     assert cache.components[COMPONENT[kind]] != base.components[COMPONENT[kind]]
-    real_values = kind in ("order-changed", "example-dropped")
-    if not real_values:
+    if kind not in ("order-changed", "example-dropped"):
         monkeypatch.setattr(cache_mod, "score_lists", _fake_score_lists)
     stats = cache.ensure(m2, l2, progress=False)
     assert (stats.hits, stats.computed) == (0, len(l2))
-    if real_values:  # same reference numbers in another layout: still the right value for each list
-        _assert_close(_values(cache, len(l2)), _direct(m2, l2))
+    if kind == "order-changed":  # same reference numbers in another layout: still the right value for each list
+        _assert_close(_values(cache, len(l2)), [base.logps(1), base.logps(0)] + _values(base, len(lists))[2:])
+    if kind == "example-dropped":
+        _assert_close(_values(cache, len(l2)), [base.logps(i) for i in range(len(lists)) if i != 20])
     assert base.dir.exists() and (base.dir / "manifest.json").exists()  # the base entry is left alone
 
 
@@ -224,7 +226,6 @@ def test_an_identical_rebuild_keeps_the_key_and_hits(built, model, tok, corpus, 
         assert (stats.hits, stats.computed) == (len(lists), 0)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the model config (rope, norm eps, ...) is not part of the key")
 def test_same_weights_other_config_changes_the_key(built, model, tok, lists):
     base, _ = built
     cfg = type(model.config).from_dict(model.config.to_dict())
@@ -313,8 +314,7 @@ def _bad_tensors(kind: str, good: torch.Tensor) -> tuple[dict[str, torch.Tensor]
 
 @pytest.mark.parametrize("kind", [
     "fewer-rows", "too-few-columns", "nan-in-a-used-slot", "wrong-range", "no-logps-tensor",
-    pytest.param("one-dimensional", marks=pytest.mark.xfail(
-        strict=True, raises=IndexError, reason="bug: _verify indexes values.shape[1] of a 1-D tensor")),
+    "one-dimensional",
 ])
 def test_a_checksummed_but_wrong_shard_is_detected(kind, built_copy, built, model, tok, lists):
     root, d = built_copy
@@ -360,6 +360,7 @@ def test_resume_after_an_interrupted_build_computes_only_the_rest(torn_at, tmp_p
             save_file(tensors, str(data))
         raise KeyboardInterrupt
 
+    lists = lists[: 4 * SHARD]
     monkeypatch.setattr(ReferenceCache, "_write_shard", dying)
     with pytest.raises(KeyboardInterrupt):
         _fresh(tmp_path, model, tok, lists).ensure(model, lists, progress=False)
@@ -371,10 +372,11 @@ def test_resume_after_an_interrupted_build_computes_only_the_rest(torn_at, tmp_p
     stats = cache.ensure(model, lists, progress=False)
     assert (stats.hits, stats.computed, stats.corrupted_shards) == (2 * SHARD, len(lists) - 2 * SHARD, 0)
     assert sum(seen) == len(lists) - 2 * SHARD
-    assert _values(cache, len(lists)) == _values(built[0], len(lists))
+    assert _values(cache, len(lists)) == _values(built[0], len(lists))  # same batches: bit-identical
     visible = sorted(p.name for p in cache.dir.iterdir() if not p.name.startswith("."))
-    assert visible == ["manifest.json"] + sorted(
-        f"shard-{s:05d}.{ext}" for s in range(N_SHARDS) for ext in ("json", "safetensors"))
+    assert visible == ["manifest.json"] + sorted(f"shard-{s:05d}.{ext}" for s in range(4)
+                                                 for ext in ("json", "safetensors"))
+    assert all(p.name.endswith(".tmp") for p in cache.dir.iterdir() if p.name.startswith("."))
 
 
 # ------------------------------------------------------------------------------------------------- 5. per-token
@@ -411,8 +413,6 @@ def test_per_token_values_survive_a_reload(per_token_cache, model, tok, lists):
 
 
 def test_a_per_token_shard_without_its_token_values_is_detected(per_token_cache, tmp_path, model, tok, lists):
-    import shutil
-
     root = tmp_path / "c"
     shutil.copytree(per_token_cache.dir, root / per_token_cache.key)
     data, meta = _shard(root / per_token_cache.key, 1)
@@ -467,7 +467,6 @@ def test_a_manifest_with_other_sizes_raises(built_copy, model, tok, lists):
         _fresh(root, model, tok, lists).ensure(_NoForward(model), lists, progress=False)
 
 
-@pytest.mark.xfail(strict=True, raises=json.JSONDecodeError, reason="bug: a torn manifest raises JSONDecodeError")
 def test_an_unreadable_manifest_raises_cache_error(built_copy, model, tok, lists):
     root, d = built_copy
     (d / "manifest.json").write_text('{"key": ')
@@ -475,28 +474,26 @@ def test_an_unreadable_manifest_raises_cache_error(built_copy, model, tok, lists
         _fresh(root, model, tok, lists).ensure(_NoForward(model), lists, progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: ensure() does not check the lists' content against the key")
 def test_ensure_with_same_sized_other_lists_is_refused(tmp_path, model, tok, examples, lists):
     ex = list(examples)
     e = ex[0]
     ex[0] = RankedExample(e.prompt, tuple(r + " other" for r in e.responses), e.scores, e.label_kind, e.row)
     other, _ = tokenize_examples(ex, tok)
     assert [len(t.response_ids) for t in other] == [len(t.response_ids) for t in lists] and other != lists
-    cache = _fresh(tmp_path, model, tok, lists)
+    cache = _fresh(tmp_path, model, tok, lists[:SHARD])
     with pytest.raises(CacheError):
-        cache.ensure(model, other, progress=False)  # today: other's numbers are stored under lists' key
+        cache.ensure(model, other[:SHARD], progress=False)  # today: other's numbers are stored under lists' key
 
 
-@pytest.mark.xfail(strict=True, reason="bug: ensure() does not check the model against the key")
 def test_ensure_with_another_model_is_refused(tmp_path, model, tok, lists):
     other = _perturb_one(model, "model.layers.0.mlp.up_proj.weight", 0.5)
-    cache = _fresh(tmp_path, model, tok, lists)
+    cache = _fresh(tmp_path, model, tok, lists[:SHARD])
     with pytest.raises(CacheError):
-        cache.ensure(other, lists, progress=False)  # today: other's numbers are stored under model's key
+        cache.ensure(other, lists[:SHARD], progress=False)  # today: other's numbers are stored under model's key
 
 
-@pytest.mark.xfail(strict=True, reason="bug: shard_size is not taken from an existing manifest")
-def test_another_shard_size_reuses_the_entry(built_copy, model, tok, lists):
+def test_another_shard_size_reuses_the_entry(built_copy, model, tok, lists, monkeypatch):
     root, _ = built_copy
+    monkeypatch.setattr(cache_mod, "score_lists", _fake_score_lists)  # today it recomputes everything
     stats = _fresh(root, model, tok, lists, shard_size=2 * SHARD).ensure(model, lists, progress=False)
     assert (stats.computed, stats.corrupted_shards) == (0, 0)
