@@ -57,6 +57,10 @@ def render(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, responses: tuple[
     prompts are used as they are, as TRL does for its standard format; responses then end with eos.
     """
     eos = tokenizer.eos_token or ""
+
+    def with_eos(text: str) -> str:  # as TRL: a response that already ends with eos gets no second one
+        return text if eos and text.endswith(eos) else text + eos
+
     if isinstance(prompt, list):
         if getattr(tokenizer, "chat_template", None):
             head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
@@ -64,10 +68,10 @@ def render(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, responses: tuple[
             for r in responses:
                 full = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": r}], tokenize=False)
                 # Templates that rewrite earlier turns (e.g. strip reasoning) break the prefix; fall back to eos.
-                texts.append(full[len(head) :] if full.startswith(head) else r + eos)
+                texts.append(full[len(head) :] if full.startswith(head) else with_eos(r))
             return head, texts
-        return _plain_dialogue(prompt), [" " + r + eos for r in responses]
-    return prompt, [r + eos for r in responses]
+        return _plain_dialogue(prompt), [with_eos(" " + r) for r in responses]
+    return prompt, [with_eos(r) for r in responses]
 
 
 def tokenize_examples(
@@ -102,7 +106,8 @@ def tokenize_examples(
             continue
         report.prompts_truncated += long_p
         report.responses_truncated += long_r
-        p = p[-max_prompt_length:]
+        if long_p:  # keep the last tokens, and the BOS the model expects in front
+            p = ([bos] + p[-(max_prompt_length - 1) :]) if bos is not None and p[0] == bos else p[-max_prompt_length:]
         rs = [tuple(r[:max_response_length]) for r in rs]
         if len(set(rs)) < len(rs):
             report.dropped["identical after truncation"] += 1

@@ -91,7 +91,7 @@ def dpo_loss(
     """
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    if beta <= 0:
+    if not beta > 0:  # also rejects NaN
         raise ValueError(f"beta must be > 0, got {beta}")
     pairs = preference_pairs(labels, mask)
     logratio = policy_logps - ref_logps  # [B, K]
