@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("DS_ACCELERATOR", "cpu") if not os.path.exists("/dev/nvidia0") else None
+if not os.path.exists("/dev/nvidia0"):  # deepspeed (imported by transformers/trl) warns on every start without it
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -89,7 +90,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from align.data.tokenize import tokenize_examples
     from align.evaluation import evaluate_policy
     from align.models.loading import load_model, load_tokenizer
-    from align.pipeline import _pad_refs, build_reference
+    from align.pipeline import build_reference, pad_lists
 
     examples, report = load_examples(a.data, format=a.format, strict=a.strict, max_rows=a.max_rows)
     tokenizer = load_tokenizer(a.model)
@@ -109,7 +110,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
             ref_model = load_model(a.reference)
             cache, stats = build_reference(recipe, ref_model, tokenizer, lists)
             del ref_model
-            ref = _pad_refs([cache.logps(i) for i in range(len(lists))])
+            ref = pad_lists([cache.logps(i) for i in range(len(lists))])
             result["reference_cache"] = stats.to_dict()
         result.update(evaluate_policy(load_model(a.model), lists, ref_logps=ref, batch_size=a.batch_size,
                                       pad_token_id=tokenizer.pad_token_id or 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -98,20 +99,12 @@ def build_reference(recipe: Recipe, policy: torch.nn.Module, tokenizer, lists: l
         del ref
         gc.collect()
         return cache, stats
-    ctx = policy.disable_adapter() if hasattr(policy, "disable_adapter") else _nullcontext()
+    ctx = policy.disable_adapter() if hasattr(policy, "disable_adapter") else contextlib.nullcontext()
     with ctx:
         cache = ReferenceCache.for_model(root, policy, tokenizer, lists, shard_size=r.shard_size, settings=settings)
         stats = cache.ensure(policy, lists, batch_size=r.batch_size, pad_token_id=pad, on_corrupt=r.on_corrupt,
                              progress=progress)
     return cache, stats
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
@@ -199,7 +192,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
 
     eval_after = None
     if recipe.eval.enabled and data.eval:
-        ref_tensor = _pad_refs(eval_refs) if eval_refs is not None else None
+        ref_tensor = pad_lists(eval_refs) if eval_refs is not None else None
         eval_after = evaluate_policy(policy, data.eval, ref_logps=ref_tensor, batch_size=recipe.eval.batch_size,
                                      pad_token_id=pad, progress=progress)
     if recipe.peft.enabled:  # the adapter alone, and a merged model that `align eval --model` loads directly
@@ -237,7 +230,8 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def _pad_refs(refs: list[list[float]]) -> torch.Tensor:
+def pad_lists(refs: list[list[float]]) -> torch.Tensor:
+    """Per-list values of different lengths → ``[n, K_max]`` with NaN on empty slots."""
     k = max((len(r) for r in refs), default=1)
     t = torch.full((len(refs), k), math.nan)
     for i, r in enumerate(refs):

@@ -77,3 +77,17 @@ def test_user_errors_are_one_line(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     p = _run("eval", "--model", str(tmp_path), "--data", str(HH), "--strict")
     assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_cache_command_builds_then_reuses(small_model_dir, tmp_path, capsys):
+    args = ["cache", "recipes/dpo_tiny.yaml", f"model.name_or_path={small_model_dir}", f"data.train={HH}",
+            "data.max_rows=30", "data.max_prompt_length=32", "data.max_response_length=16", "sft.enabled=false",
+            f"reference.cache_dir={tmp_path / 'rc'}"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["reference_cache"]["computed"] == first["data"]["train_lists"] + first["data"]["eval_lists"] > 0
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["reference_cache"]["computed"] == 0
+    assert second["reference_cache"]["hits"] == first["reference_cache"]["computed"]
+    assert second["reference_cache"]["key"] == first["reference_cache"]["key"]
