@@ -43,13 +43,15 @@ class CacheError(RuntimeError):
 
 @dataclass
 class CacheStats:
-    """What one :meth:`ReferenceCache.ensure` did. ``hits``/``computed`` count lists (examples)."""
+    """What one :meth:`ReferenceCache.ensure` did. ``hits``/``computed`` count lists (examples); in a distributed
+    run ``computed`` is what the whole group computed and ``computed_here`` this rank's part of it."""
 
     key: str = ""
     hits: int = 0
     computed: int = 0
     seconds: float = 0.0
     corrupted_shards: int = 0
+    computed_here: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "hits": self.hits, "computed": self.computed, "seconds": round(self.seconds, 3),
@@ -196,6 +198,7 @@ class ReferenceCache:
                     self.stats.corrupted_shards += 1
                 todo.append(s)
         mine = [s for s in todo if s % world == rank]
+        self.stats.computed_here = sum(self._range(s)[1] - self._range(s)[0] for s in mine)
         if mine:
             if weights_fingerprint(model) != self.components["weights"]:
                 raise CacheError("the model given to ensure() is not the one this cache was keyed on")
