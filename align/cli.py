@@ -45,6 +45,14 @@ def results_table(summary: dict[str, Any]) -> str:
         if key == "implicit" and a is not None:
             b = None  # before training π = π_ref: every implicit reward is 0
         lines.append(f"| {label} | {_fmt(b)} | {_fmt(a)} |")
+    lists = after.get("n_lists") or before.get("n_lists")
+    if n and lists and n > lists:  # ranked lists (more pairs than lists): list metrics too, per scorer
+        for scorer, name in (("logprob", "summed log-prob"), ("implicit", "implicit reward")):
+            for label, key in (("exact match", "list_exact_match"), ("Kendall τ", "kendall_tau"), ("NDCG", "ndcg")):
+                b = None if scorer == "implicit" else (by_b.get(scorer) or {}).get(key)
+                a = (by_a.get(scorer) or {}).get(key)
+                if a is not None or b is not None:
+                    lines.append(f"| {name}: list {label} ({lists} lists) | {_fmt(b)} | {_fmt(a)} |")
     rc = summary["reference_cache"]
     lines += ["", f"steps {summary['steps']}, loss {_fmt(summary['train_loss_first'])} → "
               f"{_fmt(summary['train_loss_last'])}, {summary['tokens_per_second']} tokens/s, "

@@ -194,7 +194,16 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             where = f"{prefix}.{k}" if prefix else k
             raise ConfigError(f"unknown key '{where}' (known here: {', '.join(sorted(names))})")
     kwargs = {k: _check(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in kwargs]
+    if missing:
+        where = ", ".join(f"'{prefix}.{k}'" if prefix else f"'{k}'" for k in missing)
+        raise ConfigError(f"missing required key {where}")
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a config's own checks (__post_init__)
+        raise ConfigError(str(e)) from e
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from align.data.tokenize import TokenizedList
 from align.forward import score_lists
-from align.metrics import pairwise_accuracy
+from align.metrics import list_metrics, pairwise_accuracy
 
 
 def list_tensors(lists: Sequence[TokenizedList]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -26,14 +26,15 @@ def list_tensors(lists: Sequence[TokenizedList]) -> tuple[torch.Tensor, torch.Te
 
 def ranking_report(policy_logps: torch.Tensor, lists: Sequence[TokenizedList],
                    ref_logps: torch.Tensor | None = None) -> dict[str, Any]:
-    """Accuracy of every scorer we can form; the headline ``pairwise_accuracy`` is the implicit reward
-    log π − log π_ref when a reference is given, else the summed log-prob (RewardBench's conventions)."""
+    """Pairwise accuracy and list metrics (exact match, Kendall τ, NDCG) of every scorer we can form. The
+    headline keys are the implicit reward log π − log π_ref when a reference is given, else the summed
+    log-prob (RewardBench's conventions)."""
     labels, mask, lengths = list_tensors(lists)
     policy_logps = torch.nan_to_num(policy_logps)
-    by = {"logprob": pairwise_accuracy(policy_logps, labels, mask),
-          "logprob_mean": pairwise_accuracy(policy_logps / lengths, labels, mask)}
+    scorers = {"logprob": policy_logps, "logprob_mean": policy_logps / lengths}
     if ref_logps is not None:
-        by["implicit"] = pairwise_accuracy(policy_logps - torch.nan_to_num(ref_logps), labels, mask)
+        scorers["implicit"] = policy_logps - torch.nan_to_num(ref_logps)
+    by = {name: {**pairwise_accuracy(s, labels, mask), **list_metrics(s, labels, mask)} for name, s in scorers.items()}
     scorer = "implicit" if ref_logps is not None else "logprob"
     return {"scorer": scorer, **by[scorer], "n_lists": len(lists), "by_scorer": by}
 

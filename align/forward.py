@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -13,14 +14,33 @@ from align.data.tokenize import TokenizedList
 from align.logprobs import sequence_logprobs
 
 
+@dataclass
+class PolicyOutput:
+    """One forward over a batch of lists.
+
+    Attributes:
+        logps: ``[B, K]`` summed response log-probs (0 on padded slots).
+        logits: ``[N, L, V]`` the raw logits, row ``r`` being list ``row_list[r]``, slot ``row_slot[r]``; kept
+            only when asked for (token-level objectives such as Cringe), else None.
+    """
+
+    logps: torch.Tensor
+    logits: torch.Tensor | None = None
+
+
+def policy_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep_logits: bool = False) -> PolicyOutput:
+    """All responses of all lists of ``batch`` through ``model`` in one forward."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    sums = sequence_logprobs(out.logits, batch["input_ids"], batch["loss_mask"])  # [N]
+    return PolicyOutput(to_list_layout(sums, batch), out.logits if keep_logits else None)
+
+
 def list_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed response log-probs ``[B, K]`` for every response of every list, in one forward.
 
     Padded slots hold 0 (they are masked by ``batch["list_mask"]`` everywhere downstream).
     """
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    sums = sequence_logprobs(out.logits, batch["input_ids"], batch["loss_mask"])  # [N]
-    return to_list_layout(sums, batch)
+    return policy_forward(model, batch).logps
 
 
 @torch.inference_mode()

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from align.trainers.base import ListDataset, Objective, PreferenceTrainer
+from align.trainers.cringe import CringeLossConfig, CringeTrainer
 from align.trainers.dpo import DPOLossConfig, DPOTrainer
+from align.trainers.lipo import LiPOLossConfig, LiPOTrainer
+from align.trainers.mmpo import MMPOLossConfig, MMPOTrainer
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,11 @@ class Algorithm:
 
 ALGORITHMS: dict[str, Algorithm] = {
     "dpo": Algorithm(DPOTrainer, DPOLossConfig),
+    "lipo": Algorithm(LiPOTrainer, LiPOLossConfig),
+    "mmpo": Algorithm(MMPOTrainer, MMPOLossConfig),
+    "cringe": Algorithm(CringeTrainer, CringeLossConfig),
 }
 
-__all__ = ["ALGORITHMS", "Algorithm", "DPOLossConfig", "DPOTrainer", "ListDataset", "Objective", "PreferenceTrainer"]
+__all__ = ["ALGORITHMS", "Algorithm", "CringeLossConfig", "CringeTrainer", "DPOLossConfig", "DPOTrainer",
+           "LiPOLossConfig", "LiPOTrainer", "ListDataset", "MMPOLossConfig", "MMPOTrainer", "Objective",
+           "PreferenceTrainer"]

@@ -20,7 +20,8 @@ from transformers import Trainer
 
 from align.data.collate import ListCollator
 from align.data.tokenize import TokenizedList
-from align.forward import list_logprobs
+from align.forward import PolicyOutput, policy_forward
+from align.metrics import list_metrics
 
 
 class ListDataset(Dataset):
@@ -67,6 +68,7 @@ class PreferenceTrainer(Trainer, abc.ABC):
     """
 
     needs_reference: ClassVar[bool] = True
+    keep_logits: ClassVar[bool] = False  # token-level objectives (Cringe) read the logits
 
     def __init__(self, model, args, loss_config, train_dataset: ListDataset, eval_dataset: ListDataset | None = None,
                  processing_class=None, **kwargs):
@@ -88,9 +90,10 @@ class PreferenceTrainer(Trainer, abc.ABC):
 
     # --- what subclasses implement -----------------------------------------------------------------------------
     @abc.abstractmethod
-    def objective(self, policy_logps: torch.Tensor, inputs: dict[str, torch.Tensor]) -> Objective:
-        """Loss terms for one batch. ``policy_logps`` is ``[B, K]``; ``inputs`` holds labels, list_mask,
-        lengths and (when ``needs_reference``) ref_logps, all ``[B, K]``."""
+    def objective(self, policy: PolicyOutput, inputs: dict[str, torch.Tensor]) -> Objective:
+        """Loss terms for one batch. ``policy.logps`` is ``[B, K]`` (``policy.logits`` when ``keep_logits``);
+        ``inputs`` holds labels, list_mask, lengths and (when ``needs_reference``) ref_logps, all ``[B, K]``,
+        and the ``[N, L]`` rows (input_ids, loss_mask, row_list, row_slot)."""
 
     def count_items(self, inputs: dict[str, torch.Tensor]) -> int:
         """Items the objective averages over in this batch, known before the forward (default: lists)."""
@@ -109,18 +112,25 @@ class PreferenceTrainer(Trainer, abc.ABC):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Policy forward over all responses, the objective, and its metrics."""
         mode = "train" if model.training else "eval"
-        policy_logps = list_logprobs(model, inputs)  # [B, K]
-        out = self.objective(policy_logps, inputs)
+        policy = policy_forward(model, inputs, keep_logits=self.keep_logits)  # logps [B, K]
+        out = self.objective(policy, inputs)
         if num_items_in_batch is None:  # evaluation, or a caller outside the training loop
             num_items_in_batch = max(out.count, 1)
         loss = out.loss_sum / num_items_in_batch
         if mode == "train" and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it
-        for k, v in out.metrics.items():
+        metrics = dict(out.metrics)
+        # Ranking quality of the implicit reward (or of the log-prob without a reference) on this batch.
+        with torch.no_grad():
+            score = policy.logps.detach() - inputs["ref_logps"] if "ref_logps" in inputs else policy.logps.detach()
+            for k, v in list_metrics(score, inputs["labels"], inputs["list_mask"]).items():
+                if v == v and k != "n_lists_ranked":  # skip NaN (no list with a preference in this batch)
+                    metrics[f"ranking/{k}"] = v
+        for k, v in metrics.items():
             self._metrics[mode][k].append(v)
         if mode == "train":
             self._tokens_seen += int(inputs["attention_mask"].sum())
-        return (loss, {"policy_logps": policy_logps.detach()}) if return_outputs else loss
+        return (loss, {"policy_logps": policy.logps.detach()}) if return_outputs else loss
 
     def train(self, *args, **kwargs):
         self._train_start, self._train_end, self._tokens_seen = time.perf_counter(), None, 0

@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from align.forward import PolicyOutput
 from align.losses import count_pairs, dpo_loss
 from align.trainers.base import Objective, PreferenceTrainer
 
@@ -44,8 +45,9 @@ class DPOTrainer(PreferenceTrainer):
     def count_items(self, inputs: dict[str, torch.Tensor]) -> int:
         return count_pairs(inputs["labels"], inputs["list_mask"])
 
-    def objective(self, policy_logps: torch.Tensor, inputs: dict[str, torch.Tensor]) -> Objective:
+    def objective(self, policy: PolicyOutput, inputs: dict[str, torch.Tensor]) -> Objective:
         c: DPOLossConfig = self.loss_config
+        policy_logps = policy.logps
         out = dpo_loss(policy_logps, inputs["ref_logps"], inputs["labels"], inputs["list_mask"], beta=c.beta,
                        loss_type=c.loss_type, label_smoothing=c.label_smoothing, lengths=inputs["lengths"])
         chosen, rejected = out.pairs.take(policy_logps.detach())
