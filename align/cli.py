@@ -42,7 +42,9 @@ def results_table(summary: dict[str, Any]) -> str:
     for label, key in rows:
         b = (by_b.get(key) or {}).get("pairwise_accuracy")
         a = (by_a.get(key) or {}).get("pairwise_accuracy")
-        if key == "implicit" and a is not None:
+        if key == "implicit":
+            if a is None:
+                continue  # no reference model (e.g. Cringe): no implicit reward
             b = None  # before training π = π_ref: every implicit reward is 0
         lines.append(f"| {label} | {_fmt(b)} | {_fmt(a)} |")
     lists = after.get("n_lists") or before.get("n_lists")

@@ -46,6 +46,9 @@ def test_eval_with_reference_uses_implicit_reward(small_model_dir, tmp_path):
     assert r["scorer"] == "implicit" and r["pairwise_accuracy"] == 0.0
     assert r["pairwise_accuracy_ties_correct"] == 1.0
     assert r["n_pairs"] > r["data"]["lists"]  # ranked lists give more than one pair each
+    # all implicit rewards tied: no list is exactly right, tau-b is 0, NDCG is the worst order's
+    assert r["list_exact_match"] == 0.0 and r["kendall_tau"] == 0.0 and r["ndcg"] < 1.0
+    assert r["n_lists_ranked"] == r["data"]["lists"]
     assert r["reference_cache"]["computed"] == r["data"]["lists"]
 
 
