@@ -187,6 +187,7 @@ class ReferenceCache:
         t0 = time.perf_counter()
         self._write_manifest()
         rank, world = _dist_rank_world()
+        _dist_barrier()  # every rank scans the same state, before any rank writes a shard
         todo = []
         for s in range(self.num_shards):
             status = self._verify(s)
@@ -197,6 +198,7 @@ class ReferenceCache:
                     log.warning("reference cache shard %d is not usable (%s): recomputing it", s, status)
                     self.stats.corrupted_shards += 1
                 todo.append(s)
+        _dist_barrier()  # ... and no rank writes before every rank has finished scanning
         mine = [s for s in todo if s % world == rank]
         self.stats.computed_here = sum(self._range(s)[1] - self._range(s)[0] for s in mine)
         if mine:

@@ -13,9 +13,9 @@ from align.pipeline import run_training
 from align.trainers import (
     CringeLossConfig,
     CringeTrainer,
-    ListDataset,
     LiPOLossConfig,
     LiPOTrainer,
+    ListDataset,
     MMPOLossConfig,
     MMPOTrainer,
 )
