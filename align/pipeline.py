@@ -21,7 +21,7 @@ from align.config import Recipe, to_dict
 from align.data.example import LoadReport
 from align.data.loaders import load_examples, split_examples
 from align.data.tokenize import TokenizedList, TruncationReport, tokenize_examples
-from align.evaluation import evaluate_policy
+from align.evaluation import evaluate_policy, ranking_report
 from align.models.loading import align_home, load_model, load_tokenizer, resolve_model_path
 from align.reference import CacheStats, ReferenceCache
 from align.trainers import ALGORITHMS, ListDataset
@@ -168,11 +168,6 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
                                                    target_modules=p.target_modules, task_type="CAUSAL_LM"))
 
     pad = tokenizer.pad_token_id or 0
-    eval_before = None
-    if recipe.eval.enabled and data.eval:
-        eval_before = evaluate_policy(policy, data.eval, batch_size=recipe.eval.batch_size, pad_token_id=pad,
-                                      progress=progress)
-
     cache_stats, train_refs, eval_refs = CacheStats(), None, None
     if algo.needs_reference:
         all_lists = data.train + data.eval
@@ -181,6 +176,15 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         train_refs, eval_refs = refs[: len(data.train)], refs[len(data.train):]
         log.info("reference cache %s: %d hits, %d computed in %.1fs", cache_stats.key, cache_stats.hits,
                  cache_stats.computed, cache_stats.seconds)
+
+    eval_before = None
+    if recipe.eval.enabled and data.eval:
+        if eval_refs is not None and not recipe.model.reference:
+            # The reference is the starting policy: its cached log-probs are the "before" scores, no new forward.
+            eval_before = ranking_report(pad_lists(eval_refs), data.eval)
+        else:
+            eval_before = evaluate_policy(policy, data.eval, batch_size=recipe.eval.batch_size, pad_token_id=pad,
+                                          progress=progress)
 
     trainer = algo.trainer(policy, args, recipe.loss, ListDataset(data.train, train_refs),
                            ListDataset(data.eval, eval_refs) if data.eval else None, processing_class=tokenizer)

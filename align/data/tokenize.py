@@ -95,10 +95,11 @@ def tokenize_examples(
     out: list[TokenizedList] = []
     for ex in examples:
         head, texts = render(tokenizer, ex.prompt, ex.responses)
-        p = tokenizer(head, add_special_tokens=False)["input_ids"]
+        # verbose=False: no "longer than the maximum" warning, the truncation below is explicit and counted
+        p = tokenizer(head, add_special_tokens=False, verbose=False)["input_ids"]
         if bos is not None and (not p or p[0] != bos):
             p = [bos] + p
-        rs = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        rs = [tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts]
         long_p = len(p) > max_prompt_length
         long_r = sum(len(r) > max_response_length for r in rs)
         if truncation == "drop" and (long_p or long_r):

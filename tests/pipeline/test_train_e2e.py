@@ -41,6 +41,14 @@ def test_train_lowers_loss_and_second_run_reuses_cache(small_model_dir, tmp_path
     assert set(s1["eval"]["by_scorer"]) == {"logprob", "logprob_mean", "implicit"}
     assert s1["eval"]["n_pairs"] == s1["data"]["eval_lists"]
     assert json.loads((tmp_path / "r1" / "summary.json").read_text())["steps"] == 12
+    # "before" comes from the cached reference log-probs (no second forward): equal to scoring the start model.
+    from align.evaluation import evaluate_policy
+    from align.pipeline import load_data
+
+    recipe = _recipe(small_model_dir, tmp_path)
+    data = load_data(recipe, load_tokenizer(str(small_model_dir)))
+    direct = evaluate_policy(load_model(s1["start_model"]), data.eval, progress=False)
+    assert s1["eval_before"]["by_scorer"] == direct["by_scorer"]
     assert (tmp_path / "r1" / "model" / "config.json").exists()
 
     # Second run, another output dir: the SFT model is reused, so the reference weights are identical and the
