@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -79,28 +78,22 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_cache(a: argparse.Namespace) -> int:
     from align.config import load_recipe
-    from align.models.loading import load_model, load_tokenizer, resolve_model_path
-    from align.pipeline import build_reference, load_data, run_sft
+    from align.pipeline import build_reference, json_text, prepare_policy
 
     recipe = load_recipe(a.recipe, a.overrides)
-    tokenizer = load_tokenizer(recipe.model.name_or_path)
-    data = load_data(recipe, tokenizer, Path(a.recipe).resolve().parent.parent)
-    start = resolve_model_path(recipe.model.name_or_path)
-    if recipe.sft.enabled:
-        start = run_sft(start, data.train_examples, recipe, True)
-    policy = load_model(start, recipe.model.dtype)
+    tokenizer, data, _, policy, _ = prepare_policy(recipe, Path(a.recipe).resolve().parent.parent)
     _, stats = build_reference(recipe, policy, tokenizer, data.train + data.eval)
-    print(json.dumps({"reference_cache": stats.to_dict(), "data": data.to_dict()}, indent=1))
+    print(json_text({"reference_cache": stats.to_dict(), "data": data.to_dict()}))
     return 0
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from align.config import Recipe
+    from align.config import ReferenceConfig
     from align.data.loaders import load_examples
     from align.data.tokenize import tokenize_examples
     from align.evaluation import evaluate_policy
     from align.models.loading import load_model, load_tokenizer
-    from align.pipeline import build_reference, pad_lists
+    from align.pipeline import json_text, pad_lists, reference_logps
 
     examples, report = load_examples(a.data, format=a.format, strict=a.strict, max_rows=a.max_rows)
     tokenizer = load_tokenizer(a.model)
@@ -114,18 +107,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
     else:
         ref = None
         if a.reference:
-            recipe = Recipe()
-            recipe.model.reference, recipe.reference.batch_size = a.reference, a.batch_size
-            recipe.data.max_prompt_length, recipe.data.max_response_length = a.max_prompt_length, a.max_response_length
+            settings = {"max_prompt_length": a.max_prompt_length, "max_response_length": a.max_response_length,
+                        "truncation": "truncate"}  # as the training pipeline keys the same data
             ref_model = load_model(a.reference)
-            cache, stats = build_reference(recipe, ref_model, tokenizer, lists)
-            del ref_model
+            cache, stats = reference_logps(ref_model, tokenizer, lists, ReferenceConfig(batch_size=a.batch_size),
+                                           settings)
+            del ref_model  # loaded once, freed before the policy is
             ref = pad_lists([cache.logps(i) for i in range(len(lists))])
             result["reference_cache"] = stats.to_dict()
         result.update(evaluate_policy(load_model(a.model), lists, ref_logps=ref, batch_size=a.batch_size,
                                       pad_token_id=tokenizer.pad_token_id or 0))
     result["data"] = data
-    text = json.dumps(result, indent=1, default=lambda o: None)
+    text = json_text(result)
     if a.output:
         Path(a.output).parent.mkdir(parents=True, exist_ok=True)
         Path(a.output).write_text(text)

@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from align.config import Recipe, to_dict
+from align.config import Recipe, ReferenceConfig, to_dict
 from align.data.example import LoadReport
 from align.data.loaders import load_examples, split_examples
 from align.data.tokenize import TokenizedList, TruncationReport, tokenize_examples
@@ -79,32 +79,68 @@ def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, base: Path | N
     return PreparedData(train, evl, report, trunc, train_ex)
 
 
+def reference_logps(reference: torch.nn.Module, tokenizer, lists: list[TokenizedList], config: ReferenceConfig,
+                    settings: dict[str, Any], progress: bool = True) -> tuple[ReferenceCache, CacheStats]:
+    """Fill (or reuse) the cache of ``reference``'s log-probs of ``lists``; a PEFT model counts with its adapter
+    disabled (its base model is the reference)."""
+    root = Path(config.cache_dir) if config.cache_dir else align_home() / "reference"
+    ctx = reference.disable_adapter() if hasattr(reference, "disable_adapter") else contextlib.nullcontext()
+    with ctx:
+        cache = ReferenceCache.for_model(root, reference, tokenizer, lists, shard_size=config.shard_size,
+                                         settings=settings)
+        stats = cache.ensure(reference, lists, batch_size=config.batch_size, pad_token_id=tokenizer.pad_token_id or 0,
+                             on_corrupt=config.on_corrupt, progress=progress)
+    return cache, stats
+
+
 def build_reference(recipe: Recipe, policy: torch.nn.Module, tokenizer, lists: list[TokenizedList],
                     progress: bool = True) -> tuple[ReferenceCache, CacheStats]:
-    """Fill (or reuse) the reference cache for ``lists``.
+    """The recipe's reference cache for ``lists``.
 
     The reference is the policy's starting weights unless ``model.reference`` names another model; with PEFT it
     is the base model with the adapter disabled. A separately loaded reference is freed right after.
     """
-    r = recipe.reference
-    root = Path(r.cache_dir) if r.cache_dir else align_home() / "reference"
     settings = {"max_prompt_length": recipe.data.max_prompt_length,
                 "max_response_length": recipe.data.max_response_length, "truncation": recipe.data.truncation}
-    pad = tokenizer.pad_token_id or 0
-    if recipe.model.reference:
-        ref = load_model(recipe.model.reference, recipe.model.dtype).to(policy.device)
-        cache = ReferenceCache.for_model(root, ref, tokenizer, lists, shard_size=r.shard_size, settings=settings)
-        stats = cache.ensure(ref, lists, batch_size=r.batch_size, pad_token_id=pad, on_corrupt=r.on_corrupt,
-                             progress=progress)
+    if not recipe.model.reference:
+        return reference_logps(policy, tokenizer, lists, recipe.reference, settings, progress)
+    ref = load_model(recipe.model.reference, recipe.model.dtype).to(policy.device)
+    try:
+        return reference_logps(ref, tokenizer, lists, recipe.reference, settings, progress)
+    finally:
         del ref
         gc.collect()
-        return cache, stats
-    ctx = policy.disable_adapter() if hasattr(policy, "disable_adapter") else contextlib.nullcontext()
-    with ctx:
-        cache = ReferenceCache.for_model(root, policy, tokenizer, lists, shard_size=r.shard_size, settings=settings)
-        stats = cache.ensure(policy, lists, batch_size=r.batch_size, pad_token_id=pad, on_corrupt=r.on_corrupt,
-                             progress=progress)
-    return cache, stats
+
+
+def prepare_policy(recipe: Recipe, base: Path | None = None, progress: bool = True):
+    """Tokenizer, data, the starting weights (after the recipe's SFT stage) and the policy, ready to train:
+    on the GPU if there is one, dropout off if asked, LoRA-wrapped if asked.
+
+    Returns ``(tokenizer, data, start_model, policy, sft_seconds)``.
+    """
+    tokenizer = load_tokenizer(recipe.model.name_or_path)
+    data = load_data(recipe, tokenizer, base)
+    log.info("data: %d rows read, %d lists (%d train / %d eval), skipped %s", data.report.rows_read,
+             data.report.examples, len(data.train), len(data.eval), dict(data.report.skipped) or "none")
+
+    start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
+    if recipe.sft.enabled:
+        t0 = time.perf_counter()
+        start_model = run_sft(start_model, data.train_examples, recipe, progress)
+        sft_seconds = time.perf_counter() - t0
+    policy = load_model(start_model, recipe.model.dtype)
+    if torch.cuda.is_available():
+        policy = policy.cuda()
+    if recipe.model.disable_dropout:
+        _disable_dropout(policy)
+    if recipe.peft.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        p = recipe.peft
+        policy = get_peft_model(policy, LoraConfig(r=p.r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
+                                                   target_modules=p.target_modules, task_type="CAUSAL_LM"))
+
+    return tokenizer, data, start_model, policy, sft_seconds
 
 
 def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
@@ -137,7 +173,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
     t_start = time.perf_counter()
     out = Path(output_dir or recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=1, default=str))
+    (out / "recipe.json").write_text(json_text(to_dict(recipe)))
     base = Path(recipe_path).resolve().parent.parent if recipe_path else None
     algo = ALGORITHMS[recipe.algorithm]
     torch.manual_seed(recipe.train.seed)
@@ -145,28 +181,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
     # TrainingArguments first: under `accelerate launch` it sets up the process group, so that the reference
     # cache below is split across ranks instead of computed by every rank.
     args = training_arguments(recipe, out)
-    tokenizer = load_tokenizer(recipe.model.name_or_path)
-    data = load_data(recipe, tokenizer, base)
-    log.info("data: %d rows read, %d lists (%d train / %d eval), skipped %s", data.report.rows_read,
-             data.report.examples, len(data.train), len(data.eval), dict(data.report.skipped) or "none")
-
-    start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
-    if recipe.sft.enabled:
-        t0 = time.perf_counter()
-        start_model = run_sft(start_model, data.train_examples, recipe, progress)
-        sft_seconds = time.perf_counter() - t0
-    policy = load_model(start_model, recipe.model.dtype)
-    if torch.cuda.is_available():
-        policy = policy.cuda()
-    if recipe.model.disable_dropout:
-        _disable_dropout(policy)
-    if recipe.peft.enabled:
-        from peft import LoraConfig, get_peft_model
-
-        p = recipe.peft
-        policy = get_peft_model(policy, LoraConfig(r=p.r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
-                                                   target_modules=p.target_modules, task_type="CAUSAL_LM"))
-
+    tokenizer, data, start_model, policy, sft_seconds = prepare_policy(recipe, base, progress)
     pad = tokenizer.pad_token_id or 0
     cache_stats, train_refs, eval_refs = CacheStats(), None, None
     if algo.needs_reference:
@@ -224,14 +239,24 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         "model_dir": str(model_dir),
         "start_model": start_model,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    (out / "summary.json").write_text(json_text(summary))
     return summary
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    return str(o)
+def json_text(obj: Any) -> str:
+    """JSON for the machine-readable outputs: NaN and infinities (e.g. an accuracy over zero pairs) become null,
+    so strict parsers read the file; anything else non-serialisable becomes its string."""
+
+    def clean(o: Any) -> Any:
+        if isinstance(o, float):
+            return o if math.isfinite(o) else None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj), indent=1, default=str, allow_nan=False)
 
 
 def pad_lists(refs: list[list[float]]) -> torch.Tensor:

@@ -94,3 +94,26 @@ def test_cache_command_builds_then_reuses(small_model_dir, tmp_path, capsys):
     assert second["reference_cache"]["computed"] == 0
     assert second["reference_cache"]["hits"] == first["reference_cache"]["computed"]
     assert second["reference_cache"]["key"] == first["reference_cache"]["key"]
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_outputs_are_strict_json(tmp_path):
+    from align.pipeline import json_text
+
+    assert _strict(json_text({"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": -float("inf")}})) == {
+        "a": None, "b": [None, 1.5], "c": {"d": None}}
+
+
+def test_eval_of_a_list_with_a_tie_is_strict_json(small_model_dir, tmp_path):
+    tied = tmp_path / "tied.jsonl"  # ranks 0, 1, 1: the tie forms no pair, two pairs remain
+    tied.write_text('{"prompt": "p", "responses": ["a", "b", "c"], "ranks": [0, 1, 1]}\n')
+    out = tmp_path / "e.json"
+    assert main(["eval", "--model", str(small_model_dir), "--data", str(tied), "--output", str(out)]) == 0
+    r = _strict(out.read_text())
+    assert r["n_pairs"] == 2 and r["data"]["lists"] == 1

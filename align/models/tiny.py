@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -125,5 +126,8 @@ def ensure_tiny(root: Path, spec: TinySpec = TinySpec()) -> Path:
     model = build_model(tokenizer, spec)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.replace(out) if not out.exists() else None  # another process may have won the race; either copy is equal
+    if out.exists():  # another process won the race; both copies are equal, keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.replace(out)
     return out
