@@ -35,20 +35,23 @@ def results_table(summary: dict[str, Any]) -> str:
     before, after = summary.get("eval_before") or {}, summary.get("eval") or {}
     by_b, by_a = before.get("by_scorer", {}), after.get("by_scorer", {})
     n = after.get("n_pairs") or before.get("n_pairs")
-    lines = [f"| held-out pairwise accuracy ({n} pairs) | before | after {summary['algorithm']} |", "|---|---|---|"]
+    lines = [f"| held-out pairwise accuracy ({n} pairs) | before | after {summary['algorithm']} (95% CI) |",
+             "|---|---|---|"]
     rows = [("summed log-prob", "logprob"), ("mean log-prob (length-normalised)", "logprob_mean"),
-            ("implicit reward log π − log π_ref", "implicit")]
+            ("implicit reward log π − log π_ref", "implicit"), ("reward model (before: random head)", "reward-model")]
     for label, key in rows:
         b = (by_b.get(key) or {}).get("pairwise_accuracy")
         a = (by_a.get(key) or {}).get("pairwise_accuracy")
         if key == "implicit":
-            if a is None:
-                continue  # no reference model (e.g. Cringe): no implicit reward
             b = None  # before training π = π_ref: every implicit reward is 0
-        lines.append(f"| {label} | {_fmt(b)} | {_fmt(a)} |")
+        if key not in by_a and key not in by_b:
+            continue  # e.g. no reference model (Cringe): no implicit reward; a policy has no reward head
+        ci = (after.get("ci") or {}).get("pairwise_accuracy") if key == after.get("scorer") else None
+        lines.append(f"| {label} | {_fmt(b)} | {_fmt(a)}{f' [{ci[0]:.3f}, {ci[1]:.3f}]' if ci else ''} |")
     lists = after.get("n_lists") or before.get("n_lists")
     if n and lists and n > lists:  # ranked lists (more pairs than lists): list metrics too, per scorer
-        for scorer, name in (("logprob", "summed log-prob"), ("implicit", "implicit reward")):
+        for scorer, name in (("logprob", "summed log-prob"), ("implicit", "implicit reward"),
+                             ("reward-model", "reward model")):
             for label, key in (("exact match", "list_exact_match"), ("Kendall τ", "kendall_tau"), ("NDCG", "ndcg")):
                 b = None if scorer == "implicit" else (by_b.get(scorer) or {}).get(key)
                 a = (by_a.get(scorer) or {}).get(key)
@@ -79,8 +82,11 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_cache(a: argparse.Namespace) -> int:
     from align.config import load_recipe
     from align.pipeline import build_reference, json_text, prepare_policy
+    from align.trainers import ALGORITHMS
 
     recipe = load_recipe(a.recipe, a.overrides)
+    if not ALGORITHMS[recipe.algorithm].needs_reference:
+        raise ValueError(f"algorithm {recipe.algorithm!r} uses no reference model: there is no cache to build")
     tokenizer, data, _, policy, _ = prepare_policy(recipe, Path(a.recipe).resolve().parent.parent)
     _, stats = build_reference(recipe, policy, tokenizer, data.train + data.eval)
     print(json_text({"reference_cache": stats.to_dict(), "data": data.to_dict()}))
@@ -88,49 +94,38 @@ def cmd_cache(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from align.config import ReferenceConfig
-    from align.data.loaders import load_examples
-    from align.data.tokenize import tokenize_examples
-    from align.evaluation import evaluate_policy
-    from align.models.loading import load_model, load_tokenizer
-    from align.pipeline import json_text, pad_lists, reference_logps
+    from align.evaluation.run import EvalRequest, eval_markdown, run_eval
+    from align.pipeline import json_text
 
-    examples, report = load_examples(a.data, format=a.format, strict=a.strict, max_rows=a.max_rows)
-    tokenizer = load_tokenizer(a.model)
-    lists, trunc = tokenize_examples(examples, tokenizer, max_prompt_length=a.max_prompt_length,
-                                     max_response_length=a.max_response_length)
-    data = {**report.to_dict(), "lists": len(lists), "truncation": trunc.to_dict()}
-    result: dict[str, Any] = {"model": a.model, "reference": a.reference}
-    if not lists:
-        result.update({"pairwise_accuracy": None, "pairwise_accuracy_ties_correct": None, "n_pairs": 0,
-                       "reference_cache": None})
-    else:
-        ref = None
-        if a.reference:
-            settings = {"max_prompt_length": a.max_prompt_length, "max_response_length": a.max_response_length,
-                        "truncation": "truncate"}  # as the training pipeline keys the same data
-            ref_model = load_model(a.reference)
-            cache, stats = reference_logps(ref_model, tokenizer, lists, ReferenceConfig(batch_size=a.batch_size),
-                                           settings)
-            del ref_model  # loaded once, freed before the policy is
-            ref = pad_lists([cache.logps(i) for i in range(len(lists))])
-            result["reference_cache"] = stats.to_dict()
-        result.update(evaluate_policy(load_model(a.model), lists, ref_logps=ref, batch_size=a.batch_size,
-                                      pad_token_id=tokenizer.pad_token_id or 0))
-    result["data"] = data
-    text = json_text(result)
+    plots = None if a.no_plots else (a.plots or (str(Path(a.output).with_suffix("")) + "_plots" if a.output else None))
+    req = EvalRequest(model=a.model, data=a.data, scorer=a.scorer, reference=a.reference, format=a.format,
+                      strict=a.strict, max_rows=a.max_rows, split=a.split, eval_fraction=a.eval_fraction,
+                      batch_size=a.batch_size, max_prompt_length=a.max_prompt_length,
+                      max_response_length=a.max_response_length, dtype=a.dtype, cache_dir=a.cache_dir,
+                      betas=tuple(a.betas), alpha=a.alpha, beta=a.beta, ndcg_k=a.ndcg_k, resamples=a.bootstrap,
+                      level=a.confidence, seed=a.seed, plots_dir=plots)
+    result = run_eval(req)
     if a.output:
         Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.output).write_text(text)
-    by = result.get("by_scorer", {})
-    print("| scorer | pairwise accuracy (strict) | ties correct | pairs |\n|---|---|---|---|")
-    for name, m in by.items():
-        print(f"| {name} | {_fmt(m['pairwise_accuracy'])} | {_fmt(m['pairwise_accuracy_ties_correct'])} | "
-              f"{m['n_pairs']} |")
-    print(f"data: {report.rows_read} rows, {len(lists)} lists, skipped {dict(report.skipped) or 'none'}")
+        Path(a.output).write_text(json_text(result))
+    print(eval_markdown(result))
+    d = result["data"]
+    print(f"\ndata: {d['rows_read']} rows, {d['lists']} lists ({d['split']}), skipped {d['skipped'] or 'none'}")
+    for path in result.get("plots", []):
+        print(f"wrote {path}")
     if a.output:
         print(f"wrote {a.output}")
     return 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,26 +150,65 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*", metavar="key=value")
     c.set_defaults(fn=cmd_cache)
 
-    e = sub.add_parser("eval", help="ranking accuracy of a model on held-out lists",
-                       description="Rank every response of DATA by the model's summed log-prob, or by its implicit "
-                       "reward log π − log π_ref with --reference, and report pairwise accuracy.")
-    e.add_argument("--model", required=True, help="model directory or hub id")
-    e.add_argument("--data", required=True, help="any file the data layer reads (HH, TRL, ranked, OASST) or a hub name")
-    e.add_argument("--reference", help="reference model: score by implicit reward (uses the shared cache)")
-    e.add_argument("--output", help="write the results as JSON here")
+    e = sub.add_parser("eval", help="how well a reward model or a policy ranks held-out responses",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Rank every response of DATA and report pairwise accuracy (strict and "
+                       "ties-correct), list exact match, top-1 accuracy, Kendall τ, NDCG and NDCG@k, each with a "
+                       "bootstrap CI over lists; the idealized ranking accuracy R*/R̃* of Chen et al. 2024 by β; "
+                       "per-subset tables for RewardBench-style files; a calibration summary. Writes a markdown "
+                       "table to stdout, JSON with --output, PNG plots beside it.",
+                       epilog="scorers:\n  reward-model  a sequence-classification reward model's score\n"
+                       "  implicit      log π − log π_ref of a policy (reference: --reference, or the one "
+                       "`align train` recorded)\n  logprob       summed (and per-token mean) log-likelihood\n"
+                       "  auto          reward-model for reward models, else implicit if a reference is known, "
+                       "else logprob\n\nexamples:\n  align eval --model runs/rm_bt_tiny/model --data "
+                       "../shared/data/hh_rlhf_harmless_base.jsonl.gz --split eval --output rm.json\n"
+                       "  align eval --model runs/dpo_tiny/model --scorer implicit --data "
+                       "../shared/data/oasst_en_trees.jsonl --output dpo.json")
+    e.add_argument("--model", required=True, help="policy or reward model: directory or hub id")
+    e.add_argument("--data", required=True, help="any file the data layer reads (HH, TRL/RewardBench, ranked, "
+                   "OASST) or a hub name")
+    e.add_argument("--scorer", default="auto", choices=["auto", "reward-model", "implicit", "logprob"])
+    e.add_argument("--reference", help="reference language model (π_ref) for the implicit reward and R*; "
+                   "default: the one `align train` recorded with the model")
+    e.add_argument("--output", help="write the results as JSON here (plots go to OUTPUT_plots/)")
+    e.add_argument("--plots", metavar="DIR", help="write the PNG plots here")
+    e.add_argument("--no-plots", action="store_true", help="write no plots")
+    e.add_argument("--split", default="all", choices=["all", "train", "eval"],
+                   help="all rows, or the train / held-out side of the prompt-hash split training uses")
+    e.add_argument("--eval-fraction", type=float, default=0.1, help="held-out fraction of that split (the recipe's)")
     e.add_argument("--format", default="auto", choices=["auto", "hh", "trl", "ranked", "oasst"])
     e.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
     e.add_argument("--max-rows", type=int)
+    e.add_argument("--betas", type=_floats, default=[0.01, 0.1, 1.0, 5.0, 10.0], metavar="B1,B2,...",
+                   help="β values of the idealized ranking accuracy (default 0.01,0.1,1,5,10)")
+    e.add_argument("--alpha", type=float, default=0.999, help="fraction of raters preferring y_w, for R* "
+                   "(default: unanimous, 1 adjusted by 0.001)")
+    e.add_argument("--beta", type=float, help="β of σ(β·margin) in the calibration of an implicit reward "
+                   "(default: the training β, else 0.1)")
+    e.add_argument("--ndcg-k", type=int, default=3, help="k of NDCG@k (default 3)")
+    e.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
+    e.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
+    e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--max-prompt-length", type=int, default=512)
     e.add_argument("--max-response-length", type=int, default=512)
+    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    e.add_argument("--cache-dir", help="reference cache root (default $ALIGN_HOME/reference)")
     e.set_defaults(fn=cmd_eval)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``align`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `align train R --output-dir D key=value`: argparse stops filling a positional list at the first option, so
+    # overrides given after an option arrive here; take them, refuse anything else.
+    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "DeepSpeed", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

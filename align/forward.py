@@ -35,12 +35,46 @@ def policy_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep_
     return PolicyOutput(to_list_layout(sums, batch), out.logits if keep_logits else None)
 
 
+def reward_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> PolicyOutput:
+    """Scalar rewards ``[B, K]`` of every response from a sequence-classification model with one output.
+
+    ``transformers`` pools the score at the last token that is not the pad token, so the pad id must differ
+    from the end-of-response token (:func:`align.models.loading.load_reward_model` warns when they are equal).
+    """
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    if out.logits.dim() != 2 or out.logits.shape[-1] != 1:
+        raise ValueError(f"a reward model must output one score per sequence; got logits {tuple(out.logits.shape)}")
+    return PolicyOutput(to_list_layout(out.logits[:, 0], batch))
+
+
 def list_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed response log-probs ``[B, K]`` for every response of every list, in one forward.
 
     Padded slots hold 0 (they are masked by ``batch["list_mask"]`` everywhere downstream).
     """
     return policy_forward(model, batch).logps
+
+
+@torch.inference_mode()
+def reward_scores(model: torch.nn.Module, lists: Sequence[TokenizedList], *, batch_size: int = 16,
+                  pad_token_id: int = 0, progress: bool = False, desc: str = "rewards") -> torch.Tensor:
+    """Rewards ``[n, K_max]`` (NaN on empty slots) of every response under a reward model, in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = ListCollator(pad_token_id)
+    values = torch.full((len(lists), max((len(t.response_ids) for t in lists), default=1)), math.nan)
+    order = sorted(range(len(lists)), key=lambda i: -lists[i].num_tokens)
+    try:
+        for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress):
+            idx = order[b : b + batch_size]
+            batch = {k: v.to(device) for k, v in collate([{"list": lists[i]} for i in idx]).items()}
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+            layout = to_list_layout(out.logits[:, 0].float(), batch, fill=math.nan).cpu()
+            values[idx, : layout.shape[1]] = layout
+    finally:
+        model.train(was_training)
+    return values
 
 
 @torch.inference_mode()

@@ -21,8 +21,15 @@ from align.config import Recipe, ReferenceConfig, to_dict
 from align.data.example import LoadReport
 from align.data.loaders import load_examples, split_examples
 from align.data.tokenize import TokenizedList, TruncationReport, tokenize_examples
-from align.evaluation import evaluate_policy, ranking_report
-from align.models.loading import align_home, load_model, load_tokenizer, resolve_model_path
+from align.evaluation import evaluate_policy, evaluate_reward_model, ranking_report
+from align.models.loading import (
+    MODEL_INFO,
+    align_home,
+    load_model,
+    load_reward_model,
+    load_tokenizer,
+    resolve_model_path,
+)
 from align.reference import CacheStats, ReferenceCache
 from align.trainers import ALGORITHMS, ListDataset
 
@@ -128,7 +135,11 @@ def prepare_policy(recipe: Recipe, base: Path | None = None, progress: bool = Tr
         t0 = time.perf_counter()
         start_model = run_sft(start_model, data.train_examples, recipe, progress)
         sft_seconds = time.perf_counter() - t0
-    policy = load_model(start_model, recipe.model.dtype)
+    reward = ALGORITHMS[recipe.algorithm].model_kind == "reward"
+    if reward:  # the scalar head starts random on top of the (SFT) language model, as in InstructGPT
+        policy = load_reward_model(start_model, recipe.model.dtype, tokenizer)
+    else:
+        policy = load_model(start_model, recipe.model.dtype)
     if torch.cuda.is_available():
         policy = policy.cuda()
     if recipe.model.disable_dropout:
@@ -138,7 +149,8 @@ def prepare_policy(recipe: Recipe, base: Path | None = None, progress: bool = Tr
 
         p = recipe.peft
         policy = get_peft_model(policy, LoraConfig(r=p.r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
-                                                   target_modules=p.target_modules, task_type="CAUSAL_LM"))
+                                                   target_modules=p.target_modules,
+                                                   task_type="SEQ_CLS" if reward else "CAUSAL_LM"))
 
     return tokenizer, data, start_model, policy, sft_seconds
 
@@ -193,7 +205,10 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
                  cache_stats.computed, cache_stats.seconds)
 
     eval_before = None
-    if recipe.eval.enabled and data.eval:
+    if recipe.eval.enabled and data.eval and algo.model_kind == "reward":
+        eval_before = evaluate_reward_model(policy, data.eval, batch_size=recipe.eval.batch_size, pad_token_id=pad,
+                                            progress=progress)  # the head is random: a chance-level baseline
+    elif recipe.eval.enabled and data.eval:
         if eval_refs is not None and not recipe.model.reference:
             # The reference is the starting policy: its cached log-probs are the "before" scores, no new forward.
             eval_before = ranking_report(pad_lists(eval_refs), data.eval)
@@ -210,7 +225,10 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
     model_dir = out / "model"
 
     eval_after = None
-    if recipe.eval.enabled and data.eval:
+    if recipe.eval.enabled and data.eval and algo.model_kind == "reward":
+        eval_after = evaluate_reward_model(policy, data.eval, batch_size=recipe.eval.batch_size, pad_token_id=pad,
+                                           progress=progress)
+    elif recipe.eval.enabled and data.eval:
         ref_tensor = pad_lists(eval_refs) if eval_refs is not None else None
         eval_after = evaluate_policy(policy, data.eval, ref_logps=ref_tensor, batch_size=recipe.eval.batch_size,
                                      pad_token_id=pad, progress=progress)
@@ -220,6 +238,11 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         tokenizer.save_pretrained(str(model_dir))
     else:
         trainer.save_model(str(model_dir))
+    # What `align eval` needs to score this model the way it was trained: its kind, β, and the reference
+    # (for a reward model: the language model it started from, the π_ref of the idealized ranking accuracy).
+    info = {"kind": algo.model_kind, "algorithm": recipe.algorithm, "beta": getattr(recipe.loss, "beta", None),
+            "reference": recipe.model.reference or start_model}
+    (model_dir / MODEL_INFO).write_text(json_text(info))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {
         "algorithm": recipe.algorithm,

@@ -117,3 +117,12 @@ def test_eval_of_a_list_with_a_tie_is_strict_json(small_model_dir, tmp_path):
     assert main(["eval", "--model", str(small_model_dir), "--data", str(tied), "--output", str(out)]) == 0
     r = _strict(out.read_text())
     assert r["n_pairs"] == 2 and r["data"]["lists"] == 1
+
+
+def test_overrides_may_follow_options(monkeypatch):
+    seen = {}
+    monkeypatch.setattr("align.cli.cmd_train", lambda a: seen.update(overrides=a.overrides, out=a.output_dir) or 0)
+    assert main(["train", "recipes/dpo_tiny.yaml", "loss.beta=0.2", "--output-dir", "x", "train.max_steps=3"]) == 0
+    assert seen == {"overrides": ["loss.beta=0.2", "train.max_steps=3"], "out": "x"}
+    with pytest.raises(SystemExit):
+        main(["train", "recipes/dpo_tiny.yaml", "--output-dir", "x", "--bogus"])

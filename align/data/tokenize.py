@@ -19,6 +19,7 @@ class TokenizedList:
     response_ids: tuple[tuple[int, ...], ...]
     scores: tuple[float, ...]
     row: int = -1
+    subset: str | None = None  # a RewardBench-style ``subset`` of the source row, for per-subset reports
 
     @property
     def num_tokens(self) -> int:
@@ -113,7 +114,9 @@ def tokenize_examples(
         if len(set(rs)) < len(rs):
             report.dropped["identical after truncation"] += 1
             continue
-        out.append(TokenizedList(tuple(p), tuple(rs), tuple(float(s) for s in ex.scores), ex.row))
+        subset = ex.meta.get("subset")
+        out.append(TokenizedList(tuple(p), tuple(rs), tuple(float(s) for s in ex.scores), ex.row,
+                                 None if subset is None else str(subset)))
     return out, report
 
 

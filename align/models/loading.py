@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+log = logging.getLogger("align")
 
 EMBEDDED = "embedded:tiny"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
@@ -39,3 +50,45 @@ def load_model(name: str, dtype: str = "float32") -> PreTrainedModel:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     return AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=DTYPES[dtype])
+
+
+MODEL_INFO = "align_model.json"  # written beside every model `align train` saves
+
+
+def read_model_info(name: str) -> dict:
+    """What ``align train`` recorded beside a saved model (kind, algorithm, β, the reference it was trained
+    against), or ``{}`` for any other model."""
+    path = Path(resolve_model_path(name)) / MODEL_INFO
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"unreadable {path}: {e}") from e
+    if not isinstance(info, dict):
+        raise ValueError(f"unreadable {path}: expected a JSON object, got {type(info).__name__}")
+    return info
+
+
+def is_reward_model(name: str) -> bool:
+    """True if ``name``'s config declares a sequence-classification architecture (a scalar-head reward model)."""
+    config = AutoConfig.from_pretrained(resolve_model_path(name))
+    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+
+
+def load_reward_model(name: str, dtype: str = "float32", tokenizer: PreTrainedTokenizerBase | None = None):
+    """A scalar-head reward model (``AutoModelForSequenceClassification``, one label). From a causal LM the head
+    is new (randomly initialised), which is how reward-model training starts. The pad id the head pools by is
+    set from ``tokenizer``."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    path = resolve_model_path(name)
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "num_labels", 1) != 1 and is_reward_model(name):
+        raise ValueError(f"{name} has {config.num_labels} output labels; a reward model has exactly one")
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=DTYPES[dtype])
+    if tokenizer is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if tokenizer.pad_token_id == tokenizer.eos_token_id:
+            log.warning("pad token = eos token: the reward is read at the last token that is not eos")
+    return model

@@ -9,6 +9,7 @@ from align.trainers.cringe import CringeLossConfig, CringeTrainer
 from align.trainers.dpo import DPOLossConfig, DPOTrainer
 from align.trainers.lipo import LiPOLossConfig, LiPOTrainer
 from align.trainers.mmpo import MMPOLossConfig, MMPOTrainer
+from align.trainers.reward import RewardLossConfig, RewardModelTrainer
 
 
 @dataclass(frozen=True)
@@ -22,14 +23,20 @@ class Algorithm:
     def needs_reference(self) -> bool:
         return self.trainer.needs_reference
 
+    @property
+    def model_kind(self) -> str:
+        """``policy`` (a causal LM) or ``reward`` (a scalar-head sequence classifier)."""
+        return self.trainer.model_kind
+
 
 ALGORITHMS: dict[str, Algorithm] = {
     "dpo": Algorithm(DPOTrainer, DPOLossConfig),
     "lipo": Algorithm(LiPOTrainer, LiPOLossConfig),
     "mmpo": Algorithm(MMPOTrainer, MMPOLossConfig),
     "cringe": Algorithm(CringeTrainer, CringeLossConfig),
+    "reward": Algorithm(RewardModelTrainer, RewardLossConfig),
 }
 
 __all__ = ["ALGORITHMS", "Algorithm", "CringeLossConfig", "CringeTrainer", "DPOLossConfig", "DPOTrainer",
            "LiPOLossConfig", "LiPOTrainer", "ListDataset", "MMPOLossConfig", "MMPOTrainer", "Objective",
-           "PreferenceTrainer"]
+           "PreferenceTrainer", "RewardLossConfig", "RewardModelTrainer"]

@@ -69,6 +69,7 @@ class PreferenceTrainer(Trainer, abc.ABC):
 
     needs_reference: ClassVar[bool] = True
     keep_logits: ClassVar[bool] = False  # token-level objectives (Cringe) read the logits
+    model_kind: ClassVar[str] = "policy"  # "reward": a scalar-head model scored by forward_lists
 
     def __init__(self, model, args, loss_config, train_dataset: ListDataset, eval_dataset: ListDataset | None = None,
                  processing_class=None, **kwargs):
@@ -99,6 +100,11 @@ class PreferenceTrainer(Trainer, abc.ABC):
         """Items the objective averages over in this batch, known before the forward (default: lists)."""
         return int(inputs["list_mask"].shape[0])
 
+    def forward_lists(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> PolicyOutput:
+        """The one forward over every response of the batch (default: summed response log-probs of a causal LM;
+        a reward model overrides it with its scalar scores)."""
+        return policy_forward(model, inputs, keep_logits=self.keep_logits)
+
     # --- shared machinery ----------------------------------------------------------------------------------------
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
         # The loss is a mean over *items* (pairs, lists) across all micro-batches of one optimizer step and all
@@ -112,7 +118,7 @@ class PreferenceTrainer(Trainer, abc.ABC):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Policy forward over all responses, the objective, and its metrics."""
         mode = "train" if model.training else "eval"
-        policy = policy_forward(model, inputs, keep_logits=self.keep_logits)  # logps [B, K]
+        policy = self.forward_lists(model, inputs)  # logps (or rewards) [B, K]
         out = self.objective(policy, inputs)
         if num_items_in_batch is None:  # evaluation, or a caller outside the training loop
             num_items_in_batch = max(out.count, 1)

@@ -1,0 +1,284 @@
+"""``align eval`` end to end: load data → score with a reward model, an implicit reward or log-likelihood →
+metrics with bootstrap CIs, idealized ranking accuracy, per-subset tables, calibration → JSON, markdown, PNGs."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from align.config import ReferenceConfig
+from align.data.loaders import load_examples, split_examples
+from align.data.tokenize import tokenize_examples
+from align.evaluation.calibration import reliability
+from align.evaluation.idealized import DEFAULT_BETAS, UNANIMOUS_ALPHA, idealized_by_beta
+from align.evaluation.report import list_tensors, policy_scorers, report_scores
+from align.evaluation.subsets import subset_report
+from align.forward import reward_scores, score_lists
+from align.losses.pairs import preference_pairs
+from align.metrics import aggregate, per_list_metrics
+from align.models.loading import is_reward_model, load_model, load_reward_model, load_tokenizer, read_model_info
+
+log = logging.getLogger("align")
+
+Scorer = Literal["auto", "reward-model", "implicit", "logprob"]
+NULL_METRICS = ("pairwise_accuracy", "pairwise_accuracy_ties_correct", "list_exact_match", "top1_accuracy",
+                "kendall_tau", "ndcg", "ndcg_at_k", "idealized_ranking_accuracy")
+
+
+@dataclass
+class EvalRequest:
+    """What to evaluate and how; the fields mirror ``align eval``'s flags."""
+
+    model: str
+    data: str
+    scorer: Scorer = "auto"
+    reference: str | None = None
+    format: str = "auto"
+    strict: bool = False
+    max_rows: int | None = None
+    split: Literal["all", "train", "eval"] = "all"
+    eval_fraction: float = 0.1
+    batch_size: int = 16
+    max_prompt_length: int = 512
+    max_response_length: int = 512
+    dtype: str = "float32"
+    cache_dir: str | None = None
+    betas: tuple[float, ...] = DEFAULT_BETAS
+    alpha: float = UNANIMOUS_ALPHA
+    beta: float | None = None
+    ndcg_k: int = 3
+    resamples: int = 1000
+    level: float = 0.95
+    seed: int = 0
+    plots_dir: str | None = None
+    progress: bool = True
+
+
+def _choose_scorer(req: EvalRequest, reward: bool, reference: str | None) -> str:
+    if req.scorer == "auto":
+        return "reward-model" if reward else ("implicit" if reference else "logprob")
+    if (req.scorer == "reward-model") != reward:
+        kind = "a reward model (sequence classifier)" if reward else "a causal language model"
+        raise ValueError(f"--scorer {req.scorer} does not apply to {req.model}: it is {kind}")
+    if req.scorer == "implicit" and not reference:
+        raise ValueError("--scorer implicit needs a reference model: pass --reference (models trained by "
+                         "`align train` record theirs)")
+    return req.scorer
+
+
+def _reference_logps(name: str, tokenizer, lists, req: EvalRequest) -> tuple[torch.Tensor, dict[str, Any]]:
+    from align.pipeline import pad_lists, reference_logps
+
+    ref_tok = load_tokenizer(name)
+    if ref_tok.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"reference {name} has another tokenizer than {req.model}: its log-probs would not be "
+                         "of the same token sequences")
+    settings = {"max_prompt_length": req.max_prompt_length, "max_response_length": req.max_response_length,
+                "truncation": "truncate"}  # as the training pipeline keys the same data
+    ref_model = load_model(name, req.dtype)
+    if torch.cuda.is_available():
+        ref_model = ref_model.cuda()
+    try:
+        cache, stats = reference_logps(ref_model, tokenizer, lists,
+                                       ReferenceConfig(batch_size=req.batch_size, cache_dir=req.cache_dir), settings,
+                                       req.progress)
+        return pad_lists([cache.logps(i) for i in range(len(lists))]), stats.to_dict()
+    finally:
+        del ref_model
+        gc.collect()
+
+
+def _idealized(ref: torch.Tensor, labels, mask, lengths, observed: dict[str, float], req: EvalRequest,
+               weights: torch.Tensor | None) -> dict[str, dict[str, Any]]:
+    from align.evaluation.bootstrap import percentile_interval
+
+    n_pairs = per_list_metrics(ref, labels, mask)["n_pairs"].double()
+    out = {}
+    for beta, counts in idealized_by_beta(ref, labels, mask, lengths, req.betas, req.alpha).items():
+        entry: dict[str, Any] = {}
+        for kind, correct in counts.items():
+            value = float(correct.sum()) / float(n_pairs.sum()) if n_pairs.sum() > 0 else math.nan
+            entry[kind] = value
+            if weights is not None:
+                den = (weights * n_pairs).sum(-1)
+                entry[f"{kind}_ci"] = percentile_interval((weights * correct.double()).sum(-1) / den.clamp(min=1e-300),
+                                                          req.level)
+            obs = observed.get(kind)
+            entry["gap" if kind == "summed" else f"gap_{kind}"] = None if obs is None else value - obs
+        out[f"{beta:g}"] = entry
+    return out
+
+
+def run_eval(req: EvalRequest) -> dict[str, Any]:
+    """Evaluate ``req.model`` on ``req.data``; returns the JSON-ready result (see ``eval/README.md``)."""
+    examples, report = load_examples(req.data, format=req.format, strict=req.strict, max_rows=req.max_rows)
+    if req.split != "all":
+        train, held_out = split_examples(examples, req.eval_fraction)
+        examples = held_out if req.split == "eval" else train
+    info = read_model_info(req.model)
+    reward = is_reward_model(req.model)
+    reference = req.reference or info.get("reference")
+    if reference and not req.reference and not _loadable(reference):
+        log.warning("reference %s recorded with %s is not found; evaluating without it", reference, req.model)
+        reference = None
+    scorer = _choose_scorer(req, reward, reference)
+    tokenizer = load_tokenizer(req.model)
+    lists, trunc = tokenize_examples(examples, tokenizer, max_prompt_length=req.max_prompt_length,
+                                     max_response_length=req.max_response_length)
+    data = {**report.to_dict(), "split": req.split, "eval_fraction": req.eval_fraction if req.split != "all" else None,
+            "lists": len(lists), "truncation": trunc.to_dict()}
+    result: dict[str, Any] = {"model": req.model, "scorer": scorer, "reference": reference, "reference_cache": None}
+    if not any(len(set(t.scores)) > 1 for t in lists):
+        log.warning("no list with a preference to evaluate in %s", req.data)
+        return {**result, **dict.fromkeys(NULL_METRICS), "n_pairs": 0, "n_lists": len(lists), "ci": {},
+                "data": data}
+
+    labels, mask, lengths = list_tensors(lists)
+    kw = {"batch_size": req.batch_size, "pad_token_id": tokenizer.pad_token_id or 0, "progress": req.progress}
+    if reward:
+        model = load_reward_model(req.model, req.dtype, tokenizer)
+        model = model.cuda() if torch.cuda.is_available() else model
+        scorers = {"reward-model": torch.nan_to_num(reward_scores(model, lists, **kw))}
+        logps = None
+    else:
+        model = load_model(req.model, req.dtype)
+        model = model.cuda() if torch.cuda.is_available() else model
+        logps, _ = score_lists(model, lists, desc="eval", **kw)
+    del model
+    gc.collect()
+
+    ref = None
+    if reference:
+        ref, result["reference_cache"] = _reference_logps(reference, tokenizer, lists, req)
+    if not reward:
+        scorers = policy_scorers(logps, lengths, ref)  # implicit too whenever a reference is known
+    headline = "reward-model" if reward else scorer
+    result.update(report_scores(scorers, headline, lists, ndcg_k=req.ndcg_k, resamples=req.resamples, seed=req.seed,
+                                level=req.level))
+    result["confidence"] = {"level": req.level, "resamples": req.resamples, "unit": "list", "seed": req.seed}
+
+    # Idealized ranking accuracy: π_ref is the recorded/explicit reference, else (a plain LM) the model itself.
+    by = result["by_scorer"]
+    if reward:
+        observed = {"summed": by["reward-model"]["pairwise_accuracy_ties_correct"]}
+        observed["length_normalized"] = observed["summed"]
+    else:
+        observed = {"summed": by["logprob"]["pairwise_accuracy_ties_correct"],
+                    "length_normalized": by["logprob_mean"]["pairwise_accuracy_ties_correct"]}
+    ideal_ref = ref if ref is not None else (None if reward else torch.nan_to_num(logps))
+    result["idealized_reference"] = reference or (None if reward else f"{req.model} (itself)")
+    result["observed_ranking_accuracy"] = observed
+    result["idealized_ranking_accuracy"] = None
+    if ideal_ref is not None:
+        from align.evaluation.bootstrap import bootstrap_weights
+
+        weights = bootstrap_weights(len(lists), req.resamples, req.seed) if req.resamples else None
+        result["idealized_ranking_accuracy"] = _idealized(ideal_ref, labels, mask, lengths, observed, req, weights)
+        ref_acc = aggregate(per_list_metrics(ideal_ref, labels, mask))
+        result["reference_ranking_accuracy"] = ref_acc["pairwise_accuracy_ties_correct"].item()
+    else:
+        log.warning("no reference language model for %s: idealized ranking accuracy not computed (pass --reference)",
+                    req.model)
+
+    head = scorers[headline]
+    if any(t.subset for t in lists):
+        per = per_list_metrics(head, labels, mask)
+        result.update(subset_report([t.subset for t in lists], per["correct"], per["n_pairs"],
+                                    resamples=req.resamples, seed=req.seed, level=req.level))
+    w, lo = preference_pairs(labels, mask).take(head.double())
+    margins = w - lo
+    scale = (req.beta or info.get("beta") or 0.1) if headline == "implicit" else 1.0
+    result["calibration"] = reliability(margins, scale=scale)
+    result["margins"] = {"mean": margins.mean().item(), "median": margins.median().item(), "std": margins.std().item()
+                         if len(margins) > 1 else 0.0}
+    if req.plots_dir:
+        result["plots"] = [str(p) for p in write_plots(result, margins, Path(req.plots_dir))]
+    result["data"] = data
+    return result
+
+
+def _loadable(name: str) -> bool:
+    p = Path(name)
+    return p.exists() or not (p.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1)
+
+
+def write_plots(result: dict[str, Any], margins: torch.Tensor, out_dir: Path) -> list[Path]:
+    """accuracy_vs_beta.png (when the idealized accuracy exists), margins.png and reliability.png."""
+    from align.evaluation.plots import plot_accuracy_vs_beta, plot_margin_histogram, plot_reliability
+
+    name, scorer = "/".join(Path(result["model"]).parts[-2:]) or result["model"], result["scorer"]
+    paths = []
+    ideal = result.get("idealized_ranking_accuracy")
+    if ideal:
+        betas = [float(b) for b in ideal]
+        series = {"R* (summed)": "summed", "R̃* (length-normalised)": "length_normalized"}
+        obs = result["observed_ranking_accuracy"]
+        observed = ({f"{scorer} accuracy (ties correct)": obs["summed"]} if scorer == "reward-model" else
+                    {"R observed (summed)": obs["summed"], "R̃ observed (length-normalised)": obs["length_normalized"]})
+        observed["π_ref accuracy"] = result.get("reference_ranking_accuracy")
+        paths.append(plot_accuracy_vs_beta(
+            out_dir / "accuracy_vs_beta.png", betas, {k: [ideal[b][v] for b in ideal] for k, v in series.items()},
+            observed, {k: [ideal[b].get(f"{v}_ci") for b in ideal] for k, v in series.items()},
+            title=f"{name}: observed vs idealized ranking accuracy"))
+    paths.append(plot_margin_histogram(out_dir / "margins.png", margins, title=f"{name}: {scorer} margins"))
+    paths.append(plot_reliability(out_dir / "reliability.png", result["calibration"],
+                                  title=f"{name}: σ({result['calibration']['scale']:g}·margin) as P(preferred)"))
+    return paths
+
+
+def _f(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _ci(ci: Any) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "—"
+
+
+def eval_markdown(result: dict[str, Any]) -> str:
+    """The tables ``align eval`` prints: headline metrics with CIs, every scorer, idealized accuracy by β,
+    per-subset and per-section accuracy."""
+    if result.get("pairwise_accuracy") is None and not result.get("by_scorer"):
+        return "no labelled pairs to evaluate"
+    level = int(round(100 * result.get("confidence", {}).get("level", 0.95)))
+    ci = result.get("ci", {})
+    lines = [f"scorer: {result['scorer']}  ({result['n_pairs']} pairs in {result['n_lists']} lists)", "",
+             f"| metric | value | {level}% CI |", "|---|---|---|"]
+    names = {"pairwise_accuracy": "pairwise accuracy (strict)",
+             "pairwise_accuracy_ties_correct": "pairwise accuracy (ties correct)",
+             "list_exact_match": "list exact match", "top1_accuracy": "top-1 accuracy", "kendall_tau": "Kendall τ",
+             "ndcg": "NDCG", "ndcg_at_k": f"NDCG@{result.get('ndcg_k')}"}
+    lines += [f"| {label} | {_f(result.get(k))} | {_ci(ci.get(k))} |" for k, label in names.items()]
+    by = result.get("by_scorer", {})
+    if len(by) > 1:
+        lines += ["", "| scorer | pairwise accuracy (strict) | ties correct | exact match | Kendall τ | pairs |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {s} | {_f(m['pairwise_accuracy'])} | {_f(m['pairwise_accuracy_ties_correct'])} | "
+                  f"{_f(m['list_exact_match'])} | {_f(m['kendall_tau'])} | {m['n_pairs']} |" for s, m in by.items()]
+    ideal = result.get("idealized_ranking_accuracy")
+    if ideal:
+        obs = result["observed_ranking_accuracy"]
+        lines += ["", f"idealized ranking accuracy (Chen et al. 2024), π_ref = {result['idealized_reference']}; "
+                  f"observed R = {_f(obs['summed'])}, R̃ = {_f(obs['length_normalized'])}, "
+                  f"π_ref's own = {_f(result.get('reference_ranking_accuracy'))}", "",
+                  "| β | R* | R* CI | R̃* | R̃* CI | gap R* − R | gap R̃* − R̃ |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {b} | {_f(e['summed'])} | {_ci(e.get('summed_ci'))} | {_f(e['length_normalized'])} | "
+                  f"{_ci(e.get('length_normalized_ci'))} | {_f(e['gap'])} | {_f(e['gap_length_normalized'])} |"
+                  for b, e in ideal.items()]
+    for key, title in (("by_section", "section"), ("by_subset", "subset")):
+        rows = result.get(key)
+        if rows:
+            lines += ["", f"| {title} | pairwise accuracy (strict) | {level}% CI | pairs |", "|---|---|---|---|"]
+            lines += [f"| {s} | {_f(m['pairwise_accuracy'])} | {_ci(m.get('ci'))} | {m['n_pairs']} |"
+                      for s, m in rows.items()]
+    cal = result.get("calibration")
+    if cal:
+        lines += ["", f"calibration of σ({cal['scale']:g}·margin): ECE {_f(cal['ece'])} over {cal['n_pairs']} pairs"]
+    return "\n".join(lines)
