@@ -88,6 +88,10 @@ class ReferenceCache:
     stats: CacheStats = field(default_factory=CacheStats)
     _values: list[torch.Tensor] | None = None
     _tokens: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None
+    # What for_model fingerprinted, so ensure() can recognise the same model and lists without hashing again
+    # (profiling a cold build: the second weights fingerprint was its largest cost after the forward).
+    _keyed_on: tuple[list[tuple[int, int]], list[TokenizedList]] | None = field(default=None, repr=False,
+                                                                                  compare=False)
 
     @classmethod
     def for_model(
@@ -115,7 +119,9 @@ class ReferenceCache:
         }
         key = hashlib.sha256(json.dumps(components, sort_keys=True, default=str).encode()).hexdigest()[:32]
         sizes = [len(t.response_ids) for t in lists]
-        return cls(Path(root), key, components, sizes, shard_size, per_token, CacheStats(key=key))
+        cache = cls(Path(root), key, components, sizes, shard_size, per_token, CacheStats(key=key))
+        cache._keyed_on = (_weights_state(model), list(lists))
+        return cache
 
     @property
     def dir(self) -> Path:
@@ -182,7 +188,9 @@ class ReferenceCache:
         In a distributed run each rank computes shards ``s % world == rank`` and all ranks then read them all.
         """
         sizes = [len(t.response_ids) for t in lists]
-        if sizes != self.sizes or data_fingerprint(list(lists)) != self.components["data"]:
+        keyed_model, keyed_lists = self._keyed_on or (None, [])
+        same_lists = len(keyed_lists) == len(lists) and all(a is b for a, b in zip(keyed_lists, lists))
+        if sizes != self.sizes or not same_lists and data_fingerprint(list(lists)) != self.components["data"]:
             raise CacheError("the lists given are not the ones this cache was keyed on")
         t0 = time.perf_counter()
         self._write_manifest()
@@ -202,7 +210,8 @@ class ReferenceCache:
         mine = [s for s in todo if s % world == rank]
         self.stats.computed_here = sum(self._range(s)[1] - self._range(s)[0] for s in mine)
         if mine:
-            if weights_fingerprint(model) != self.components["weights"]:
+            same_model = keyed_model is not None and _weights_state(model) == keyed_model
+            if not same_model and weights_fingerprint(model) != self.components["weights"]:
                 raise CacheError("the model given to ensure() is not the one this cache was keyed on")
             self._compute(model, lists, mine, batch_size, pad_token_id, progress and rank == 0)
         _dist_barrier()
@@ -268,3 +277,11 @@ def _dist_rank_world() -> tuple[int, int]:
 def _dist_barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def _weights_state(model: torch.nn.Module) -> list[tuple[int, int]]:
+    """Storage address and in-place version counter of every parameter and buffer. Another model, a replaced
+    tensor or an in-place update (an optimizer step bumps every version) changes it; only writes through
+    ``.data``, which autograd does not track, would not. Then ensure() hashes the weights in full, as before.
+    (TokenizedList is frozen, so the same list objects mean the same data.)"""
+    return [(t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers())]

@@ -497,3 +497,23 @@ def test_another_shard_size_reuses_the_entry(built_copy, model, tok, lists, monk
     monkeypatch.setattr(cache_mod, "score_lists", _fake_score_lists)  # today it recomputes everything
     stats = _fresh(root, model, tok, lists, shard_size=2 * SHARD).ensure(model, lists, progress=False)
     assert (stats.computed, stats.corrupted_shards) == (0, 0)
+
+
+def test_ensure_hashes_the_weights_once_for_the_model_it_was_keyed_on(tmp_path, model, tok, lists, monkeypatch):
+    calls = []
+    real = cache_mod.weights_fingerprint
+    monkeypatch.setattr(cache_mod, "weights_fingerprint", lambda m: calls.append(1) or real(m))
+    m = copy.deepcopy(model)
+    cache = _fresh(tmp_path / "a", m, tok, lists)
+    cache.ensure(m, lists, progress=False)
+    assert len(calls) == 1  # for_model only: same tensors, same versions, same list objects
+    # the same model object changed in place (as an optimizer step does) is hashed again and refused
+    cache = _fresh(tmp_path / "b", m, tok, lists)
+    with torch.no_grad():
+        next(m.parameters()).add_(1e-3)
+    with pytest.raises(CacheError, match="not the one"):
+        cache.ensure(m, lists, progress=False)
+    assert len(calls) == 3
+    # equal content in other list objects is accepted after a full data fingerprint
+    cache = _fresh(tmp_path / "c", model, tok, lists)
+    assert cache.ensure(model, [dataclasses.replace(t) for t in lists], progress=False).computed == len(lists)
