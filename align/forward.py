@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -55,25 +56,37 @@ def list_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
     return policy_forward(model, batch).logps
 
 
-@torch.inference_mode()
-def reward_scores(model: torch.nn.Module, lists: Sequence[TokenizedList], *, batch_size: int = 16,
-                  pad_token_id: int = 0, progress: bool = False, desc: str = "rewards") -> torch.Tensor:
-    """Rewards ``[n, K_max]`` (NaN on empty slots) of every response under a reward model, in eval mode."""
+def _eval_batches(model: torch.nn.Module, lists: Sequence[TokenizedList], batch_size: int, pad_token_id: int,
+                  progress: bool, desc: str) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
+    """``(list indices, batch, model output)`` over ``lists`` in eval mode, longest lists first (less padding; peak
+    memory shows at once); the model's train/eval mode is restored afterwards."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     collate = ListCollator(pad_token_id)
-    values = torch.full((len(lists), max((len(t.response_ids) for t in lists), default=1)), math.nan)
     order = sorted(range(len(lists)), key=lambda i: -lists[i].num_tokens)
     try:
         for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress):
             idx = order[b : b + batch_size]
             batch = {k: v.to(device) for k, v in collate([{"list": lists[i]} for i in idx]).items()}
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-            layout = to_list_layout(out.logits[:, 0].float(), batch, fill=math.nan).cpu()
-            values[idx, : layout.shape[1]] = layout
+            yield idx, batch, model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    use_cache=False)
     finally:
         model.train(was_training)
+
+
+def _empty(lists: Sequence[TokenizedList]) -> torch.Tensor:
+    return torch.full((len(lists), max((len(t.response_ids) for t in lists), default=1)), math.nan)
+
+
+@torch.inference_mode()
+def reward_scores(model: torch.nn.Module, lists: Sequence[TokenizedList], *, batch_size: int = 16,
+                  pad_token_id: int = 0, progress: bool = False, desc: str = "rewards") -> torch.Tensor:
+    """Rewards ``[n, K_max]`` (NaN on empty slots) of every response under a reward model, in eval mode."""
+    values = _empty(lists)
+    for idx, batch, out in _eval_batches(model, lists, batch_size, pad_token_id, progress, desc):
+        layout = to_list_layout(out.logits[:, 0].float(), batch, fill=math.nan).cpu()
+        values[idx, : layout.shape[1]] = layout
     return values
 
 
@@ -90,29 +103,17 @@ def score_lists(
 ) -> tuple[torch.Tensor, list[list[torch.Tensor]] | None]:
     """Summed log-probs ``[n, K_max]`` (NaN on empty slots) of every response, in eval mode, no gradients.
 
-    Lists are run longest first (less padding; peak memory shows at once). With ``per_token`` also returns,
-    for each list, one tensor of per-token log-probs per response.
+    Lists are run longest first. With ``per_token`` also returns, for each list, one tensor of per-token
+    log-probs per response.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    collate = ListCollator(pad_token_id)
-    k_max = max((len(t.response_ids) for t in lists), default=1)
-    values = torch.full((len(lists), k_max), math.nan)
+    values = _empty(lists)
     tokens: list[list[torch.Tensor]] | None = [[] for _ in lists] if per_token else None
-    order = sorted(range(len(lists)), key=lambda i: -lists[i].num_tokens)
-    try:
-        for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress):
-            idx = order[b : b + batch_size]
-            batch = {k: v.to(device) for k, v in collate([{"list": lists[i]} for i in idx]).items()}
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-            sums, per_tok = sequence_logprobs(out.logits, batch["input_ids"], batch["loss_mask"], per_token=True)
-            layout = to_list_layout(sums.float(), batch, fill=math.nan).cpu()
-            values[idx, : layout.shape[1]] = layout
-            if tokens is not None:
-                mask = batch["loss_mask"][:, 1:].bool()
-                for r in range(per_tok.shape[0]):  # rows are in list order, slot order
-                    tokens[idx[int(batch["row_list"][r])]].append(per_tok[r][mask[r]].float().cpu())
-    finally:
-        model.train(was_training)
+    for idx, batch, out in _eval_batches(model, lists, batch_size, pad_token_id, progress, desc):
+        sums, per_tok = sequence_logprobs(out.logits, batch["input_ids"], batch["loss_mask"], per_token=True)
+        layout = to_list_layout(sums.float(), batch, fill=math.nan).cpu()
+        values[idx, : layout.shape[1]] = layout
+        if tokens is not None:
+            mask = batch["loss_mask"][:, 1:].bool()
+            for r in range(per_tok.shape[0]):  # rows are in list order, slot order
+                tokens[idx[int(batch["row_list"][r])]].append(per_tok[r][mask[r]].float().cpu())
     return values, tokens

@@ -44,11 +44,13 @@ def score_report(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
 
 def report_scores(scorers: dict[str, torch.Tensor], headline: str, lists: Sequence[TokenizedList], *,
                   ndcg_k: int | None = None, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                  level: float = DEFAULT_LEVEL) -> dict[str, Any]:
+                  level: float = DEFAULT_LEVEL, weights: torch.Tensor | None = None) -> dict[str, Any]:
     """:func:`score_report` of each scorer (``[n, K]``, NaN-free on valid slots) under ``by_scorer``, the
-    ``headline`` one's keys at the top. All scorers share one set of bootstrap resamples (0 resamples: no CIs)."""
+    ``headline`` one's keys at the top. All scorers share one set of bootstrap resamples: ``weights`` if given,
+    else drawn from ``resamples`` and ``seed`` (0 resamples: no CIs)."""
     labels, mask, _ = list_tensors(lists)
-    weights = bootstrap_weights(len(lists), resamples, seed) if resamples else None
+    if weights is None and resamples:
+        weights = bootstrap_weights(len(lists), resamples, seed)
     by = {name: score_report(s, labels, mask, weights=weights, ndcg_k=ndcg_k, level=level)
           for name, s in scorers.items()}
     return {"scorer": headline, **by[headline], "n_lists": len(lists), "ndcg_k": ndcg_k, "by_scorer": by}

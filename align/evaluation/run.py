@@ -15,6 +15,7 @@ import torch
 from align.config import ReferenceConfig
 from align.data.loaders import load_examples, split_examples
 from align.data.tokenize import tokenize_examples
+from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
 from align.evaluation.calibration import reliability
 from align.evaluation.idealized import DEFAULT_BETAS, UNANIMOUS_ALPHA, idealized_by_beta
 from align.evaluation.report import list_tensors, policy_scorers, report_scores
@@ -96,8 +97,6 @@ def _reference_logps(name: str, tokenizer, lists, req: EvalRequest) -> tuple[tor
 
 def _idealized(ref: torch.Tensor, labels, mask, lengths, observed: dict[str, float], req: EvalRequest,
                weights: torch.Tensor | None) -> dict[str, dict[str, Any]]:
-    from align.evaluation.bootstrap import percentile_interval
-
     n_pairs = per_list_metrics(ref, labels, mask)["n_pairs"].double()
     out = {}
     for beta, counts in idealized_by_beta(ref, labels, mask, lengths, req.betas, req.alpha).items():
@@ -159,8 +158,9 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     if not reward:
         scorers = policy_scorers(logps, lengths, ref)  # implicit too whenever a reference is known
     headline = "reward-model" if reward else scorer
-    result.update(report_scores(scorers, headline, lists, ndcg_k=req.ndcg_k, resamples=req.resamples, seed=req.seed,
-                                level=req.level))
+    # one set of resamples for every metric, scorer and the idealized accuracy below
+    weights = bootstrap_weights(len(lists), req.resamples, req.seed) if req.resamples else None
+    result.update(report_scores(scorers, headline, lists, ndcg_k=req.ndcg_k, level=req.level, weights=weights))
     result["confidence"] = {"level": req.level, "resamples": req.resamples, "unit": "list", "seed": req.seed}
 
     # Idealized ranking accuracy: π_ref is the recorded/explicit reference, else (a plain LM) the model itself.
@@ -176,9 +176,6 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     result["observed_ranking_accuracy"] = observed
     result["idealized_ranking_accuracy"] = None
     if ideal_ref is not None:
-        from align.evaluation.bootstrap import bootstrap_weights
-
-        weights = bootstrap_weights(len(lists), req.resamples, req.seed) if req.resamples else None
         result["idealized_ranking_accuracy"] = _idealized(ideal_ref, labels, mask, lengths, observed, req, weights)
         ref_acc = aggregate(per_list_metrics(ideal_ref, labels, mask))
         result["reference_ranking_accuracy"] = ref_acc["pairwise_accuracy_ties_correct"].item()
