@@ -41,3 +41,25 @@ def small_model_dir(tmp_path_factory) -> Path:
     build_model(tok, spec).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(small_model_dir):
+    """The small model's tokenizer, loaded once."""
+    from align.models import load_tokenizer
+
+    return load_tokenizer(str(small_model_dir))
+
+
+@pytest.fixture(scope="session")
+def small_reward_model_dir(small_model_dir, small_tokenizer, tmp_path_factory) -> Path:
+    """The small causal LM turned into a reward model once (seeded head) and saved, so every load is identical."""
+    import torch
+
+    from align.models.loading import load_reward_model
+
+    out = tmp_path_factory.mktemp("small_reward_model")
+    torch.manual_seed(0)
+    load_reward_model(str(small_model_dir), tokenizer=small_tokenizer).save_pretrained(out)
+    small_tokenizer.save_pretrained(out)
+    return out

@@ -14,17 +14,13 @@ from align.models.loading import MODEL_INFO, is_reward_model, load_reward_model,
 
 
 @pytest.fixture(scope="module")
-def tok(small_model_dir):
-    return load_tokenizer(str(small_model_dir))
+def tok(small_tokenizer):
+    return small_tokenizer
 
 
 @pytest.fixture(scope="module")
-def reward_dir(small_model_dir, tok, tmp_path_factory):
-    out = tmp_path_factory.mktemp("saved_reward_model")
-    torch.manual_seed(0)
-    load_reward_model(str(small_model_dir), tokenizer=tok).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def reward_dir(small_reward_model_dir):
+    return small_reward_model_dir
 
 
 def test_is_reward_model(small_model_dir, reward_dir):

@@ -58,19 +58,13 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def tok(small_model_dir):
-    return load_tokenizer(str(small_model_dir))
+def tok(small_tokenizer):
+    return small_tokenizer
 
 
 @pytest.fixture(scope="module")
-def rm_dir(small_model_dir, tok, tmp_path_factory):
-    """The small causal LM turned into a reward model once (seeded head), so every load starts identical."""
-    out = tmp_path_factory.mktemp("reward_model")
-    torch.manual_seed(0)
-    model = load_reward_model(str(small_model_dir), tokenizer=tok)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def rm_dir(small_reward_model_dir):
+    return small_reward_model_dir
 
 
 def _rm(rm_dir, tok):
