@@ -6,12 +6,15 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 if not os.path.exists("/dev/nvidia0"):  # deepspeed (imported by transformers/trl) warns on every start without it
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# torch's own collectives (used inside DeepSpeed ZeRO) warn about their renamed functions at every call
+warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
 
 
 
@@ -67,35 +70,46 @@ def results_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _search_dirs(recipe_path: str) -> list[Path]:
+    """Where a recipe's relative data paths are looked up: the recipe's own folder, then the working directory."""
+    return [Path(recipe_path).resolve().parent, Path.cwd()]
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from align.config import load_recipe
+    from align.distributed import is_main
     from align.pipeline import run_training
 
     recipe = load_recipe(a.recipe, a.overrides)
-    summary = run_training(recipe, a.output_dir, resume=a.resume, recipe_path=a.recipe)
-    out = Path(a.output_dir or recipe.output_dir)
-    print("\n" + results_table(summary))
-    print(f"\nwrote {out / 'summary.json'} and the model in {summary['model_dir']}")
+    summary = run_training(recipe, a.output_dir, resume=a.resume, search_dirs=_search_dirs(a.recipe))
+    if is_main():
+        out = Path(a.output_dir or recipe.output_dir)
+        print("\n" + results_table(summary))
+        print(f"\nwrote {out / 'summary.json'} and the model in {summary['model_dir']}")
     return 0
 
 
 def cmd_cache(a: argparse.Namespace) -> int:
     from align.config import load_recipe
-    from align.pipeline import build_reference, json_text, prepare_policy
+    from align.distributed import is_main
+    from align.io import json_text
+    from align.pipeline import prepare_policy, recipe_reference
     from align.trainers import ALGORITHMS
 
     recipe = load_recipe(a.recipe, a.overrides)
     if not ALGORITHMS[recipe.algorithm].needs_reference:
         raise ValueError(f"algorithm {recipe.algorithm!r} uses no reference model: there is no cache to build")
-    tokenizer, data, _, policy, _ = prepare_policy(recipe, Path(a.recipe).resolve().parent.parent)
-    _, stats = build_reference(recipe, policy, tokenizer, data.train + data.eval)
-    print(json_text({"reference_cache": stats.to_dict(), "data": data.to_dict()}))
+    tokenizer, data, _, policy, _ = prepare_policy(recipe, _search_dirs(a.recipe))
+    reference = recipe_reference(recipe, policy, tokenizer, data)
+    stats = reference.prefetch(data.train + data.eval) if reference.live is not None else reference.stats
+    if is_main():
+        print(json_text({"reference_cache": stats.to_dict(), "data": data.to_dict()}))
     return 0
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from align.evaluation.run import EvalRequest, eval_markdown, run_eval
-    from align.pipeline import json_text
+    from align.io import json_text
 
     plots = None if a.no_plots else (a.plots or (str(Path(a.output).with_suffix("")) + "_plots" if a.output else None))
     req = EvalRequest(model=a.model, data=a.data, scorer=a.scorer, reference=a.reference, format=a.format,

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from align.data.collate import ListCollator, to_list_layout
 from align.data.tokenize import TokenizedList
+from align.distributed import full_weights, score_sharded
 from align.logprobs import sequence_logprobs
 
 
@@ -79,7 +80,7 @@ def _empty(lists: Sequence[TokenizedList]) -> torch.Tensor:
     return torch.full((len(lists), max((len(t.response_ids) for t in lists), default=1)), math.nan)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: ZeRO-3 writes gathered weights into parameters during the forward
 def reward_scores(model: torch.nn.Module, lists: Sequence[TokenizedList], *, batch_size: int = 16,
                   pad_token_id: int = 0, progress: bool = False, desc: str = "rewards") -> torch.Tensor:
     """Rewards ``[n, K_max]`` (NaN on empty slots) of every response under a reward model, in eval mode."""
@@ -90,7 +91,7 @@ def reward_scores(model: torch.nn.Module, lists: Sequence[TokenizedList], *, bat
     return values
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def score_lists(
     model: torch.nn.Module,
     lists: Sequence[TokenizedList],
@@ -117,3 +118,26 @@ def score_lists(
             for r in range(per_tok.shape[0]):  # rows are in list order, slot order
                 tokens[idx[int(batch["row_list"][r])]].append(per_tok[r][mask[r]].float().cpu())
     return values, tokens
+
+
+def sharded_scores(model: torch.nn.Module, lists: Sequence[TokenizedList], *, reward: bool = False,
+                   batch_size: int = 16, pad_token_id: int = 0, engine_managed: bool = False,
+                   progress: bool = False, desc: str = "scoring") -> torch.Tensor:
+    """:func:`score_lists` (or :func:`reward_scores`) in a distributed run: the lists are split across ranks, every
+    rank gets all ``[n, K_max]`` values. In one process it is the plain call. Under ZeRO-3 every rank must call it
+    (see :func:`align.distributed.score_sharded`); ``engine_managed`` as in :func:`align.distributed.full_weights`.
+    """
+
+    def score(items: Sequence[TokenizedList]) -> tuple[torch.Tensor, None]:
+        if reward:
+            return reward_scores(model, items, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress,
+                                 desc=desc), None
+        return score_lists(model, items, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress,
+                           desc=desc)[0], None
+
+    def dummy() -> None:
+        with torch.no_grad():
+            model(input_ids=torch.full((1, 2), pad_token_id, device=next(model.parameters()).device), use_cache=False)
+
+    with full_weights(model, engine_managed):
+        return score_sharded(score, lists, batch_size=batch_size, dummy_forward=dummy)[0]

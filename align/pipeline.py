@@ -1,14 +1,17 @@
-"""One training run end to end: data → (SFT) → tokenize → reference cache → train → evaluate → summary.json."""
+"""One training run end to end: data → (SFT) → policy → trainer (reference filled before its first step) →
+evaluation → model and summary.json. Orchestration only: the data, reference, evaluation and output code lives in
+their own modules.
+
+Under ``accelerate launch`` every rank runs this function; the reference pass and the evaluations are split across
+ranks, and only the main process writes files.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import json
 import logging
-import math
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,21 +20,26 @@ import torch
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from align.config import Recipe, ReferenceConfig, to_dict
-from align.data.example import LoadReport
+from align.config import Recipe, to_dict
+from align.data.collate import pad_values
+from align.data.example import DataError, LoadReport
 from align.data.loaders import load_examples, split_examples
 from align.data.tokenize import TokenizedList, TruncationReport, tokenize_examples
+from align.distributed import barrier, is_main, is_zero3_partitioned
 from align.evaluation import evaluate_policy, evaluate_reward_model, ranking_report
+from align.io import write_json
 from align.models.loading import (
     MODEL_INFO,
     align_home,
+    is_adapter,
     load_model,
+    load_policy,
     load_reward_model,
     load_tokenizer,
     resolve_model_path,
 )
-from align.reference import CacheStats, ReferenceCache
-from align.trainers import ALGORITHMS, ListDataset
+from align.reference import CachedReference, CacheStats, reference_for
+from align.trainers import ALGORITHMS, ListDataset, PreferenceTrainer
 
 log = logging.getLogger("align")
 
@@ -51,22 +59,33 @@ class PreparedData:
                 "truncation": self.truncation.to_dict()}
 
 
-def resolve_path(path: str, base: Path | None) -> str:
-    """A relative data path as given if it exists from here, else relative to ``base`` (the recipe's project)."""
-    p = Path(path)
-    if p.is_absolute() or p.exists() or base is None or not (base / p).exists():
-        return path
-    return str(base / p)
+def resolve_path(path: str, search_dirs: Sequence[str | Path] = ()) -> str:
+    """A relative data path, looked up in ``search_dirs`` in order (the recipe's folder, then the working
+    directory); a hub name or an absolute path is returned as it is. A path found nowhere is an error that says
+    where it looked."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return str(p)
+    for base in search_dirs:
+        if (Path(base) / p).exists():
+            return str(Path(base) / p)
+    if p.exists():
+        return str(p)
+    if p.suffix or path.startswith((".", "~")) or path.count("/") > 1:  # a file path, not a hub name
+        tried = [str((Path(b) / p).resolve()) for b in search_dirs] or [str(p.resolve())]
+        raise DataError(f"no such file: {path} (looked in {', '.join(dict.fromkeys(tried))})")
+    return path
 
 
-def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, base: Path | None = None) -> PreparedData:
-    """Load, split and tokenize the recipe's data."""
+def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, search_dirs: Sequence[str | Path] = ()
+              ) -> PreparedData:
+    """Load, split and tokenize the recipe's data (relative paths resolved against ``search_dirs``)."""
     d = recipe.data
-    examples, report = load_examples(resolve_path(d.train, base), format=d.format, split=d.split, strict=d.strict,
-                                     max_rows=d.max_rows)
+    examples, report = load_examples(resolve_path(d.train, search_dirs), format=d.format, split=d.split,
+                                     strict=d.strict, max_rows=d.max_rows)
     if d.eval:
         train_ex = examples
-        eval_ex, eval_report = load_examples(resolve_path(d.eval, base), format=d.format, split=d.split,
+        eval_ex, eval_report = load_examples(resolve_path(d.eval, search_dirs), format=d.format, split=d.split,
                                              strict=d.strict)
         report.rows_read += eval_report.rows_read
         report.examples += eval_report.examples
@@ -86,79 +105,57 @@ def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, base: Path | N
     return PreparedData(train, evl, report, trunc, train_ex)
 
 
-def reference_logps(reference: torch.nn.Module, tokenizer, lists: list[TokenizedList], config: ReferenceConfig,
-                    settings: dict[str, Any], progress: bool = True) -> tuple[ReferenceCache, CacheStats]:
-    """Fill (or reuse) the cache of ``reference``'s log-probs of ``lists``; a PEFT model counts with its adapter
-    disabled (its base model is the reference)."""
-    root = Path(config.cache_dir) if config.cache_dir else align_home() / "reference"
-    ctx = reference.disable_adapter() if hasattr(reference, "disable_adapter") else contextlib.nullcontext()
-    with ctx:
-        cache = ReferenceCache.for_model(root, reference, tokenizer, lists, shard_size=config.shard_size,
-                                         settings=settings)
-        stats = cache.ensure(reference, lists, batch_size=config.batch_size, pad_token_id=tokenizer.pad_token_id or 0,
-                             on_corrupt=config.on_corrupt, progress=progress)
-    return cache, stats
-
-
-def build_reference(recipe: Recipe, policy: torch.nn.Module, tokenizer, lists: list[TokenizedList],
-                    progress: bool = True) -> tuple[ReferenceCache, CacheStats]:
-    """The recipe's reference cache for ``lists``.
-
-    The reference is the policy's starting weights unless ``model.reference`` names another model; with PEFT it
-    is the base model with the adapter disabled. A separately loaded reference is freed right after.
-    """
-    settings = {"max_prompt_length": recipe.data.max_prompt_length,
-                "max_response_length": recipe.data.max_response_length, "truncation": recipe.data.truncation}
-    if not recipe.model.reference:
-        return reference_logps(policy, tokenizer, lists, recipe.reference, settings, progress)
-    ref = load_model(recipe.model.reference, recipe.model.dtype).to(policy.device)
-    try:
-        return reference_logps(ref, tokenizer, lists, recipe.reference, settings, progress)
-    finally:
-        del ref
-        gc.collect()
-
-
-def prepare_policy(recipe: Recipe, base: Path | None = None, progress: bool = True):
-    """Tokenizer, data, the starting weights (after the recipe's SFT stage) and the policy, ready to train:
-    on the GPU if there is one, dropout off if asked, LoRA-wrapped if asked.
+def prepare_policy(recipe: Recipe, search_dirs: Sequence[str | Path] = (), progress: bool = True,
+                   device: torch.device | None = None):
+    """Tokenizer, data, the starting weights (after the recipe's SFT stage) and the policy, ready to train: on
+    ``device`` (unless ZeRO-3 placed it), dropout off if asked, LoRA-wrapped if asked. A policy that starts from
+    an existing PEFT adapter keeps training it and holds a frozen copy as its reference.
 
     Returns ``(tokenizer, data, start_model, policy, sft_seconds)``.
     """
     tokenizer = load_tokenizer(recipe.model.name_or_path)
-    data = load_data(recipe, tokenizer, base)
+    data = load_data(recipe, tokenizer, search_dirs)
     log.info("data: %d rows read, %d lists (%d train / %d eval), skipped %s", data.report.rows_read,
              data.report.examples, len(data.train), len(data.eval), dict(data.report.skipped) or "none")
-
     start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
+    if recipe.sft.enabled and is_adapter(start_model):
+        raise ValueError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
+                         "supported; set sft.enabled=false")
     if recipe.sft.enabled:
         t0 = time.perf_counter()
-        start_model = run_sft(start_model, data.train_examples, recipe, progress)
+        start_model = run_sft(start_model, data.train_examples, recipe)
         sft_seconds = time.perf_counter() - t0
-    reward = ALGORITHMS[recipe.algorithm].model_kind == "reward"
-    if reward:  # the scalar head starts random on top of the (SFT) language model, as in InstructGPT
+    if ALGORITHMS[recipe.algorithm].model_kind == "reward":  # a random scalar head on the (SFT) LM
         policy = load_reward_model(start_model, recipe.model.dtype, tokenizer)
+        policy = _maybe_lora(policy, recipe, "SEQ_CLS")
     else:
-        policy = load_model(start_model, recipe.model.dtype)
-    if torch.cuda.is_available():
-        policy = policy.cuda()
+        policy = load_policy(start_model, recipe.model.dtype)
+        if not hasattr(policy, "peft_config"):
+            policy = _maybe_lora(policy, recipe, "CAUSAL_LM")
+        elif recipe.peft.enabled:
+            log.info("%s is a PEFT adapter: training it further (the peft section's shape is not used)", start_model)
+    if device is not None and not is_zero3_partitioned(policy):
+        policy = policy.to(device)
     if recipe.model.disable_dropout:
         _disable_dropout(policy)
-    if recipe.peft.enabled:
-        from peft import LoraConfig, get_peft_model
-
-        p = recipe.peft
-        policy = get_peft_model(policy, LoraConfig(r=p.r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
-                                                   target_modules=p.target_modules,
-                                                   task_type="SEQ_CLS" if reward else "CAUSAL_LM"))
-
     return tokenizer, data, start_model, policy, sft_seconds
+
+
+def _maybe_lora(model: torch.nn.Module, recipe: Recipe, task: str) -> torch.nn.Module:
+    if not recipe.peft.enabled:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    p = recipe.peft
+    return get_peft_model(model, LoraConfig(r=p.r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
+                                            target_modules=p.target_modules, task_type=task))
 
 
 def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
     """``TrainingArguments`` from the recipe's ``train`` section (``extra`` passes through)."""
     t = recipe.train
     kw = {k: v for k, v in vars(t).items() if k != "extra"}
+    kw["ddp_find_unused_parameters"] = False  # every parameter that trains gets a gradient; skip DDP's extra pass
     kw.update(t.extra)
     kw.update(output_dir=str(output_dir / "checkpoints"), logging_first_step=True, save_strategy="steps",
               use_cpu=not torch.cuda.is_available(), disable_tqdm=False)
@@ -179,70 +176,76 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def recipe_reference(recipe: Recipe, policy: torch.nn.Module, tokenizer, data: PreparedData, progress: bool = True
+                     ) -> CachedReference | None:
+    """The run's reference, or None if the algorithm needs none.
+
+    The default is the policy's starting weights (computed on demand before the first step, inside the engine).
+    A separate ``model.reference`` is loaded, fills the cache for this run's lists at once and is freed.
+    """
+    if not ALGORITHMS[recipe.algorithm].needs_reference:
+        return None
+    r = recipe.reference
+    kw = {"cache_dir": r.cache_dir, "batch_size": r.batch_size, "shard_size": r.shard_size,
+          "on_corrupt": r.on_corrupt, "source": Path(recipe.data.train).name, "progress": progress}
+    if not recipe.model.reference:
+        return reference_for(policy, tokenizer, model_name=recipe.model.name_or_path, **kw)
+    ref = load_model(recipe.model.reference, recipe.model.dtype)
+    if not is_zero3_partitioned(ref):
+        ref = ref.to(next(policy.parameters()).device)
+    ref.eval()
+    reference = reference_for(ref, tokenizer, model_name=recipe.model.reference, **kw)
+    reference.prefetch(data.train + data.eval)
+    reference.live = None  # everything this run needs is cached; the separate reference is not kept
+    del ref
+    return reference
+
+
 def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bool = False,
-                 recipe_path: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run ``recipe`` and write ``summary.json`` (and the trained model under ``output_dir/model``)."""
+                 search_dirs: Sequence[str | Path] = (), progress: bool = True) -> dict[str, Any]:
+    """Run ``recipe``; the main process writes ``summary.json``, ``recipe.json`` and the model under
+    ``output_dir/model``. Relative data paths are looked up in ``search_dirs`` (then the working directory)."""
     t_start = time.perf_counter()
     out = Path(output_dir or recipe.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json_text(to_dict(recipe)))
-    base = Path(recipe_path).resolve().parent.parent if recipe_path else None
     algo = ALGORITHMS[recipe.algorithm]
     torch.manual_seed(recipe.train.seed)
-
-    # TrainingArguments first: under `accelerate launch` it sets up the process group, so that the reference
-    # cache below is split across ranks instead of computed by every rank.
+    # TrainingArguments first: under `accelerate launch` it sets up the process group (and ZeRO-3 partitioning
+    # at model load), so everything below runs split across ranks instead of once per rank.
     args = training_arguments(recipe, out)
-    tokenizer, data, start_model, policy, sft_seconds = prepare_policy(recipe, base, progress)
+    tokenizer, data, start_model, policy, sft_seconds = prepare_policy(recipe, search_dirs, progress, args.device)
+    if is_main():
+        write_json(out / "recipe.json", to_dict(recipe))
     pad = tokenizer.pad_token_id or 0
-    cache_stats, train_refs, eval_refs = CacheStats(), None, None
-    if algo.needs_reference:
-        all_lists = data.train + data.eval
-        cache, cache_stats = build_reference(recipe, policy, tokenizer, all_lists, progress)
-        refs = [cache.logps(i) for i in range(len(all_lists))]
-        train_refs, eval_refs = refs[: len(data.train)], refs[len(data.train):]
-        log.info("reference cache %s: %d hits, %d computed in %.1fs", cache_stats.key, cache_stats.hits,
-                 cache_stats.computed, cache_stats.seconds)
+    eval_kw = {"batch_size": recipe.eval.batch_size, "pad_token_id": pad, "progress": progress}
+    reference = recipe_reference(recipe, policy, tokenizer, data, progress)
 
+    do_eval = recipe.eval.enabled and bool(data.eval)
     eval_before = None
-    if recipe.eval.enabled and data.eval and algo.model_kind == "reward":
-        eval_before = evaluate_reward_model(policy, data.eval, batch_size=recipe.eval.batch_size, pad_token_id=pad,
-                                            progress=progress)  # the head is random: a chance-level baseline
-    elif recipe.eval.enabled and data.eval:
-        if eval_refs is not None and not recipe.model.reference:
-            # The reference is the starting policy: its cached log-probs are the "before" scores, no new forward.
-            eval_before = ranking_report(pad_lists(eval_refs), data.eval)
-        else:
-            eval_before = evaluate_policy(policy, data.eval, batch_size=recipe.eval.batch_size, pad_token_id=pad,
-                                          progress=progress)
+    if do_eval and algo.model_kind == "reward":  # the head is random: a chance-level baseline
+        eval_before = evaluate_reward_model(policy, data.eval, **eval_kw)
+    elif do_eval and (reference is None or recipe.model.reference):
+        eval_before = evaluate_policy(policy, data.eval, **eval_kw)
 
-    trainer = algo.trainer(policy, args, recipe.loss, ListDataset(data.train, train_refs),
-                           ListDataset(data.eval, eval_refs) if data.eval else None, processing_class=tokenizer)
+    trainer: PreferenceTrainer = algo.trainer(
+        policy, args, recipe.loss, ListDataset(data.train), ListDataset(data.eval) if data.eval else None,
+        processing_class=tokenizer, reference=reference, reference_is_policy=not recipe.model.reference)
     last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
     t_train = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.perf_counter() - t_train
-    model_dir = out / "model"
+    eval_refs = trainer.eval_dataset.ref_logps if trainer.eval_dataset is not None else None
+    if do_eval and eval_before is None and eval_refs is not None:
+        # The reference is the starting policy: its cached log-probs are the "before" scores, no new forward.
+        eval_before = ranking_report(pad_values(eval_refs), data.eval)
 
+    engine = trainer.is_deepspeed_enabled
     eval_after = None
-    if recipe.eval.enabled and data.eval and algo.model_kind == "reward":
-        eval_after = evaluate_reward_model(policy, data.eval, batch_size=recipe.eval.batch_size, pad_token_id=pad,
-                                           progress=progress)
-    elif recipe.eval.enabled and data.eval:
-        ref_tensor = pad_lists(eval_refs) if eval_refs is not None else None
-        eval_after = evaluate_policy(policy, data.eval, ref_logps=ref_tensor, batch_size=recipe.eval.batch_size,
-                                     pad_token_id=pad, progress=progress)
-    if recipe.peft.enabled:  # the adapter alone, and a merged model that `align eval --model` loads directly
-        trainer.save_model(str(out / "adapter"))
-        policy.merge_and_unload().save_pretrained(str(model_dir))
-        tokenizer.save_pretrained(str(model_dir))
-    else:
-        trainer.save_model(str(model_dir))
-    # What `align eval` needs to score this model the way it was trained: its kind, β, and the reference
-    # (for a reward model: the language model it started from, the π_ref of the idealized ranking accuracy).
-    info = {"kind": algo.model_kind, "algorithm": recipe.algorithm, "beta": getattr(recipe.loss, "beta", None),
-            "reference": recipe.model.reference or start_model}
-    (model_dir / MODEL_INFO).write_text(json_text(info))
+    if do_eval and algo.model_kind == "reward":
+        eval_after = evaluate_reward_model(trainer.model, data.eval, engine_managed=engine, **eval_kw)
+    elif do_eval:
+        eval_after = evaluate_policy(trainer.model, data.eval, ref_logps=None if eval_refs is None else
+                                     pad_values(eval_refs), engine_managed=engine, **eval_kw)
+    model_dir = save_trained(trainer, recipe, out, start_model)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {
         "algorithm": recipe.algorithm,
@@ -251,8 +254,8 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         "train_loss_last": losses[-1] if losses else None,
         "eval": eval_after,
         "eval_before": eval_before,
-        "reference_cache": {k: v for k, v in cache_stats.to_dict().items()
-                            if k in ("key", "hits", "computed", "seconds", "corrupted_shards")},
+        "reference_cache": (reference.stats if reference is not None else CacheStats()).to_dict(),
+        "reference_check": trainer.reference_check,
         "tokens_per_second": round(trainer.tokens_per_second(), 1),
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "data": data.to_dict(),
@@ -261,37 +264,43 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         "wall_seconds": round(time.perf_counter() - t_start, 2),
         "model_dir": str(model_dir),
         "start_model": start_model,
+        "world_size": args.world_size,
     }
-    (out / "summary.json").write_text(json_text(summary))
+    if is_main():
+        write_json(out / "summary.json", summary)
+    barrier()
     return summary
 
 
-def json_text(obj: Any) -> str:
-    """JSON for the machine-readable outputs: NaN and infinities (e.g. an accuracy over zero pairs) become null,
-    so strict parsers read the file; anything else non-serialisable becomes its string."""
+def save_trained(trainer: PreferenceTrainer, recipe: Recipe, out: Path, start_model: str) -> Path:
+    """Save the trained model to ``out/model`` (every rank takes part: ZeRO-3 gathers the weights; the main
+    process writes). A PEFT run also keeps its adapter in ``out/adapter`` and writes a merged model that
+    ``align eval --model`` loads directly. ``model/align_model.json`` records the kind, β and the reference."""
+    from align.reference.build import REFERENCE_ADAPTER
 
-    def clean(o: Any) -> Any:
-        if isinstance(o, float):
-            return o if math.isfinite(o) else None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        return o
+    model_dir = out / "model"
+    policy = trainer.model
+    if hasattr(policy, "peft_config"):
+        if REFERENCE_ADAPTER in policy.peft_config:
+            policy.delete_adapter(REFERENCE_ADAPTER)  # the frozen reference copy is not part of the result
+        trainer.save_model(str(out / "adapter"))
+        if is_main():
+            policy.merge_and_unload().save_pretrained(str(model_dir))
+            trainer.processing_class.save_pretrained(str(model_dir))
+    else:
+        trainer.save_model(str(model_dir))
+    if is_main():
+        algo = ALGORITHMS[recipe.algorithm]
+        # What `align eval` needs to score this model the way it was trained: its kind, β, and the reference
+        # (for a reward model: the language model it started from, the π_ref of the idealized ranking accuracy).
+        info = {"kind": algo.model_kind, "algorithm": recipe.algorithm, "beta": getattr(recipe.loss, "beta", None),
+                "reference": recipe.model.reference or start_model}
+        write_json(model_dir / MODEL_INFO, info)
+    barrier()
+    return model_dir
 
-    return json.dumps(clean(obj), indent=1, default=str, allow_nan=False)
 
-
-def pad_lists(refs: list[list[float]]) -> torch.Tensor:
-    """Per-list values of different lengths → ``[n, K_max]`` with NaN on empty slots."""
-    k = max((len(r) for r in refs), default=1)
-    t = torch.full((len(refs), k), math.nan)
-    for i, r in enumerate(refs):
-        t[i, : len(r)] = torch.tensor(r)
-    return t
-
-
-def run_sft(start_model: str, examples: list, recipe: Recipe, progress: bool) -> str:
+def run_sft(start_model: str, examples: list, recipe: Recipe) -> str:
     """The recipe's SFT stage on the preferred responses (cached under ``$ALIGN_HOME/sft``)."""
     from align.sft import run_sft as _run
 

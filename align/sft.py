@@ -1,4 +1,9 @@
-"""A short SFT on the preferred responses, through TRL's ``SFTTrainer``; the result is cached by content."""
+"""A short SFT on the preferred responses, through TRL's ``SFTTrainer``; the result is cached by content.
+
+In a distributed run (``accelerate launch``) rank 0 runs the stage alone in a child process with the launcher's
+environment removed (a Trainer inside the process group would try to train across ranks with one rank), while the
+other ranks wait; every rank then loads the same cached result.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,24 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from align.config import SFTStage
 from align.data.example import RankedExample
+from align.distributed import barrier, gather_objects, rank_world
 from align.models.loading import load_model, load_tokenizer
 from align.reference.fingerprint import weights_fingerprint
 
 log = logging.getLogger("align.sft")
+
+# What `accelerate launch` / torchrun set; the SFT child must not see it, or it joins (and hangs) the group.
+_LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                 "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
+                 "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_ERROR_FILE")
 
 
 def sft_rows(examples: list[RankedExample]) -> list[dict]:
@@ -31,15 +46,42 @@ def sft_rows(examples: list[RankedExample]) -> list[dict]:
 
 def run_sft(model_name: str, examples: list[RankedExample], stage: SFTStage, root: Path, *, dtype: str = "float32",
             max_length: int = 1024, seed: int = 42) -> str:
-    """SFT ``model_name`` on the best response of each example; returns the saved directory.
+    """SFT ``model_name`` on the best response of each example; returns the saved directory (every rank)."""
+    rows = sft_rows(examples)
+    rank, world = rank_world()
+    if world == 1:
+        return sft_on_rows(model_name, rows, stage, root, dtype=dtype, max_length=max_length, seed=seed)
+    path = None
+    if rank == 0:
+        path = _sft_in_child(model_name, rows, stage, root, dtype, max_length, seed)
+    barrier()
+    return gather_objects(path)[0]
 
-    The directory is keyed by the base weights, the SFT rows and the settings, so a second run (and the
-    reference cache behind it) reuses the same weights instead of training new, slightly different ones.
+
+def _sft_in_child(model_name: str, rows: list[dict], stage: SFTStage, root: Path, dtype: str, max_length: int,
+                  seed: int) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps({"model": model_name, "rows": rows, "stage": asdict(stage), "root": str(root),
+                                    "dtype": dtype, "max_length": max_length, "seed": seed}))
+        env = {k: v for k, v in os.environ.items() if k not in _LAUNCHER_ENV and not k.startswith("ACCELERATE_")}
+        log.info("SFT stage: rank 0 runs it alone while the other ranks wait")
+        done = subprocess.run([sys.executable, "-m", "align.sft", str(spec)], env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the SFT stage failed:\n{done.stderr[-4000:]}")
+        return done.stdout.strip().splitlines()[-1]
+
+
+def sft_on_rows(model_name: str, rows: list[dict], stage: SFTStage, root: Path, *, dtype: str = "float32",
+                max_length: int = 1024, seed: int = 42) -> str:
+    """SFT ``model_name`` on TRL prompt-completion ``rows``; returns the saved directory.
+
+    The directory is keyed by the base weights, the rows and the settings, so a second run (and the reference
+    cache behind it) reuses the same weights instead of training new, slightly different ones.
     """
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    rows = sft_rows(examples)
     model = load_model(model_name, dtype)
     tokenizer = load_tokenizer(model_name)
     key = hashlib.sha256(json.dumps({"weights": weights_fingerprint(model), "rows": rows, "max_length": max_length,
@@ -61,6 +103,8 @@ def run_sft(model_name: str, examples: list[RankedExample], stage: SFTStage, roo
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     if not out.exists():
         tmp.replace(out)
+    else:  # a concurrent run finished first; both trained the same thing
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
 
@@ -68,3 +112,10 @@ def _has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+if __name__ == "__main__":  # the child process of a distributed run's SFT stage: python -m align.sft SPEC.json
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    logging.basicConfig(level=logging.WARNING)
+    print(sft_on_rows(spec["model"], spec["rows"], SFTStage(**spec["stage"]), Path(spec["root"]),
+                      dtype=spec["dtype"], max_length=spec["max_length"], seed=spec["seed"]))

@@ -370,33 +370,36 @@ def _bare_forward_seconds(model, lists, batch_size: int, pad_token_id: int, devi
 def _run_align(cold: bool, spec, policy, tokenizer, items, out: dict[str, Any]) -> None:
     from transformers import TrainingArguments
 
-    from align.config import ReferenceConfig
     from align.data.tokenize import TokenizedList
-    from align.pipeline import reference_logps
+    from align.reference import reference_for
     from align.trainers import DPOLossConfig, DPOTrainer, ListDataset
 
     device = spec["device"]
     lists = [TokenizedList(tuple(it["prompt_ids"]), tuple(tuple(r) for r in it["response_ids"]),
                            tuple(it["scores"]), it["row"]) for it in items]
-    ref_config = ReferenceConfig(cache_dir=spec["cache_dir"], batch_size=spec["ref_batch_size"])
-    settings = {"max_prompt_length": spec["max_prompt_length"], "max_response_length": spec["max_response_length"],
-                "truncation": "drop"}
+
+    def reference():
+        return reference_for(policy, tokenizer, cache_dir=spec["cache_dir"], batch_size=spec["ref_batch_size"],
+                             progress=False)
+
+    n_entries = sum(len(t.response_ids) for t in lists)
     if cold:
         if Path(spec["cache_dir"]).exists() and any(Path(spec["cache_dir"]).iterdir()):
             raise RuntimeError(f"cold run, but {spec['cache_dir']} is not empty")
         out["bare_forward_seconds"] = _bare_forward_seconds(policy, lists, spec["ref_batch_size"],
                                                             tokenizer.pad_token_id or 0, device)
     elif not (Path(spec["cache_dir"]).exists() and any(Path(spec["cache_dir"]).iterdir())):
-        reference_logps(policy, tokenizer, lists, ref_config, settings, progress=False)  # run alone: fill first
+        reference().prefetch(lists)  # run alone: fill first
         out["prefilled_cache"] = True
     _sync(device)
     t0 = time.perf_counter()
-    cache, stats = reference_logps(policy, tokenizer, lists, ref_config, settings, progress=False)
-    refs = [cache.logps(i) for i in range(len(lists))]
+    cache = reference()
+    stats = cache.prefetch(lists)
+    refs = cache.list_logps(lists)
     _sync(device)
     out["setup_seconds"] = time.perf_counter() - t0  # fingerprints + compute (cold) or load and verify (warm)
     out["cache"] = {"computed": stats.computed, "hits": stats.hits, "ensure_seconds": stats.seconds}
-    if cold and stats.computed != len(lists) or not cold and stats.hits != len(lists):
+    if cold and stats.computed != n_entries or not cold and stats.hits != n_entries:
         raise RuntimeError(f"expected a {'cold' if cold else 'warm'} cache, got {stats.to_dict()}")
 
     timer = _timer_callback(device)
@@ -886,7 +889,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here (try --dry-run)")
 
-    from align.pipeline import json_text
+    from align.io import json_text
 
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench_dpo-", dir=args.workdir))

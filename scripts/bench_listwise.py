@@ -22,10 +22,11 @@ import transformers
 from transformers import TrainerCallback, TrainingArguments
 
 from align.config import load_recipe
+from align.data.collate import pad_values
 from align.data.tokenize import TokenizedList
 from align.evaluation import evaluate_policy
 from align.models.loading import load_model, load_tokenizer, resolve_model_path
-from align.pipeline import build_reference, load_data, pad_lists, run_sft
+from align.pipeline import load_data, recipe_reference, run_sft
 from align.trainers import DPOLossConfig, DPOTrainer, LiPOLossConfig, LiPOTrainer, ListDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,11 +106,12 @@ def main() -> None:
     data = load_data(recipe, tok)
     start = resolve_model_path(recipe.model.name_or_path)
     if recipe.sft.enabled:
-        start = run_sft(start, data.train_examples, recipe, progress=False)
+        start = run_sft(start, data.train_examples, recipe)
     policy = load_model(start)
-    cache, stats = build_reference(recipe, policy, tok, data.train + data.eval, progress=False)
-    refs = [cache.logps(i) for i in range(len(data.train) + len(data.eval))]
-    train_refs, eval_ref = refs[: len(data.train)], pad_lists(refs[len(data.train):])
+    cache = recipe_reference(recipe, policy, tok, data, progress=False)
+    stats = cache.prefetch(data.train + data.eval)
+    refs = cache.list_logps(data.train + data.eval)
+    train_refs, eval_ref = refs[: len(data.train)], pad_values(refs[len(data.train):])
     pairs, pair_refs = expand_pairs(data.train, train_refs)
     del policy
     out = Path("/tmp/align_bench_listwise")

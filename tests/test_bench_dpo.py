@@ -61,8 +61,8 @@ def test_benchmark_pieces_end_to_end(bench, tmp_path, small_model_dir):
     # TRL tokenized the conversational rows itself and got align's ids on every pair.
     assert summary["data"]["trl_identical_ids"] == {"rows": 4, "identical": 4}
     runs = summary["configs"]
-    assert runs["align_cold"]["runs"][0]["cache"]["computed"] == 4
-    assert runs["align_warm"]["runs"][0]["cache"]["hits"] == 4
+    assert runs["align_cold"]["runs"][0]["cache"]["computed"] == 8  # entries: 4 pairs, 2 sequences each
+    assert runs["align_warm"]["runs"][0]["cache"]["hits"] == 8
     assert runs["trl_precompute"]["median"]["setup_seconds"] > 0
     assert runs["align_cold"]["median"]["bare_forward_seconds"] > 0
     for name in bench.CONFIGS:
@@ -73,7 +73,7 @@ def test_benchmark_pieces_end_to_end(bench, tmp_path, small_model_dir):
     # The table and a strict-JSON file, as main() writes them.
     table = bench.render_markdown(summary, "python scripts/bench_dpo.py --quick")
     assert "| align, warm cache |" in table and "Loss agreement" in table and "Quick smoke run" in table
-    from align.pipeline import json_text
+    from align.io import json_text
 
     loaded = json.loads(json_text(summary))
     assert set(loaded["ratios"]) == RATIO_KEYS

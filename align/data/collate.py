@@ -74,3 +74,12 @@ def to_list_layout(values: torch.Tensor, batch: dict[str, torch.Tensor], fill: f
     B, K = batch["list_mask"].shape
     out = values.new_full((B, K), fill)
     return out.index_put((batch["row_list"], batch["row_slot"]), values)
+
+
+def pad_values(values: Sequence[Sequence[float]]) -> torch.Tensor:
+    """Per-list values of different lengths → ``[n, K_max]`` with NaN on empty slots."""
+    k = max((len(v) for v in values), default=1)
+    out = torch.full((len(values), k), math.nan)
+    for i, v in enumerate(values):
+        out[i, : len(v)] = torch.tensor(list(v), dtype=torch.float32)
+    return out

@@ -9,7 +9,7 @@ import torch
 
 from align.data.tokenize import TokenizedList
 from align.evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_weights, percentile_interval
-from align.forward import reward_scores, score_lists
+from align.forward import sharded_scores
 from align.metrics import LIST_KEYS, aggregate, per_list_metrics
 
 METRIC_KEYS: tuple[str, ...] = ("pairwise_accuracy", "pairwise_accuracy_ties_correct", *LIST_KEYS)
@@ -77,16 +77,20 @@ def ranking_report(policy_logps: torch.Tensor, lists: Sequence[TokenizedList],
 
 
 def evaluate_policy(model: torch.nn.Module, lists: Sequence[TokenizedList], *, ref_logps: torch.Tensor | None = None,
-                    batch_size: int = 16, pad_token_id: int = 0, progress: bool = True,
+                    batch_size: int = 16, pad_token_id: int = 0, progress: bool = True, engine_managed: bool = False,
                     **kwargs: Any) -> dict[str, Any]:
-    """Score every response of ``lists`` with ``model`` and return :func:`ranking_report`."""
-    logps, _ = score_lists(model, lists, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress,
-                           desc="eval")
+    """Score every response of ``lists`` with ``model`` and return :func:`ranking_report`. In a distributed run the
+    lists are split across ranks (every rank must call it) and every rank gets the whole report."""
+    logps = sharded_scores(model, lists, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress,
+                           engine_managed=engine_managed, desc="eval")
     return ranking_report(logps, lists, ref_logps, **kwargs)
 
 
 def evaluate_reward_model(model: torch.nn.Module, lists: Sequence[TokenizedList], *, batch_size: int = 16,
-                          pad_token_id: int = 0, progress: bool = True, **kwargs: Any) -> dict[str, Any]:
-    """Score every response of ``lists`` with a reward model and report its ranking (scorer ``reward-model``)."""
-    rewards = reward_scores(model, lists, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress)
+                          pad_token_id: int = 0, progress: bool = True, engine_managed: bool = False,
+                          **kwargs: Any) -> dict[str, Any]:
+    """Score every response of ``lists`` with a reward model and report its ranking (scorer ``reward-model``);
+    split across ranks as :func:`evaluate_policy`."""
+    rewards = sharded_scores(model, lists, reward=True, batch_size=batch_size, pad_token_id=pad_token_id,
+                             progress=progress, engine_managed=engine_managed, desc="rewards")
     return report_scores({"reward-model": torch.nan_to_num(rewards)}, "reward-model", lists, **kwargs)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from align.config import ReferenceConfig
+from align.data.collate import pad_values
 from align.data.loaders import load_examples, split_examples
 from align.data.tokenize import tokenize_examples
 from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
@@ -24,6 +24,7 @@ from align.forward import reward_scores, score_lists
 from align.losses.pairs import preference_pairs
 from align.metrics import aggregate, per_list_metrics
 from align.models.loading import is_reward_model, load_model, load_reward_model, load_tokenizer, read_model_info
+from align.reference import reference_for
 
 log = logging.getLogger("align")
 
@@ -74,22 +75,19 @@ def _choose_scorer(req: EvalRequest, reward: bool, reference: str | None) -> str
 
 
 def _reference_logps(name: str, tokenizer, lists, req: EvalRequest) -> tuple[torch.Tensor, dict[str, Any]]:
-    from align.pipeline import pad_lists, reference_logps
-
+    """π_ref's log-probs of every response through the shared cache (entries training computed are hits)."""
     ref_tok = load_tokenizer(name)
     if ref_tok.get_vocab() != tokenizer.get_vocab():
         raise ValueError(f"reference {name} has another tokenizer than {req.model}: its log-probs would not be "
                          "of the same token sequences")
-    settings = {"max_prompt_length": req.max_prompt_length, "max_response_length": req.max_response_length,
-                "truncation": "truncate"}  # as the training pipeline keys the same data
     ref_model = load_model(name, req.dtype)
     if torch.cuda.is_available():
         ref_model = ref_model.cuda()
     try:
-        cache, stats = reference_logps(ref_model, tokenizer, lists,
-                                       ReferenceConfig(batch_size=req.batch_size, cache_dir=req.cache_dir), settings,
-                                       req.progress)
-        return pad_lists([cache.logps(i) for i in range(len(lists))]), stats.to_dict()
+        reference = reference_for(ref_model, tokenizer, cache_dir=req.cache_dir, batch_size=req.batch_size,
+                                  source=Path(req.data).name, model_name=name, progress=req.progress)
+        stats = reference.prefetch(lists)
+        return pad_values(reference.list_logps(lists)), stats.to_dict()
     finally:
         del ref_model
         gc.collect()

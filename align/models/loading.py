@@ -52,6 +52,34 @@ def load_model(name: str, dtype: str = "float32") -> PreTrainedModel:
     return AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=DTYPES[dtype])
 
 
+def is_adapter(name: str) -> bool:
+    """True if ``name`` is a local PEFT adapter directory (``adapter_config.json``), not a full model."""
+    return (Path(resolve_model_path(name)) / "adapter_config.json").is_file()
+
+
+def load_policy(name: str, dtype: str = "float32") -> torch.nn.Module:
+    """A causal LM to train. A PEFT adapter directory loads as its base model with that adapter trainable, plus
+    a frozen copy of the adapter under :data:`align.reference.REFERENCE_ADAPTER`: the run's reference is then
+    base + the adapter it started from, never the bare base."""
+    if not is_adapter(name):
+        return load_model(name, dtype)
+    from peft import PeftModel
+
+    from align.reference.build import REFERENCE_ADAPTER
+
+    path = resolve_model_path(name)
+    base_name = json.loads((Path(path) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base_name:
+        raise ValueError(f"{path}/adapter_config.json names no base_model_name_or_path")
+    policy = PeftModel.from_pretrained(load_model(base_name, dtype), path, is_trainable=True)
+    policy.load_adapter(path, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+    policy.set_adapter("default")
+    for n, p in policy.named_parameters():  # set_adapter leaves only the active adapter trainable; make sure
+        if f".{REFERENCE_ADAPTER}." in n:
+            p.requires_grad_(False)
+    return policy
+
+
 MODEL_INFO = "align_model.json"  # written beside every model `align train` saves
 
 

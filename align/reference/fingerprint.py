@@ -1,40 +1,68 @@
-"""Fingerprints of what changes reference log-probs: weights and tokenizer (the data has its own)."""
+"""Fingerprints of what changes reference log-probs: the weights (by value), the model config and the tokenizer.
+
+Under DeepSpeed ZeRO-3 the parameters are partitioned across ranks; each one is gathered in turn (every rank
+takes part), so the fingerprint is of the full weights, never of the empty placeholders a rank holds.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-# Tensors up to this size are hashed whole; larger ones by a strided sample of this many elements plus their
-# float64 sum and sum of squares. Any training step moves every weight, so this is exact in practice and keeps
-# a 7B fingerprint to seconds instead of a minute of hashing.
+# Tensors up to this size are hashed whole; larger ones by a strided sample of this many elements plus exact
+# integer checksums of every element. Any training step moves every weight, so this is exact in practice and
+# keeps a 7B fingerprint to seconds instead of a minute of hashing.
 _FULL_HASH_ELEMENTS = 1 << 22
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over every parameter and buffer's name, shape, dtype and values.
+def weights_fingerprint(model: torch.nn.Module, adapter: str | None = None) -> str:
+    """sha256 over every persistent parameter and buffer's name, shape, dtype and values.
 
-    PEFT adapter weights (names containing ``lora_``) are left out: the reference of a PEFT run is the base
-    model with the adapter disabled.
+    Args:
+        model: a plain model, or a PEFT model.
+        adapter: for a PEFT model, the adapter that is part of the reference (a frozen copy of the adapter a run
+            started from), or None when the reference is the base model with adapters disabled. Every other
+            adapter's weights, and PEFT's trainable ``modules_to_save`` copies, are left out.
     """
     h = hashlib.sha256()
-    # PEFT renames base weights (``base_model.model.`` prefix, ``.base_layer`` infix); undo that so a PEFT
-    # policy with its adapter disabled fingerprints exactly like the plain base model it wraps.
-    state = {_base_name(k): v for k, v in model.state_dict().items()}
-    state.pop(None, None)  # adapter weights and PEFT's trainable copies: not the reference
-    for name in sorted(state):
-        t = state[name].detach()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-        flat = t.reshape(-1)
-        if flat.numel() > _FULL_HASH_ELEMENTS:
-            step = flat.numel() // _FULL_HASH_ELEMENTS
-            h.update("|".join(map(str, _exact_checksums(flat))).encode())
-            flat = flat[::step]
-        h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    for name, t in sorted(_reference_tensors(model, adapter), key=lambda nt: nt[0]):
+        with _gathered(t):
+            data = t.detach()
+            h.update(f"{name}|{tuple(data.shape)}|{data.dtype}".encode())
+            flat = data.reshape(-1)
+            if flat.numel() > _FULL_HASH_ELEMENTS:
+                step = flat.numel() // _FULL_HASH_ELEMENTS
+                h.update("|".join(map(str, _exact_checksums(flat))).encode())
+                flat = flat[::step]
+            h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def _reference_tensors(model: torch.nn.Module, adapter: str | None) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(plain name, tensor)`` of what the reference computes with; ``keep_vars`` keeps ZeRO-3's attributes."""
+    seen: set[str] = set()
+    for key, t in model.state_dict(keep_vars=True).items():
+        name = _base_name(key, adapter)
+        if name is not None and name not in seen:  # tied weights appear once under each name; keep both names
+            seen.add(name)
+            yield name, t
+
+
+@contextlib.contextmanager
+def _gathered(t: torch.Tensor):
+    """The full tensor of a ZeRO-3 partitioned parameter for the duration of the block (a no-op otherwise)."""
+    if hasattr(t, "ds_id"):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([t], modifier_rank=None):
+            yield
+    else:
+        yield
 
 
 def _exact_checksums(flat: torch.Tensor, chunk: int = 1 << 24) -> tuple[int, int]:
@@ -54,12 +82,21 @@ def _exact_checksums(flat: torch.Tensor, chunk: int = 1 << 24) -> tuple[int, int
     return plain, weighted
 
 
-def _base_name(name: str) -> str | None:
-    """The plain model's name of a (possibly PEFT-wrapped) weight; None for adapter weights and trained copies."""
-    if "lora_" in name or ".modules_to_save." in name:
-        return None
+def _base_name(name: str, adapter: str | None = None) -> str | None:
+    """The plain model's name of a (possibly PEFT-wrapped) weight; None for what is not part of the reference.
+
+    PEFT renames base weights (``base_model.model.`` prefix, ``.base_layer`` infix); undoing that makes a PEFT
+    policy with its adapter disabled fingerprint exactly like the plain base model it wraps. The reference
+    adapter's weights keep their module path with the adapter name replaced by ``reference``.
+    """
     if name.startswith("base_model.model."):
         name = name[len("base_model.model."):]
+    if ".modules_to_save." in name:
+        return None
+    if "lora_" in name:
+        if adapter is None or f".{adapter}." not in name and not name.endswith(f".{adapter}"):
+            return None
+        name = name.replace(f".{adapter}.", ".reference.")
     return name.replace(".base_layer.", ".").replace(".original_module.", ".")
 
 

@@ -1,13 +1,15 @@
 """``PreferenceTrainer``: everything the algorithms share, on top of ``transformers.Trainer``.
 
-It owns the list dataset, the one-forward policy log-probs of all K responses, the reference log-probs read
-from the cache, exact loss normalisation under gradient accumulation, and metrics. A subclass supplies only
-``objective`` (and its config class): the loss terms for one batch.
+It owns the list dataset, the one-forward policy log-probs of all K responses, the reference log-probs (from a
+:class:`~align.reference.ReferenceProvider`, filled before the first step on the engine-prepared model), exact
+loss normalisation under gradient accumulation, and metrics. A subclass supplies only ``objective`` (and its
+config class): the loss terms for one batch.
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,8 +22,12 @@ from transformers import Trainer
 
 from align.data.collate import ListCollator
 from align.data.tokenize import TokenizedList
+from align.distributed import gather_objects
 from align.forward import PolicyOutput, policy_forward
 from align.metrics import list_metrics
+from align.reference import CacheStats, ReferenceProvider, reference_for
+
+log = logging.getLogger("align")
 
 
 class ListDataset(Dataset):
@@ -38,6 +44,10 @@ class ListDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         ref = None if self.ref_logps is None else self.ref_logps[i]
         return {"list": self.lists[i], "ref_logps": ref, "index": i}
+
+    def with_reference(self, provider: ReferenceProvider) -> None:
+        """Fill ``ref_logps`` from ``provider`` (every entry must be available or computable)."""
+        self.ref_logps = provider.list_logps(self.lists)
 
 
 @dataclass
@@ -62,9 +72,13 @@ class PreferenceTrainer(Trainer, abc.ABC):
         model: the policy (a causal LM, PEFT-wrapped or not).
         args: ``transformers.TrainingArguments``.
         loss_config: the algorithm's config dataclass (e.g. :class:`align.trainers.dpo.DPOLossConfig`).
-        train_dataset / eval_dataset: :class:`ListDataset`; when ``needs_reference`` they must carry
-            reference log-probs (from :class:`align.reference.ReferenceCache`).
+        train_dataset / eval_dataset: :class:`ListDataset`. When ``needs_reference`` and they carry no reference
+            log-probs, they are filled from ``reference`` before the first step.
         processing_class: the tokenizer (saved with checkpoints; its pad id pads batches).
+        reference: where reference log-probs come from; default: the policy's starting weights (a PEFT policy in
+            reference mode) through the on-disk cache (:func:`align.reference.reference_for`).
+        reference_is_policy: the reference is the policy's starting point, so step 0 checks that their log-probs
+            agree (default: True when the trainer builds the default reference itself).
     """
 
     needs_reference: ClassVar[bool] = True
@@ -72,11 +86,8 @@ class PreferenceTrainer(Trainer, abc.ABC):
     model_kind: ClassVar[str] = "policy"  # "reward": a scalar-head model scored by forward_lists
 
     def __init__(self, model, args, loss_config, train_dataset: ListDataset, eval_dataset: ListDataset | None = None,
-                 processing_class=None, **kwargs):
-        if self.needs_reference:
-            for name, ds in (("train", train_dataset), ("eval", eval_dataset)):
-                if ds is not None and ds.ref_logps is None:
-                    raise ValueError(f"{type(self).__name__} needs reference log-probs on the {name} dataset")
+                 processing_class=None, *, reference: ReferenceProvider | None = None,
+                 reference_is_policy: bool | None = None, **kwargs):
         args.remove_unused_columns = False  # our items are lists, not model kwargs
         pad_id = getattr(processing_class, "pad_token_id", None) or 0
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -88,6 +99,81 @@ class PreferenceTrainer(Trainer, abc.ABC):
         self._tokens_seen = 0
         self._train_start: float | None = None
         self._train_end: float | None = None
+        # The reference: given, or (built when first needed) the policy's own starting weights, cached on disk.
+        self.reference = reference
+        self._reference_is_policy_given = reference_is_policy
+        self.reference_is_policy = bool(reference_is_policy)
+        self.reference_stats = CacheStats()
+        self.reference_check: dict[str, float] | None = None  # step 0: policy log-probs against the reference
+
+    # --- the reference ---------------------------------------------------------------------------------------------
+    def _datasets_missing_reference(self) -> list[ListDataset]:
+        if not self.needs_reference:
+            return []
+        return [d for d in (self.train_dataset, self.eval_dataset) if d is not None and d.ref_logps is None]
+
+    def prepare_reference(self) -> CacheStats:
+        """Fill the datasets' reference log-probs (a no-op when they have them): read the cache, compute what is
+        missing. Runs before the first step, on the engine-prepared model when the engine exists (ZeRO-3 gathers
+        each layer itself), or before the checkpoint is loaded when resuming (the weights are still the start's).
+        In a distributed run every rank calls it: the work is split and written once."""
+        missing = self._datasets_missing_reference()
+        if not missing:
+            return self.reference_stats
+        engine = self.is_deepspeed_enabled and getattr(self, "deepspeed", None) is not None
+        if self.reference is None:
+            self.reference = reference_for(self.model, self.processing_class, engine_managed=engine,
+                                           progress=not self.args.disable_tqdm)
+            if self._reference_is_policy_given is None:
+                self.reference_is_policy = True
+        live = getattr(self.reference, "live", None)
+        if live is not None:
+            live.engine_managed = engine
+        lists = [t for d in missing for t in d.lists]
+        prefetch = getattr(self.reference, "prefetch", None)
+        self.reference_stats = prefetch(lists) if prefetch else self.reference.stats
+        for d in missing:
+            d.with_reference(self.reference)
+        if live is not None and live.model is self.model and not hasattr(self.model, "peft_config"):
+            # The policy itself was the reference; from the first step on it no longer is.
+            self.reference.live = None
+        if self.args.process_index == 0:
+            log.info("reference cache %s: %d hits, %d computed in %.1fs", self.reference_stats.key,
+                     self.reference_stats.hits, self.reference_stats.computed, self.reference_stats.seconds)
+        return self.reference_stats
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint:
+            # The checkpoint's weights are loaded inside Trainer.train: the reference must be taken before that.
+            self.prepare_reference()
+        self._train_start, self._train_end, self._tokens_seen = time.perf_counter(), None, 0
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            self._train_end = time.perf_counter()
+
+    def _prepare_for_training(self, *args, **kwargs):
+        model, dataloader = super()._prepare_for_training(*args, **kwargs)
+        self.prepare_reference()  # a fresh run: the engine exists, the weights are still the starting ones
+        self._train_start = time.perf_counter()  # tokens/s counts training steps, not engine set-up or the reference
+        return model, dataloader
+
+    def evaluate(self, *args, **kwargs):
+        self.prepare_reference()
+        return super().evaluate(*args, **kwargs)
+
+    def _check_step0(self, policy_logps: torch.Tensor, inputs: dict[str, torch.Tensor]) -> None:
+        """Before any update the policy is the reference: their log-probs must agree. Logged and recorded."""
+        mask = inputs["list_mask"]
+        diff = (policy_logps.detach() - inputs["ref_logps"]).abs()
+        local = float(torch.where(mask, diff, 0).max()) if mask.any() else 0.0
+        worst = max(gather_objects(local))
+        tol = 1e-3 if policy_logps.dtype == torch.float32 else 1.0
+        self.reference_check = {"step0_max_abs_diff": worst, "tolerance": tol}
+        if self.args.process_index == 0:
+            (log.warning if worst > tol else log.info)(
+                "step 0: policy vs reference log-probs, max |difference| %.3g (tolerance %g)%s", worst, tol,
+                "" if worst <= tol else ": the reference is NOT the starting policy")
 
     # --- what subclasses implement -----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -119,6 +205,9 @@ class PreferenceTrainer(Trainer, abc.ABC):
         """Policy forward over all responses, the objective, and its metrics."""
         mode = "train" if model.training else "eval"
         policy = self.forward_lists(model, inputs)  # logps (or rewards) [B, K]
+        if (mode == "train" and self.reference_check is None and self.reference_is_policy
+                and self.state.global_step == 0 and "ref_logps" in inputs):
+            self._check_step0(policy.logps, inputs)
         out = self.objective(policy, inputs)
         if num_items_in_batch is None:  # evaluation, or a caller outside the training loop
             num_items_in_batch = max(out.count, 1)
@@ -137,13 +226,6 @@ class PreferenceTrainer(Trainer, abc.ABC):
         if mode == "train":
             self._tokens_seen += int(inputs["attention_mask"].sum())
         return (loss, {"policy_logps": policy.logps.detach()}) if return_outputs else loss
-
-    def train(self, *args, **kwargs):
-        self._train_start, self._train_end, self._tokens_seen = time.perf_counter(), None, 0
-        try:
-            return super().train(*args, **kwargs)
-        finally:
-            self._train_end = time.perf_counter()
 
     def tokens_per_second(self) -> float:
         """Non-padding tokens through the policy per second of training (this process; evaluation excluded)."""

@@ -57,7 +57,8 @@ def test_eval_reward_model_writes_idealized_and_plots(reward_run, tmp_path, caps
     ideal = r["idealized_ranking_accuracy"]
     assert list(ideal) == ["0.01", "0.1", "1", "5", "10"]
     # π_ref is the language model the reward model started from (recorded by align train)
-    assert r["idealized_reference"] == r["reference"] and r["reference_cache"]["computed"] == r["data"]["lists"]
+    rc = r["reference_cache"]  # two entries (response sequences) per HH pair
+    assert r["idealized_reference"] == r["reference"] and rc["computed"] + rc["hits"] == 2 * r["data"]["lists"]
     assert ideal["0.01"]["summed"] == 1.0  # a shift of 690 nats fixes every pair
     # the shift (1/β)·log(α/(1−α)) > 0 only fixes pairs, and less as β grows: R* falls with β toward π_ref's own
     values = [e["summed"] for e in ideal.values()]

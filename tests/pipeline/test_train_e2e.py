@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
@@ -12,7 +13,7 @@ from align.data.loaders import load_examples
 from align.data.tokenize import tokenize_examples
 from align.forward import score_lists
 from align.models import load_model, load_tokenizer
-from align.pipeline import run_training
+from align.pipeline import load_data, run_training
 from align.trainers import DPOLossConfig, DPOTrainer, ListDataset
 from tests.conftest import HH
 
@@ -36,14 +37,16 @@ def test_train_lowers_loss_and_second_run_reuses_cache(small_model_dir, tmp_path
     assert abs(s1["train_loss_first"] - 0.693147) < 1e-4
     assert s1["train_loss_last"] < s1["train_loss_first"] - 0.05
     rc = s1["reference_cache"]
-    assert rc["computed"] == s1["data"]["train_lists"] + s1["data"]["eval_lists"] > 0 and rc["hits"] == 0
+    # Entries are (prompt, response) sequences: two per HH pair, all distinct here.
+    assert rc["computed"] == 2 * (s1["data"]["train_lists"] + s1["data"]["eval_lists"]) > 0 and rc["hits"] == 0
+    # Step 0: the policy's log-probs equal the cached reference's (the reference is the starting policy).
+    assert s1["reference_check"]["step0_max_abs_diff"] < 1e-4
     assert s1["data"]["rows_read"] == 80 and s1["data"]["examples"] <= 80
     assert set(s1["eval"]["by_scorer"]) == {"logprob", "logprob_mean", "implicit"}
     assert s1["eval"]["n_pairs"] == s1["data"]["eval_lists"]
     assert json.loads((tmp_path / "r1" / "summary.json").read_text())["steps"] == 12
     # "before" comes from the cached reference log-probs (no second forward): equal to scoring the start model.
     from align.evaluation import evaluate_policy
-    from align.pipeline import load_data
 
     recipe = _recipe(small_model_dir, tmp_path)
     data = load_data(recipe, load_tokenizer(str(small_model_dir)))
@@ -59,10 +62,29 @@ def test_train_lowers_loss_and_second_run_reuses_cache(small_model_dir, tmp_path
     assert s2["reference_cache"]["key"] == rc["key"]
     assert s2["start_model"] == s1["start_model"]
 
-    # A different max length is different data for the reference: a miss.
-    s3 = run_training(_recipe(small_model_dir, tmp_path, **{"data.max_response_length": 24, "train.max_steps": 1}),
-                      tmp_path / "r3", progress=False)
-    assert s3["reference_cache"]["key"] != rc["key"] and s3["reference_cache"]["computed"] > 0
+
+
+def test_a_subset_or_a_shuffled_copy_of_the_data_computes_nothing(small_model_dir, tmp_path):
+    """Entries are addressed by their own token ids: any data set made of sequences seen before is all hits."""
+    import gzip
+    import random
+
+    lines = gzip.open(HH, "rt").read().splitlines()[:80]
+    random.Random(0).shuffle(lines)
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_text("\n".join(lines) + "\n")
+    plain = {"sft.enabled": "false", "train.max_steps": 1}
+    first = run_training(_recipe(small_model_dir, tmp_path, **plain), tmp_path / "a", progress=False)
+    assert first["reference_cache"]["computed"] > 0
+    subset = run_training(_recipe(small_model_dir, tmp_path, **plain, **{"data.max_rows": 30}), tmp_path / "b",
+                          progress=False)
+    assert subset["reference_cache"]["computed"] == 0 and subset["reference_cache"]["hits"] > 0
+    # the shuffled copy splits train/eval differently: every sequence is still one seen before
+    again = run_training(_recipe(small_model_dir, tmp_path, **plain, **{"data.train": str(shuffled)}), tmp_path / "c",
+                         progress=False)
+    assert again["reference_cache"]["key"] == first["reference_cache"]["key"]
+    assert again["reference_cache"]["computed"] == 0
+    assert again["reference_cache"]["hits"] == first["reference_cache"]["computed"]
 
 
 class _StopAt(TrainerCallback):
@@ -116,3 +138,37 @@ def test_lora_run_reference_is_base_model(small_model_dir, tmp_path):
     assert (tmp_path / "lora" / "adapter" / "adapter_config.json").exists()
     assert (tmp_path / "lora" / "model" / "config.json").exists()  # merged, loadable by `align eval --model`
     assert abs(s["train_loss_first"] - 0.693147) < 1e-4  # adapter starts at zero: policy == reference
+
+
+def test_a_run_from_an_existing_adapter_keeps_it_as_its_reference(small_model_dir, tmp_path):
+    """Starting from a trained adapter, the reference is base + that adapter (a frozen copy), never the bare base:
+    at step 0 the policy equals it, and its values are the merged model's."""
+    lora = {"peft.enabled": "true", "peft.r": 4, "sft.enabled": "false"}
+    first = run_training(_recipe(small_model_dir, tmp_path, **lora, **{"train.max_steps": 6}), tmp_path / "lora",
+                         progress=False)
+    adapter = tmp_path / "lora" / "adapter"
+    again = run_training(_recipe(small_model_dir, tmp_path, **lora, **{"model.name_or_path": str(adapter),
+                                                                       "train.max_steps": 2}),
+                         tmp_path / "again", progress=False)
+    assert again["reference_cache"]["key"] != first["reference_cache"]["key"]  # not the bare base
+    assert again["reference_cache"]["computed"] > 0
+    assert again["reference_check"]["step0_max_abs_diff"] < 1e-4
+    assert abs(again["train_loss_first"] - 0.693147) < 1e-4
+    # The cached reference values are those of base + the first run's adapter (its merged model).
+    from align.reference import CachedReference, ReferenceIdentity, ReferenceStore
+
+    tok = load_tokenizer(str(small_model_dir))
+    merged = load_model(str(tmp_path / "lora" / "model"))
+    data = load_data(_recipe(small_model_dir, tmp_path), tok)
+    lists = data.eval[:6]
+    root = tmp_path / "refcache"
+    key = again["reference_cache"]["key"]
+    identity = ReferenceIdentity(**json.loads((root / key / "manifest.json").read_text())["identity"])
+    cached = CachedReference(ReferenceStore(root, identity), None).list_logps(lists)
+    direct, _ = score_lists(merged, lists, pad_token_id=tok.pad_token_id)
+    for got, want in zip(cached, direct):
+        assert got == pytest.approx(want[: len(got)].tolist(), abs=1e-4)
+    bare, _ = score_lists(load_model(str(small_model_dir)), lists, pad_token_id=tok.pad_token_id)
+    assert (bare - direct).nan_to_num().abs().max() > 1e-3  # the adapter matters: the test can fail
+    # the saved result has no trace of the frozen reference copy
+    assert not list((tmp_path / "again" / "adapter").glob("reference*"))

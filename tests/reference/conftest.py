@@ -13,7 +13,7 @@ import torch
 from align.data.example import RankedExample
 from align.data.tokenize import TokenizedList, tokenize_examples
 from align.models.tiny import TinySpec, build_model, build_tokenizer
-from align.reference.cache import ReferenceCache
+from align.reference import CachedReference, LiveReference
 
 SPEC = TinySpec(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=2, num_key_value_heads=1, seed=0)
@@ -94,12 +94,18 @@ def lists(examples, tok) -> list[TokenizedList]:
     return out
 
 
+def cached(root, model, tok, *, shard_size: int = SHARD, per_token: bool = False, **kw) -> CachedReference:
+    """A cached reference of ``model`` under ``root`` whose misses ``model`` computes."""
+    live = LiveReference(model, tok, batch_size=5, per_token=per_token)
+    return CachedReference.for_model(root, live, shard_size=shard_size, progress=False, **kw)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, model, tok, lists):
-    """One complete cache (shard_size 8), built once per module. Treat it as read-only: copy it to change it."""
+    """One complete cache (8 entries a shard), built once per module. Read-only: copy it to change it."""
     root = tmp_path_factory.mktemp("built")
-    cache = ReferenceCache.for_model(root, model, tok, lists, shard_size=SHARD)
-    stats = cache.ensure(model, lists, progress=False)
+    cache = cached(root, model, tok)
+    stats = cache.prefetch(lists)
     return cache, copy.deepcopy(stats)
 
 
@@ -108,8 +114,8 @@ def built_copy(built, tmp_path):
     """A private copy of the built cache directory under ``tmp_path``; returns (root, key dir)."""
     cache, _ = built
     root = tmp_path / "cache"
-    shutil.copytree(cache.dir, root / cache.key)
-    return root, root / cache.key
+    shutil.copytree(cache.store.dir, root / cache.store.key)
+    return root, root / cache.store.key
 
 
 def naive_logps(model, t: TokenizedList) -> list[torch.Tensor]:

@@ -10,11 +10,12 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from align.forward import score_lists
 from align.models.tiny import build_model, build_tokenizer
-from align.reference.cache import ReferenceCache
+from align.reference import ReferenceIdentity
 from align.reference.fingerprint import _FULL_HASH_ELEMENTS, tokenizer_fingerprint, weights_fingerprint
 
-from .conftest import SHARD, SPEC
+from .conftest import SHARD, SPEC, cached
 
 # ------------------------------------------------------------------------------------------------- weights
 
@@ -127,26 +128,45 @@ def test_peft_base_weights_are_kept(peft_model):
 
 
 def test_peft_reference_values_are_the_base_models(tmp_path, peft_model, model, tok, lists):
-    """As the pipeline does it: the adapter disabled while the cache is filled gives the base model's numbers."""
+    """A PEFT policy's reference mode (adapter disabled) gives the base model's numbers and its cache."""
     lists = lists[:SHARD]
-    with peft_model.disable_adapter():
-        cache = ReferenceCache.for_model(tmp_path, peft_model, tok, lists, shard_size=SHARD)
-        cache.ensure(peft_model, lists, progress=False)
-    base = ReferenceCache.for_model(tmp_path / "base", model, tok, lists, shard_size=SHARD)
-    base.ensure(model, lists, progress=False)
-    for i in range(len(lists)):
-        assert cache.logps(i) == pytest.approx(base.logps(i), abs=1e-5)
-    adapted = ReferenceCache.for_model(tmp_path / "adapted", peft_model, tok, lists, shard_size=SHARD)
-    adapted.ensure(peft_model, lists, progress=False)  # the adapter on: other numbers (the test can fail)
-    assert any(abs(a - b) > 1e-3 for i in range(len(lists)) for a, b in zip(adapted.logps(i), base.logps(i)))
+    policy = cached(tmp_path, peft_model, tok)
+    base = cached(tmp_path, model, tok)
+    assert policy.identity == base.identity
+    assert policy.prefetch(lists).computed > 0
+    assert base.prefetch(lists).computed == 0  # the same entries
+    direct, _ = score_lists(model, lists)
+    for got, want in zip(policy.list_logps(lists), direct):
+        assert got == pytest.approx(want[: len(got)].tolist(), abs=1e-5)
+    adapted, _ = score_lists(peft_model, lists)  # the adapter on: other numbers (the test can fail)
+    assert (adapted - direct).nan_to_num().abs().max() > 1e-3
 
 
-def test_peft_wrapped_model_has_the_base_models_fingerprint(peft_model, model, tok, lists, tmp_path):
+def test_peft_wrapped_model_has_the_base_models_fingerprint(peft_model, model, tok):
     """PEFT renames keys (``base_model.model.`` prefix, ``.base_layer``): the same reference must still share."""
     assert weights_fingerprint(peft_model) == weights_fingerprint(model)
-    with peft_model.disable_adapter():
-        assert (ReferenceCache.for_model(tmp_path, peft_model, tok, lists).key
-                == ReferenceCache.for_model(tmp_path, model, tok, lists).key)
+    assert ReferenceIdentity.of(peft_model, tok).key == ReferenceIdentity.of(model, tok).key
+
+
+def test_an_existing_adapter_is_part_of_the_reference(peft_model, model):
+    """A run that starts from an adapter keeps a frozen copy as its reference: its weights are in the identity."""
+    pm = copy.deepcopy(peft_model)
+    pm.add_adapter("reference", pm.peft_config["default"])
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if ".reference." in name:
+                p.copy_(dict(pm.named_parameters())[name.replace(".reference.", ".default.")])
+    with_ref = weights_fingerprint(pm, adapter="reference")
+    assert with_ref != weights_fingerprint(model)  # not the bare base
+    trained = copy.deepcopy(pm)
+    with torch.no_grad():  # training moves the trainable adapter, not the frozen reference copy
+        for name, p in trained.named_parameters():
+            if ".default." in name:
+                p.add_(0.1)
+    assert weights_fingerprint(trained, adapter="reference") == with_ref
+    with torch.no_grad():
+        next(p for n, p in trained.named_parameters() if ".reference." in n and "lora_B" in n).add_(0.1)
+    assert weights_fingerprint(trained, adapter="reference") != with_ref
 
 
 def test_peft_modules_to_save_has_the_base_models_fingerprint(model):

@@ -9,7 +9,7 @@ import torch
 from transformers import TrainingArguments
 
 from align.data.example import RankedExample
-from align.data.tokenize import tokenize_examples
+from align.data.tokenize import TokenizedList, tokenize_examples
 from align.forward import score_lists
 from align.losses import dpo_loss
 from align.models import load_model, load_tokenizer
@@ -79,12 +79,28 @@ def test_gradient_accumulation_invariance(small_model_dir, tmp_path):
     assert moved > 1e-4  # the step really moved the weights
 
 
-def test_trainer_requires_reference(small_model_dir, tmp_path):
+def test_trainer_without_reference_values_builds_them_from_its_starting_weights(small_model_dir, tmp_path):
+    """No reference given: the trainer identifies its starting weights, fills the cache before the first step,
+    and the first step sees policy == reference (loss log 2, step-0 check ~0)."""
     tok = load_tokenizer(str(small_model_dir))
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    with pytest.raises(ValueError, match="needs reference log-probs"):
-        DPOTrainer(load_model(str(small_model_dir)), args, DPOLossConfig(), ListDataset(_lists(tok)),
-                   processing_class=tok)
+    lists = _lists(tok)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, max_steps=2,
+                             per_device_train_batch_size=4, logging_steps=1, disable_tqdm=True)
+    start = load_model(str(small_model_dir))
+    trainer = DPOTrainer(copy.deepcopy(start), args, DPOLossConfig(), ListDataset(lists), processing_class=tok)
+    trainer.train()
+    expected, _ = score_lists(start, lists, pad_token_id=tok.pad_token_id)
+    for got, want in zip(trainer.train_dataset.ref_logps, expected):
+        assert got == pytest.approx(want[: len(got)].tolist(), abs=1e-5)
+    assert trainer.reference_stats.computed == sum(len(t.response_ids) for t in lists)
+    assert trainer.reference_check["step0_max_abs_diff"] < 1e-4
+    assert abs(trainer.state.log_history[0]["loss"] - 0.693147) < 1e-4
+    # The trained policy is no longer the reference: a sequence the cache lacks cannot be scored with it.
+    from align.reference import CacheError
+
+    new = TokenizedList((1, 2, 3), ((4, 5), (6, 7)), (1.0, 0.0))
+    with pytest.raises(CacheError, match="no reference model"):
+        trainer.reference.list_logps([new])
 
 
 def test_dpo_config_validation():

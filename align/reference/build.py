@@ -1,0 +1,43 @@
+"""The usual reference of a run: the policy's starting weights (or a named reference model), cached on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from align.reference.provider import CachedReference, LiveReference
+
+# The PEFT adapter name under which a run that starts from an existing adapter keeps a frozen copy of it: the
+# reference is then base + that adapter, never the bare base.
+REFERENCE_ADAPTER = "reference"
+
+
+def default_cache_root() -> Path:
+    """``$ALIGN_HOME/reference`` (``~/.cache/align/reference``)."""
+    return Path(os.environ.get("ALIGN_HOME", Path.home() / ".cache" / "align")) / "reference"
+
+
+def reference_adapter(model: torch.nn.Module) -> str | None:
+    """The frozen reference adapter of a PEFT policy, or None (the reference is the base, adapters disabled)."""
+    config = getattr(model, "peft_config", None)
+    return REFERENCE_ADAPTER if isinstance(config, dict) and REFERENCE_ADAPTER in config else None
+
+
+def reference_for(model: torch.nn.Module, tokenizer: Any, *, cache_dir: str | os.PathLike | None = None,
+                  batch_size: int = 16, shard_size: int = 512, on_corrupt: str = "recompute", per_token: bool = False,
+                  source: str | None = None, model_name: str | None = None, engine_managed: bool = False,
+                  progress: bool = True) -> CachedReference:
+    """A cached reference whose misses ``model`` computes: the model itself, or for a PEFT policy its reference
+    mode (the frozen :data:`REFERENCE_ADAPTER` if it has one, else adapters disabled).
+
+    Identifies the reference (hashes its weights): in a distributed run every rank must call it.
+    """
+    live = LiveReference(model, tokenizer, adapter=reference_adapter(model), batch_size=batch_size,
+                         per_token=per_token, engine_managed=engine_managed)
+    info = {"model": model_name or getattr(getattr(model, "config", None), "_name_or_path", None),
+            "tokenizer": getattr(tokenizer, "name_or_path", None)}
+    return CachedReference.for_model(cache_dir or default_cache_root(), live, on_corrupt=on_corrupt,
+                                     shard_size=shard_size, source=source, info=info, progress=progress)

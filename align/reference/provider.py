@@ -1,0 +1,354 @@
+"""Reference log-probs behind one interface, with two implementations.
+
+- :class:`LiveReference` scores token ids on demand with a reference model (or a PEFT policy in reference mode:
+  adapters disabled, or a frozen copy of the adapter the run started from). Samples made during training (GRPO,
+  iterative rounds) get their reference values this way; it can write through to a store.
+- :class:`CachedReference` reads a content-addressed :class:`~align.reference.store.ReferenceStore` and computes
+  what is missing once, with a live reference, before training (:meth:`CachedReference.prefetch`). In a
+  distributed run the missing entries are split across ranks, gathered on every rank and written once by rank 0.
+
+Both return, for each tokenized list, one :class:`~align.reference.store.Entry` per response.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from align.data.tokenize import TokenizedList
+from align.distributed import full_weights, gather_objects, max_over_ranks, rank_world
+from align.forward import score_lists
+from align.reference.identity import ReferenceIdentity
+from align.reference.store import CacheError, Entry, ReferenceStore, entry_key, shard_name
+
+log = logging.getLogger("align.reference")
+
+
+@dataclass
+class CacheStats:
+    """What a reference pass did, counted in entries (distinct prompt + response sequences).
+
+    ``computed`` is what the whole process group computed; ``computed_here`` this rank's part of it.
+    """
+
+    key: str = ""
+    hits: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+    corrupted_shards: int = 0
+    computed_here: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``reference_cache`` object of ``summary.json`` and of ``align eval --output``."""
+        return {"key": self.key, "hits": self.hits, "computed": self.computed, "seconds": round(self.seconds, 3),
+                "corrupted_shards": self.corrupted_shards}
+
+
+class ReferenceProvider(abc.ABC):
+    """Reference log-probs of tokenized lists."""
+
+    stats: CacheStats
+
+    @property
+    @abc.abstractmethod
+    def identity(self) -> ReferenceIdentity:
+        """Who the reference is (the cache key's source)."""
+
+    @abc.abstractmethod
+    def lookup(self, lists: Sequence[TokenizedList]) -> list[list[Entry]]:
+        """One entry per response of each list, in order."""
+
+    def list_logps(self, lists: Sequence[TokenizedList]) -> list[list[float]]:
+        """Summed reference log-probs ``[n][K_i]`` of every response."""
+        return [[e.logp for e in row] for row in self.lookup(lists)]
+
+    def token_logps(self, lists: Sequence[TokenizedList]) -> list[list[torch.Tensor]]:
+        """Per-token reference log-probs of every response (a per-token reference only)."""
+        if not self.identity.per_token:
+            raise CacheError("this reference holds no per-token values (per_token=False)")
+        return [[e.tokens for e in row] for row in self.lookup(lists)]  # type: ignore[misc]
+
+
+class LiveReference(ReferenceProvider):
+    """A model scoring token ids on demand.
+
+    Args:
+        model: the reference model; or a PEFT policy, scored in reference mode (see ``adapter``).
+        tokenizer: its tokenizer (the pad id pads batches; it is part of the identity).
+        adapter: for a PEFT model, the name of the frozen adapter that is the reference (a run that started from
+            an existing adapter), or None to disable every adapter (the base model is the reference).
+        batch_size: lists per forward.
+        per_token: also return per-token log-probs.
+        engine_managed: the model runs inside a DeepSpeed engine (ZeRO-3 gathers parameters per layer itself);
+            else a ZeRO-3 partitioned model has its full weights gathered while it scores.
+        store: write every scored entry through to this store (buffered; call :meth:`flush`).
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, adapter: str | None = None, batch_size: int = 16,
+                 per_token: bool = False, engine_managed: bool = False, store: ReferenceStore | None = None):
+        self.model, self.tokenizer, self.adapter = model, tokenizer, adapter
+        self.batch_size, self.per_token, self.engine_managed, self.store = batch_size, per_token, engine_managed, store
+        self.pad_token_id = getattr(tokenizer, "pad_token_id", None) or 0
+        self.stats = CacheStats()
+        self._identity: ReferenceIdentity | None = None
+        self._depth = 0
+        self._pending: dict[bytes, Entry] = {}
+
+    @property
+    def identity(self) -> ReferenceIdentity:
+        if self._identity is None:
+            self._identity = ReferenceIdentity.of(self.model, self.tokenizer, per_token=self.per_token,
+                                                  adapter=self.adapter)
+            self.stats.key = self._identity.key
+        return self._identity
+
+    @contextlib.contextmanager
+    def _peft_mode(self) -> Iterator[None]:
+        if not hasattr(self.model, "peft_config"):
+            yield
+        elif self.adapter is None:
+            with self.model.disable_adapter():
+                yield
+        else:  # set_adapter flips requires_grad flags; restore them exactly
+            flags = {n: p.requires_grad for n, p in self.model.named_parameters()}
+            active = self.model.active_adapter
+            self.model.set_adapter(self.adapter)
+            try:
+                yield
+            finally:
+                self.model.set_adapter(active)
+                for n, p in self.model.named_parameters():
+                    p.requires_grad_(flags[n])
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Reference mode for a series of forwards: eval, no gradients, PEFT adapters switched, ZeRO-3 weights
+        gathered when no engine does it. Re-entrant. Under ZeRO-3 every rank must enter it together."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.identity  # noqa: B018 (identify before the weights are gathered, on the same weights)
+        self._depth = 1
+        try:
+            with torch.no_grad(), full_weights(self.model, self.engine_managed), self._peft_mode():
+                yield
+        finally:
+            self._depth = 0
+
+    def score(self, lists: Sequence[TokenizedList]) -> list[list[Entry]]:
+        """Entries of every response; exactly ``ceil(len(lists) / batch_size)`` forwards."""
+        if not lists:
+            return []
+        with self.session():
+            values, tokens = score_lists(self.model, lists, batch_size=self.batch_size,
+                                         pad_token_id=self.pad_token_id, per_token=self.per_token)
+        out = []
+        for i, t in enumerate(lists):
+            k = len(t.response_ids)
+            out.append([Entry(float(values[i, j]), tokens[i][j] if tokens is not None else None) for j in range(k)])
+        return out
+
+    def dummy_forward(self) -> None:
+        """One forward of a single token, for ranks that must keep in step with others (see ``score_sharded``)."""
+        with self.session():
+            device = next(self.model.parameters()).device
+            self.model(input_ids=torch.full((1, 2), self.pad_token_id, device=device), use_cache=False)
+
+    def lookup(self, lists: Sequence[TokenizedList]) -> list[list[Entry]]:
+        t0 = time.perf_counter()
+        entries = self.score(lists)
+        n = sum(len(row) for row in entries)
+        self.stats.computed += n
+        self.stats.computed_here += n
+        self.stats.seconds += time.perf_counter() - t0
+        if self.store is not None:
+            for t, row in zip(lists, entries):
+                for r, e in zip(t.response_ids, row):
+                    self._pending[entry_key(t.prompt_ids, r)] = e
+            if len(self._pending) >= 512:
+                self.flush()
+        return entries
+
+    def flush(self, source: str | None = None) -> None:
+        """Write the entries scored since the last flush to the store (one shard)."""
+        if self.store is not None and self._pending:
+            self.store.write(self._pending, source)
+            self._pending = {}
+
+
+@dataclass
+class _Chunk:
+    """Missing entries computed and written together as one shard: a partial list per source list."""
+
+    lists: list[TokenizedList] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.keys)
+
+
+class CachedReference(ReferenceProvider):
+    """Reference values from a store; what is missing is computed once with ``live`` (if given) and written.
+
+    Args:
+        store: the content-addressed store of this reference (its identity must be ``live``'s).
+        live: computes missing entries; None means a miss is an error.
+        shard_size: entries per shard written.
+        source: a short name of the data, recorded in each written shard (``align cache list``).
+        progress: show a progress bar while computing.
+    """
+
+    def __init__(self, store: ReferenceStore, live: LiveReference | None = None, *, shard_size: int = 512,
+                 source: str | None = None, progress: bool = True):
+        if live is not None and live.identity != store.identity:
+            raise CacheError("the live reference is not the reference this store belongs to")
+        self.store, self.live, self.shard_size, self.source, self.progress = store, live, shard_size, source, progress
+        self.stats = CacheStats(key=store.key)
+        self._memory: dict[bytes, Entry] = {}
+
+    @classmethod
+    def for_model(cls, root: str | Path, live: LiveReference, *, on_corrupt: str = "recompute",
+                  shard_size: int = 512, source: str | None = None, info: dict[str, Any] | None = None,
+                  progress: bool = True) -> CachedReference:
+        """The cache of ``live``'s reference under ``root`` (identifies the reference: every rank must call it)."""
+        store = ReferenceStore(root, live.identity, on_corrupt=on_corrupt, info=info)
+        return cls(store, live, shard_size=shard_size, source=source, progress=progress)
+
+    @property
+    def identity(self) -> ReferenceIdentity:
+        return self.store.identity
+
+    def lookup(self, lists: Sequence[TokenizedList]) -> list[list[Entry]]:
+        keys = [[entry_key(t.prompt_ids, r) for r in t.response_ids] for t in lists]
+        if any(k not in self._memory and k not in self.store for row in keys for k in row):
+            self.prefetch(lists)
+        return [[self._memory.get(k) or self.store.get(k) for k in row] for row in keys]  # type: ignore[misc]
+
+    def prefetch(self, lists: Sequence[TokenizedList]) -> CacheStats:
+        """Make every entry of ``lists`` available: read the store, compute and write what is missing.
+
+        In a distributed run every rank must call it with the same lists: rank 0's view of the store is shared,
+        the missing entries are split across ranks and gathered on all of them, and rank 0 writes the shards.
+        """
+        t0 = time.perf_counter()
+        rank, world = rank_world()
+        keys = [[entry_key(t.prompt_ids, r) for r in t.response_ids] for t in lists]
+        wanted = list(dict.fromkeys(k for row in keys for k in row))
+        known: dict[bytes, Entry] | None = None
+        if rank == 0:
+            self.store.open()
+            known = {k: e for k in wanted if (e := self._memory.get(k) or self.store.get(k)) is not None}
+        known, corrupted = gather_objects((known, self.store.corrupted_shards))[0]
+        chunks = self._chunks(lists, keys, set(wanted) - set(known))
+        computed_here = 0
+        if chunks:
+            if self.live is None:
+                raise CacheError(f"{sum(len(c.keys) for c in chunks)} reference values are missing from "
+                                 f"{self.store.dir} and no reference model was given to compute them")
+            computed, computed_here = (self._compute_alone(chunks) if world == 1 else self._compute_split(chunks))
+            known.update(computed)
+        self._memory.update(known)
+        n_missing = sum(len(c.keys) for c in chunks)
+        self.stats = CacheStats(key=self.store.key, hits=len(wanted) - n_missing, computed=n_missing,
+                                seconds=time.perf_counter() - t0, corrupted_shards=corrupted,
+                                computed_here=computed_here)
+        return self.stats
+
+    def _chunks(self, lists: Sequence[TokenizedList], keys: list[list[bytes]], missing: set[bytes]) -> list[_Chunk]:
+        """Group the missing entries, in data order, into shard-sized chunks of partial lists."""
+        chunks, current, assigned = [], _Chunk(), set()
+        for t, row in zip(lists, keys):
+            slots = [j for j, k in enumerate(row) if k in missing and k not in assigned]
+            if not slots:
+                continue
+            assigned.update(row[j] for j in slots)
+            current.lists.append(TokenizedList(t.prompt_ids, tuple(t.response_ids[j] for j in slots),
+                                               tuple(t.scores[j] for j in slots), t.row, t.subset))
+            current.keys += [row[j] for j in slots]
+            if len(current.keys) >= self.shard_size:
+                chunks.append(current)
+                current = _Chunk()
+        return chunks + ([current] if current.keys else [])
+
+    def _entries(self, chunk: _Chunk) -> dict[bytes, Entry]:
+        values = self.live.score(chunk.lists)  # type: ignore[union-attr]
+        return dict(zip(chunk.keys, (e for row in values for e in row)))
+
+    def _bar(self, chunks: list[_Chunk]) -> tqdm:
+        return tqdm(total=sum(len(c.keys) for c in chunks), desc="reference log-probs", unit="seq",
+                    disable=not self.progress or rank_world()[0] != 0)
+
+    def _compute_alone(self, chunks: list[_Chunk]) -> tuple[dict[bytes, Entry], int]:
+        """One process: claim each chunk, compute and write it; chunks a concurrent builder holds are waited for
+        (or taken over if that builder died)."""
+        out: dict[bytes, Entry] = {}
+        here = 0
+        waiting: list[_Chunk] = []
+        with self._bar(chunks) as bar, self.live.session():  # type: ignore[union-attr]
+            queue = list(chunks)
+            while queue or waiting:
+                if not queue:
+                    time.sleep(0.5)
+                    self.store.open()
+                chunk = queue.pop(0) if queue else waiting.pop(0)
+                if all(k in self.store for k in chunk.keys):  # written by another builder meanwhile
+                    out.update({k: self.store.get(k) for k in chunk.keys})  # type: ignore[misc]
+                    bar.update(len(chunk.keys))
+                    continue
+                if not self.store.claim(chunk.name):
+                    waiting.append(chunk)
+                    continue
+                if self.store.has_shard(chunk.name):  # finished by another builder between our look and our claim
+                    self.store.release(chunk.name)
+                    self.store.open()
+                    queue.insert(0, chunk)
+                    continue
+                try:
+                    entries = self._entries(chunk)
+                    self.store.write(entries, self.source)
+                finally:
+                    self.store.release(chunk.name)
+                out.update(entries)
+                here += len(entries)
+                bar.update(len(chunk.keys))
+        return out, here
+
+    def _compute_split(self, chunks: list[_Chunk]) -> tuple[dict[bytes, Entry], int]:
+        """Several ranks: in rounds, rank r computes chunk ``round * world + r``; every rank runs the same number of
+        forwards (ZeRO-3), the round's results are gathered on all ranks and rank 0 writes them, so a killed run
+        keeps every finished round."""
+        rank, world = rank_world()
+        live = self.live
+        assert live is not None
+        out: dict[bytes, Entry] = {}
+        here = 0
+        with self._bar(chunks) as bar, live.session():
+            for start in range(0, len(chunks), world):
+                mine = chunks[start + rank] if start + rank < len(chunks) else None
+                n_fwd = math.ceil(len(mine.lists) / live.batch_size) if mine else 0
+                extra = max_over_ranks(n_fwd) - n_fwd  # agreed before any forward: forwards are collective (ZeRO-3)
+                entries = self._entries(mine) if mine else {}
+                for _ in range(extra):
+                    live.dummy_forward()
+                here += len(entries)
+                for part in gather_objects(entries):
+                    if rank == 0 and part:
+                        self.store.write(part, self.source)
+                    out.update(part)
+                bar.update(sum(len(c.keys) for c in chunks[start : start + world]))
+        return out, here
