@@ -46,6 +46,17 @@ class DataConfig:
     max_response_length: int = 512
     truncation: Literal["truncate", "drop"] = "truncate"
     strict: bool = False
+    # The data's field names -> the formats' (prompt, chosen, rejected, responses, ranks, scores, subset, ...),
+    # e.g. {question: prompt, response_j: chosen, response_k: rejected}
+    columns: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from align.data.formats import check_columns  # the formats own their field names
+
+        try:
+            self.columns = check_columns(self.columns)
+        except ValueError as e:
+            raise ValueError(f"data.{e}") from e
 
 
 @dataclass

@@ -39,18 +39,27 @@ class RankedExample:
 
 @dataclass
 class LoadReport:
-    """What a loader read: rows, examples kept, and rows skipped by reason."""
+    """What a loader read: rows, examples kept, examples by detected format, and rows skipped by reason."""
 
     rows_read: int = 0
     examples: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    formats: Counter[str] = field(default_factory=Counter)  # format name ("hh", "trl", ...) -> examples
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] += 1
 
+    def merge(self, other: LoadReport) -> None:
+        """Add another load's counts to this one (a separate eval file, say)."""
+        self.rows_read += other.rows_read
+        self.examples += other.examples
+        self.skipped.update(other.skipped)
+        self.formats.update(other.formats)
+
     def to_dict(self) -> dict[str, Any]:
         """The ``data`` object of ``summary.json`` and of ``align eval --output``."""
-        return {"rows_read": self.rows_read, "examples": self.examples, "skipped": dict(sorted(self.skipped.items()))}
+        return {"rows_read": self.rows_read, "examples": self.examples, "skipped": dict(sorted(self.skipped.items())),
+                "formats": dict(sorted(self.formats.items()))}
 
 
 class DataError(ValueError):

@@ -4,13 +4,19 @@ Every converter returns a list whose items are either a ``RankedExample`` or a s
 (a short string). Most rows give exactly one item; an OASST tree gives one item per ranked
 list in it (and one "unranked reply" / "deleted reply" note per reply left out of a list).
 A converter raises ``Skip(reason)`` for a row that gives nothing at all.
+
+Labels are checked in the dtype the trainers use them in (float32, see ``align/data/collate.py``): a label
+that is finite in float64 but not in float32, or a list whose score span overflows float32 (LiPO's min-max
+labels divide by it), is skipped, as is a list whose labels all round to one float32 value.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import re
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from align.data.example import LabelKind, Message, Prompt, RankedExample
@@ -20,6 +26,18 @@ _TURN = re.compile(r"(\n\nHuman:|\n\nAssistant:)")
 ROLES = ("system", "user", "assistant")
 # Notes about replies left out of an OASST list: counted in the report, not errors (strict mode ignores them).
 NOTES = frozenset({"unranked reply", "deleted reply"})
+UNRECOGNISED = "unrecognised row format"
+# What each format reads, for messages about rows that fit none of them.
+ACCEPTED = (
+    "accepted row formats: HH-RLHF {chosen, rejected} (whole dialogues); "
+    "TRL {prompt, chosen, rejected} (strings or chat messages; no prompt for implicit-prompt conversations); "
+    "ranked {prompt, responses, ranks or scores}; OASST message trees {message_tree_id, prompt: {text, role, replies}}"
+    ". Rename other fields with data.columns, e.g. {question: prompt, response_j: chosen, response_k: rejected}"
+)
+# Field names the formats read: the allowed targets of a column mapping.
+FIELDS = ("prompt", "chosen", "rejected", "responses", "ranks", "scores", "subset", "message_tree_id")
+FLOAT32_MAX = 3.4028234663852886e38
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Skip(Exception):
@@ -66,13 +84,28 @@ def _check_prompt(prompt: Any) -> Prompt:
 
 
 def _is_number(x: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
+    """A real number (not a bool) that is finite as a Python float."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
         return False
     try:
-        return math.isfinite(x)
-    except OverflowError:  # an int too large for a float
+        return math.isfinite(float(x))
+    except (OverflowError, ValueError, TypeError):  # an int too large for a float, an odd Real subclass
         return False
+
+
+def _float32(x: float) -> float:
+    """``x`` rounded to float32 (``x`` within the float32 range)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _valid_text(value: Any) -> bool:
+    """False for a string (or message list) holding a lone surrogate: valid JSON (``"\\udfff"``) that no
+    tokenizer or UTF-8 writer accepts."""
+    if isinstance(value, str):
+        return value.isascii() or not _LONE_SURROGATE.search(value)
+    if isinstance(value, list):
+        return all(_valid_text(m["content"]) for m in value)
+    return True
 
 
 def _response_texts(prompt: Any, values: list[Any], names: list[str]) -> tuple[Any, list[str]]:
@@ -131,8 +164,17 @@ def make_example(
         raise Skip("empty response")
     if len(set(texts)) < len(texts):
         raise Skip("identical responses")
-    scores = [0.0 - x if kind == "rank" else float(x) for x in labels]  # 0.0 - 0 is 0.0, not -0.0
-    if len(set(scores)) == 1:
+    if not (_valid_text(prompt) and all(_valid_text(t) for t in texts)
+            and all(_valid_text(v) for v in (meta or {}).values() if isinstance(v, str))):
+        raise Skip("invalid text (lone surrogate)")
+    scores = [0.0 - float(x) if kind == "rank" else float(x) for x in labels]  # 0.0 - 0 is 0.0, not -0.0
+    # Trainers hold labels in float32: each label, and the span min-max labels divide by, must be finite there.
+    if any(abs(s) > FLOAT32_MAX for s in scores):
+        raise Skip("label out of range")
+    as32 = [_float32(s) for s in scores]
+    if max(as32) - min(as32) > FLOAT32_MAX:
+        raise Skip("label out of range")
+    if len(set(as32)) == 1:
         raise Skip("all responses tied")
     return RankedExample(prompt, tuple(texts), tuple(scores), kind, row, meta or {})
 
@@ -262,8 +304,9 @@ def from_oasst(row: dict[str, Any], n: int) -> list[RankedExample | str]:
 
 
 def _rank_key(reply: dict[str, Any]) -> float:
+    # Non-numbers (and ints beyond float range) sort last; make_example then skips the list as "non-numeric label".
     rank = reply["rank"]
-    return rank if isinstance(rank, (int, float)) and not isinstance(rank, bool) and not math.isnan(rank) else math.inf
+    return float(rank) if _is_number(rank) else math.inf
 
 
 FORMATS: dict[str, Callable[[dict[str, Any], int], list[RankedExample | str]]] = {
@@ -275,7 +318,8 @@ FORMATS: dict[str, Callable[[dict[str, Any], int], list[RankedExample | str]]] =
 
 
 def detect_format(row: dict[str, Any]) -> str | None:
-    """The format of a row from its keys, or None if it fits none."""
+    """The format of a row from its keys (for prompt-less text pairs: HH when they hold "Assistant:" turns), or
+    None if it fits none."""
     if "message_tree_id" in row or (isinstance(row.get("prompt"), dict) and "replies" in row["prompt"]):
         return "oasst"
     if "responses" in row:
@@ -283,19 +327,77 @@ def detect_format(row: dict[str, Any]) -> str | None:
     if "chosen" in row or "rejected" in row:
         if "prompt" in row or isinstance(row.get("chosen"), list) or isinstance(row.get("rejected"), list):
             return "trl"
-        return "hh"
+        # HH dialogues carry "Assistant:" turns; other prompt-less text pairs are TRL rows missing their prompt.
+        if any(isinstance(v, str) and "Assistant:" in v for v in (row.get("chosen"), row.get("rejected"))):
+            return "hh"
+        return "trl"
     return None
+
+
+def check_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
+    """A validated column mapping ``{field in the data: field of a format}``; ``ValueError`` names the bad entry.
+
+    Targets must be names the formats read (``FIELDS``), each used once; sources are the data's own names.
+    """
+    if columns is None:
+        return {}
+    if not isinstance(columns, Mapping):
+        raise ValueError(f"columns must be a mapping of field names, got {type(columns).__name__}")
+    out: dict[str, str] = {}
+    for src, dst in columns.items():
+        if not isinstance(src, str) or not src or not isinstance(dst, str) or not _valid_text(src):
+            raise ValueError(f"columns: {src!r}: {dst!r} must map a field name to a field name")
+        if dst not in FIELDS:
+            raise ValueError(f"columns: {src!r} maps to unknown field {dst!r}; expected one of {', '.join(FIELDS)}")
+        if dst in out.values():
+            raise ValueError(f"columns: two fields map to {dst!r}")
+        out[src] = dst
+    return out
+
+
+def rename_columns(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+    """``row`` with each mapped field renamed (a mapped field replaces a field already of the target name).
+
+    Raises ``Skip("missing field 'SRC'")`` when a mapped field is absent (or null).
+    """
+    for src in columns:
+        if row.get(src) is None:
+            raise Skip(f"missing field {src!r}")
+    out = {k: v for k, v in row.items() if k not in columns}
+    out.update((dst, row[src]) for src, dst in columns.items())
+    return out
+
+
+def _user_names(reason: str, columns: dict[str, str]) -> str:
+    """A skip reason that names the user's fields (``'response_j'``), not the format's (``'chosen'``)."""
+    for src, dst in columns.items():
+        reason = reason.replace(repr(dst), repr(src))
+    return reason
+
+
+def convert_row(
+    row: Any, fmt: str, n: int, columns: dict[str, str] | None = None
+) -> tuple[str | None, list[RankedExample | str]]:
+    """The format used and the examples / skip reasons of one raw row.
+
+    ``fmt`` is ``"auto"`` or a key of ``FORMATS``; ``columns`` (from :func:`check_columns`) renames fields
+    before the format is detected. The format is None when the row fits none.
+    """
+    if not isinstance(row, dict):
+        return None, ["not an object"]
+    row = {k: v for k, v in row.items() if v is not None}  # parquet / hub rows fill absent columns with None
+    try:
+        if columns:
+            row = rename_columns(row, columns)
+        name = detect_format(row) if fmt == "auto" else fmt
+        if name is None:
+            return None, [UNRECOGNISED]
+        items = FORMATS[name](row, n)
+    except Skip as e:
+        return None, [_user_names(e.reason, columns or {})]
+    return name, [it if isinstance(it, RankedExample) else _user_names(it, columns or {}) for it in items]
 
 
 def convert(row: Any, fmt: str, n: int) -> list[RankedExample | str]:
     """Examples and skip reasons from one raw row; ``fmt`` is ``"auto"`` or a key of ``FORMATS``."""
-    if not isinstance(row, dict):
-        return ["not an object"]
-    row = {k: v for k, v in row.items() if v is not None}  # parquet / hub rows fill absent columns with None
-    name = detect_format(row) if fmt == "auto" else fmt
-    if name is None:
-        return ["unrecognised row format"]
-    try:
-        return FORMATS[name](row, n)
-    except Skip as e:
-        return [e.reason]
+    return convert_row(row, fmt, n)[1]

@@ -3,33 +3,25 @@
     examples, report = load_examples("../shared/data/hh_rlhf_harmless_base.jsonl.gz")
     train, held_out = split_examples(examples, eval_fraction=0.1)
 
-The row formats themselves (HH-RLHF, TRL, ranked/scored lists, OASST trees) live in ``formats.py``.
+The row formats themselves (HH-RLHF, TRL, ranked/scored lists, OASST trees) live in ``formats.py``; the
+readers of each kind of source (text files, parquet, directories, the hub) in ``sources.py``.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import itertools
 import json
 import logging
 import os
-import re
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from align.data.example import DataError, LoadReport, RankedExample
-from align.data.formats import FORMATS, NOTES, convert
+from align.data.formats import ACCEPTED, FORMATS, NOTES, UNRECOGNISED, check_columns, convert_row
+from align.data.sources import BadRow, read_rows
 
 log = logging.getLogger("align.data")
-
-SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
-_HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-
-
-class _BadLine:
-    """A line of a jsonl file that is not valid JSON."""
 
 
 def load_examples(
@@ -39,163 +31,130 @@ def load_examples(
     split: str = "train",
     strict: bool = False,
     max_rows: int | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> tuple[list[RankedExample], LoadReport]:
     """Read preference rows and turn them into ``RankedExample``s.
 
     Args:
         source: a local ``.jsonl``, ``.jsonl.gz``, ``.json`` (a list of objects, one object,
-            or jsonl content; ``.json.gz`` too) or ``.parquet`` file; else a local directory or
-            a Hugging Face hub data set name (``org/name``), read with ``datasets.load_dataset``.
-            A source that looks like a file path but does not exist is a ``DataError``.
+            or jsonl content; ``.json.gz`` too) or ``.parquet`` file; a local directory of such
+            files (read in sorted order, row numbers running on across files); else a Hugging Face
+            hub data set name (``org/name``), read with ``datasets.load_dataset``. Text files are
+            UTF-8 (a BOM is fine; UTF-16 with a BOM too) and gzip-compressed or not, whatever their
+            suffix says. A source that looks like a file path but does not exist is a ``DataError``.
         format: ``"auto"`` (each row's format is detected from its keys), ``"hh"`` (HH-RLHF
             dialogues), ``"trl"`` (``prompt``/``chosen``/``rejected``, string or conversational,
             also RewardBench rows with a ``subset``), ``"ranked"`` (``prompt``/``responses``/
             ``ranks`` or ``scores``) or ``"oasst"`` (OASST message trees). With an explicit
             format, rows that do not fit it are skipped.
-        split: the split to read from a hub data set or directory.
+        split: the split to read from a hub data set or a directory whose file names carry split
+            names (``train.jsonl``, ``test-00.parquet``, as ``datasets`` names them).
         strict: raise ``DataError("row N: reason")`` at the first bad row instead of skipping
-            it; N is 1-based (the line number, for jsonl files). Replies left out of an OASST
-            list ("unranked reply", "deleted reply") are notes, never errors.
+            it; N is 1-based (the line number, for jsonl files; a directory adds the file and its own
+            row). Replies left out of an OASST list ("unranked reply", "deleted reply") are notes,
+            never errors.
         max_rows: read at most this many rows (blank lines of a jsonl file are not rows).
+        columns: rename the data's fields to the formats' before a row's format is detected, e.g.
+            ``{"question": "prompt", "response_j": "chosen", "response_k": "rejected"}``; targets
+            must be in ``formats.FIELDS``. A row without a mapped field is skipped as "missing field
+            'question'" (skip reasons name the data's fields).
 
     Returns:
         The examples, each with ``row`` = its 0-based row index in the source (for jsonl, the
-        0-based line number), and a ``LoadReport``: rows read, examples kept, and skips by
-        reason. One OASST tree row gives 0..n examples; its skips count lists or replies.
+        0-based line number), and a ``LoadReport``: rows read, examples kept, examples by format,
+        and skips by reason. One OASST tree row gives 0..n examples; its skips count lists or replies.
 
     Bad rows are skipped and counted by reason, never a crash and never a NaN label:
-    "invalid json", "not an object", "unrecognised row format", "missing field 'X'",
-    "wrong type for 'X'", "empty prompt", "empty response", "identical responses",
-    "fewer than 2 responses", "labels do not match responses", "non-numeric label",
-    "all responses tied", "prompt mismatch", "malformed dialogue", "malformed message"
-    (plus the OASST notes above).
+    "invalid json", "invalid utf-8", "not an object", "unrecognised row format",
+    "missing field 'X'", "wrong type for 'X'", "empty prompt", "empty response",
+    "identical responses", "fewer than 2 responses", "labels do not match responses",
+    "non-numeric label", "label out of range" (not finite in float32, or a span that is not),
+    "all responses tied" (in float32), "invalid text (lone surrogate)", "prompt mismatch",
+    "malformed dialogue", "malformed message" (plus the OASST notes above); a damaged source
+    part adds "corrupt compressed stream" / "truncated compressed stream" (rows before it are
+    kept), "corrupt parquet data", or in a directory "unreadable file".
+    A source that cannot be read at all is a one-line ``DataError``.
     """
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected 'auto' or one of {sorted(FORMATS)}")
     if max_rows is not None and max_rows < 0:
         raise ValueError(f"max_rows must be >= 0, got {max_rows}")
+    mapping = check_columns(columns)
     report = LoadReport()
     examples: list[RankedExample] = []
-    for n, row in itertools.islice(_rows(source, split), max_rows):
+    for n, row, where in itertools.islice(read_rows(source, split), max_rows):
         report.rows_read += 1
-        items = ["invalid json"] if isinstance(row, _BadLine) else convert(row, format, n)
+        name, items = (None, [row.reason]) if isinstance(row, BadRow) else convert_row(row, format, n, mapping)
         for item in items:
             if isinstance(item, RankedExample):
                 examples.append(item)
+                report.formats[name or format] += 1
                 continue
-            if strict and item not in NOTES:
-                raise DataError(f"row {n + 1}: {item}")
+            if item not in NOTES:
+                detail = _detail(item, row)
+                if strict:
+                    raise DataError(f"row {n + 1}{where}: {item}{detail}")
+                if item == UNRECOGNISED and not report.skipped[UNRECOGNISED]:  # once per load: how to fix it
+                    log.warning("row %d%s: %s%s", n + 1, where, item, detail)
             report.skip(item)
     report.examples = len(examples)
     for reason, count in sorted(report.skipped.items()):
         level = logging.INFO if reason in NOTES else logging.WARNING
         log.log(level, "skipped %d %s: %s", count, "replies" if reason in NOTES else "rows", reason)
-    log.info("%s: %d rows read, %d examples", os.fspath(source), report.rows_read, report.examples)
+    log.info("%s: %d rows read, %d examples (%s)", os.fspath(source), report.rows_read, report.examples,
+             _formats_text(report))
     return examples, report
+
+
+def _detail(reason: str, row: Any) -> str:
+    """More words for a message than the short skip reason: the fields an unrecognised row has and what
+    would be accepted, or what broke a source."""
+    if isinstance(row, BadRow):
+        return f" ({row.detail})" if row.detail else ""
+    if reason == UNRECOGNISED and isinstance(row, dict):
+        fields = ", ".join(repr(str(k)) for k in sorted(map(str, row))[:12]) + (", ..." if len(row) > 12 else "")
+        return f" (fields: {fields or 'none'}); {ACCEPTED}"
+    return ""
+
+
+def _formats_text(report: LoadReport) -> str:
+    if not report.formats:
+        return "no format detected" if report.rows_read else "no rows"
+    if len(report.formats) == 1:
+        return f"format {next(iter(report.formats))}"
+    return "formats " + ", ".join(f"{k} {v}" for k, v in sorted(report.formats.items()))
+
+
+def _prompt_key(prompt: Any) -> str:
+    """The text a prompt is compared and hashed by: the string, or the messages' JSON."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
 
 
 def split_examples(
     examples: Iterable[RankedExample], eval_fraction: float
 ) -> tuple[list[RankedExample], list[RankedExample]]:
-    """Split examples into (train, eval) by a hash of the prompt, keeping their order.
+    """Split examples into (train, eval) by prompt, keeping their order on each side.
 
-    An example goes to eval iff ``int(sha256(prompt_text).hexdigest()[:8], 16) / 2**32 <
-    eval_fraction``, where ``prompt_text`` is the prompt string, or for chat messages their
-    JSON (``sort_keys``, no ASCII escaping). So the same prompt never lands on both sides,
-    the split needs no seed, and it stays the same for old rows when rows are added.
+    The distinct prompts are ordered by ``sha256(prompt_text)`` (UTF-8, lone surrogates passed
+    through) and the first ``round(eval_fraction * n_prompts)`` of them go to eval, with every
+    example of those prompts; ``prompt_text`` is the prompt string, or for chat messages their JSON
+    (``sort_keys``, no ASCII escaping). The count is kept at >= 1 when ``eval_fraction > 0`` and
+    there are >= 2 prompts, and below ``n_prompts`` when ``eval_fraction < 1``. So the same prompt
+    never lands on both sides, the split needs no seed, the held-out size is what was asked for even
+    on a small file, and reordering the input changes neither side's membership.
     """
     if not 0.0 <= eval_fraction <= 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1], got {eval_fraction}")
-    train: list[RankedExample] = []
-    held_out: list[RankedExample] = []
-    for ex in examples:
-        text = ex.prompt if isinstance(ex.prompt, str) else json.dumps(ex.prompt, sort_keys=True, ensure_ascii=False)
-        h = int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) / 2**32
-        (held_out if h < eval_fraction else train).append(ex)
+    examples = list(examples)
+    keys = [_prompt_key(ex.prompt) for ex in examples]
+    distinct = sorted(set(keys), key=lambda k: (hashlib.sha256(k.encode("utf-8", "surrogatepass")).digest(), k))
+    n = len(distinct)
+    count = round(eval_fraction * n)
+    if eval_fraction > 0 and n >= 2:
+        count = max(count, 1)
+    if eval_fraction < 1:
+        count = min(count, max(n - 1, 0))
+    held = set(distinct[:count])
+    train = [ex for ex, k in zip(examples, keys) if k not in held]
+    held_out = [ex for ex, k in zip(examples, keys) if k in held]
     return train, held_out
-
-
-# ---------------------------------------------------------------------------------------------
-# sources: each yields (0-based row index, row) where a row is parsed JSON / a dict, or _BadLine
-
-
-def _rows(source: str | os.PathLike[str], split: str) -> Iterator[tuple[int, Any]]:
-    path = Path(source).expanduser()
-    name = os.fspath(source)
-    if path.is_file():
-        lower = path.name.lower()
-        if lower.endswith((".jsonl", ".jsonl.gz")):
-            return _jsonl_rows(path)
-        if lower.endswith((".json", ".json.gz")):
-            return _json_rows(path)
-        if lower.endswith(".parquet"):
-            return _parquet_rows(path)
-        raise DataError(f"{name}: unsupported file type; expected one of {', '.join(SUFFIXES)}")
-    if path.is_dir():
-        return _dataset_rows(str(path), split, f"cannot load data set from directory {name!r}")
-    if isinstance(source, os.PathLike) or not _HUB_NAME.fullmatch(name) or name.lower().endswith(SUFFIXES):
-        raise DataError(f"no such file: {name}")
-    return _dataset_rows(name, split, f"cannot load dataset {name!r} from the hub (offline?)")
-
-
-def _open(path: Path) -> IO[str]:
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def _parse(line: str) -> Any:
-    try:
-        return json.loads(line)
-    except ValueError:
-        return _BadLine()
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    try:
-        with _open(path) as f:
-            for n, line in enumerate(f):
-                if line.strip():
-                    yield n, _parse(line)
-    except (OSError, EOFError, UnicodeDecodeError) as e:  # a truncated gzip, bad bytes, ...
-        raise DataError(f"{path}: cannot read: {e}") from e
-
-
-def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    try:
-        with _open(path) as f:
-            text = f.read()
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read: {e}") from e
-    try:
-        data = json.loads(text)
-    except ValueError:  # not one JSON document: read it as jsonl
-        for n, line in enumerate(text.splitlines()):
-            if line.strip():
-                yield n, _parse(line)
-        return
-    yield from enumerate(data) if isinstance(data, list) else [(0, data)]
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    import pyarrow.parquet as pq  # a dependency of `datasets`
-
-    try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
-        n = 0
-        for batch in batches:
-            for row in batch.to_pylist():
-                yield n, row
-                n += 1
-    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataError(f"{path}: cannot read parquet: {e}") from e
-
-
-def _dataset_rows(name: str, split: str, what: str) -> Iterator[tuple[int, Any]]:
-    import datasets
-
-    try:
-        data = datasets.load_dataset(name, split=split)
-    except Exception as e:  # connection, not found, bad split, ...: all mean "cannot read this source"
-        raise DataError(f"{what}: {type(e).__name__}: {e}") from e
-    yield from enumerate(data)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from align.data.example import Prompt, RankedExample
+
+log = logging.getLogger("align.data")
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,10 @@ def tokenize_examples(
 
     Prompts longer than ``max_prompt_length`` keep their last tokens (the turn being answered); responses
     longer than ``max_response_length`` keep their first. ``truncation="drop"`` drops such examples instead.
-    A list whose truncated responses become identical is dropped (it would carry no preference).
+    Dropped and counted in ``report.dropped`` as well: a list whose truncated responses become identical
+    ("identical after truncation": it would carry no preference), a prompt the tokenizer's chat template
+    rejects ("chat template error", e.g. a template that allows no system turn), and a list with a prompt or
+    response of no tokens at all ("empty after tokenization").
     """
     if truncation not in ("truncate", "drop"):
         raise ValueError(f"truncation must be 'truncate' or 'drop', got {truncation!r}")
@@ -95,12 +102,21 @@ def tokenize_examples(
     report = TruncationReport()
     out: list[TokenizedList] = []
     for ex in examples:
-        head, texts = render(tokenizer, ex.prompt, ex.responses)
+        try:
+            head, texts = render(tokenizer, ex.prompt, ex.responses)
+        except TemplateError as e:
+            if not report.dropped["chat template error"]:
+                log.warning("row %d: the chat template rejects this prompt (%s); such lists are dropped", ex.row, e)
+            report.dropped["chat template error"] += 1
+            continue
         # verbose=False: no "longer than the maximum" warning, the truncation below is explicit and counted
         p = tokenizer(head, add_special_tokens=False, verbose=False)["input_ids"]
         if bos is not None and (not p or p[0] != bos):
             p = [bos] + p
         rs = [tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"] for t in texts]
+        if not p or not all(rs):
+            report.dropped["empty after tokenization"] += 1
+            continue
         long_p = len(p) > max_prompt_length
         long_r = sum(len(r) > max_response_length for r in rs)
         if truncation == "drop" and (long_p or long_r):

@@ -7,13 +7,15 @@ import hashlib
 import json
 import logging
 import math
+import random
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from align.data.example import DataError, RankedExample
+from align.data.example import DataError, LoadReport, RankedExample
 from align.data.loaders import load_examples, split_examples
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -391,6 +393,8 @@ def test_missing_local_file_is_a_data_error(tmp_path):
         with pytest.raises(DataError, match="no such file") as info:
             load_examples(source)
         assert str(source) in str(info.value)
+    with pytest.raises(DataError, match="no data source given"):
+        load_examples("")
     (tmp_path / "rows.csv").write_text("a,b\n")
     with pytest.raises(DataError, match="unsupported file type"):
         load_examples(tmp_path / "rows.csv")
@@ -414,27 +418,226 @@ def test_unreachable_hub_name_is_a_fast_data_error(monkeypatch):
 # split_examples
 
 
+def _key(ex: RankedExample) -> str:
+    return ex.prompt if isinstance(ex.prompt, str) else json.dumps(ex.prompt, sort_keys=True, ensure_ascii=False)
+
+
+def _sha(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
 def test_split_examples(hh):
     examples, _ = hh
     train, held_out = split_examples(examples, eval_fraction=0.2)
     assert (train, held_out) == split_examples(examples, eval_fraction=0.2)  # deterministic
     assert len(train) + len(held_out) == len(examples)
     assert {ex.row for ex in train}.isdisjoint(ex.row for ex in held_out)
-    assert 0.15 < len(held_out) / len(examples) < 0.25
     assert [ex.row for ex in train] == sorted(ex.row for ex in train)  # order kept
-    key = lambda ex: json.dumps(ex.prompt, sort_keys=True, ensure_ascii=False)  # noqa: E731
-    assert {key(ex) for ex in train}.isdisjoint(key(ex) for ex in held_out)  # a prompt never on both sides
-    # Stable when rows are added: the first half splits the same on its own.
-    half = examples[: len(examples) // 2]
-    rows = {ex.row for ex in half}
-    assert split_examples(half, 0.2) == (
-        [ex for ex in train if ex.row in rows],
-        [ex for ex in held_out if ex.row in rows],
-    )
+    assert [ex.row for ex in held_out] == sorted(ex.row for ex in held_out)
+    assert {_key(ex) for ex in train}.isdisjoint(_key(ex) for ex in held_out)  # a prompt never on both sides
+    prompts = {_key(ex) for ex in examples}
+    assert len({_key(ex) for ex in held_out}) == round(0.2 * len(prompts))
+    # The rule itself: the prompts with the lowest sha256 go to eval.
+    cut = sorted(_sha(k) for k in prompts)[round(0.2 * len(prompts)) - 1]
+    assert all(_sha(_key(ex)) <= cut for ex in held_out) and all(_sha(_key(ex)) > cut for ex in train)
     assert split_examples(examples, 0.0) == (examples, []) and split_examples(examples, 1.0) == ([], examples)
-    # The rule itself, on a plain-string prompt.
-    ex = RankedExample("hello", ("a", "b"), (1.0, 0.0))
-    h = int(hashlib.sha256(b"hello").hexdigest()[:8], 16) / 2**32
-    assert split_examples([ex], h + 1e-9) == ([], [ex]) and split_examples([ex], h) == ([ex], [])
     with pytest.raises(ValueError):
         split_examples(examples, 1.5)
+
+
+def test_split_gives_the_requested_size_on_a_small_file():
+    # 40 prompts at 0.1: exactly 4 held out (a hash threshold gave anywhere from 0 to 12 here).
+    one = [RankedExample(f"prompt {i}", ("a", "b"), (1.0, 0.0), "pair", i) for i in range(40)]
+    train, held = split_examples(one, 0.1)
+    assert len(held) == 4 and len(train) == 36
+    lowest = sorted(range(40), key=lambda i: _sha(f"prompt {i}"))[:4]
+    assert [ex.row for ex in held] == sorted(lowest)
+    # Each prompt twice: both copies on one side, still 4 prompts held out.
+    two = one + [RankedExample(f"prompt {i}", ("c", "d"), (1.0, 0.0), "pair", 40 + i) for i in range(40)]
+    train2, held2 = split_examples(two, 0.1)
+    assert len(held2) == 8 and {ex.prompt for ex in held2} == {ex.prompt for ex in held}
+    assert {ex.prompt for ex in train2}.isdisjoint(ex.prompt for ex in held2)
+    # A reordered input: the same examples on each side, each side in its input order.
+    shuffled = random.Random(0).sample(two, len(two))
+    train3, held3 = split_examples(shuffled, 0.1)
+    assert [ex.row for ex in held3] == [ex.row for ex in shuffled if ex in held2]
+    assert [ex.row for ex in train3] == [ex.row for ex in shuffled if ex in train2]
+    # At least one prompt held out, never all of them (unless asked), never any of a single prompt.
+    assert len(split_examples(one[:2], 0.01)[1]) == 1
+    assert len(split_examples(one, 0.99)[0]) == 1
+    assert split_examples(one[:1], 0.9) == (one[:1], [])
+    assert split_examples(one, 1.0) == ([], one) and split_examples([], 0.5) == ([], [])
+
+
+# --------------------------------------------------------------------------------------------
+# column mapping, format report, messages
+
+
+STACK_ROWS = [
+    {"qid": 1, "question": "q1", "response_j": "good", "response_k": "bad"},
+    {"qid": 2, "question": "q2", "response_j": "good"},
+    {"qid": 3, "question": "q3", "response_j": ["x"], "response_k": "bad"},
+]
+STACK_COLUMNS = {"question": "prompt", "response_j": "chosen", "response_k": "rejected"}
+
+
+def test_columns_map_the_data_fields_onto_a_format(tmp_path):
+    path = _write_jsonl(tmp_path / "stack.jsonl", [json.dumps(r) for r in STACK_ROWS])
+    examples, report = load_examples(path, columns=STACK_COLUMNS)
+    assert examples == [RankedExample("q1", ("good", "bad"), (1.0, 0.0), "pair", 0)]
+    # Skip reasons name the data's own fields.
+    assert report.skipped == {"missing field 'response_k'": 1, "wrong type for 'response_j'": 1}
+    assert report.formats == {"trl": 1}
+    assert load_examples(path)[1].skipped == {"unrecognised row format": 3}  # without the mapping
+    with pytest.raises(DataError, match=r"^row 2: missing field 'response_k'$"):
+        load_examples(path, columns=STACK_COLUMNS, strict=True)
+    # A mapped field replaces a field of the target's name; a swap works.
+    rows = [{"prompt": "old", "q": "new", "chosen": "a", "rejected": "b"}]
+    path = _write_jsonl(tmp_path / "swap.jsonl", [json.dumps(r) for r in rows])
+    (ex,), _ = load_examples(path, columns={"q": "prompt", "chosen": "rejected", "rejected": "chosen"})
+    assert ex.prompt == "new" and ex.responses == ("b", "a")
+    # Ranked lists with their own names.
+    rows = [{"instruction": "i", "completions": ["a", "b", "c"], "ratings": [1, 3, 2]}]
+    path = _write_jsonl(tmp_path / "ranked.jsonl", [json.dumps(r) for r in rows])
+    (ex,), report = load_examples(path, columns={"instruction": "prompt", "completions": "responses",
+                                                 "ratings": "scores"})
+    assert ex.scores == (1.0, 3.0, 2.0) and ex.label_kind == "score" and report.formats == {"ranked": 1}
+
+
+def test_bad_column_mappings_are_clear_errors(tmp_path):
+    from align.config import ConfigError, DataConfig, from_dict
+
+    path = _write_jsonl(tmp_path / "stack.jsonl", [json.dumps(r) for r in STACK_ROWS])
+    bad = [
+        ({"question": "promt"}, r"columns: 'question' maps to unknown field 'promt'; expected one of prompt, chosen"),
+        ({"a": "prompt", "b": "prompt"}, r"columns: two fields map to 'prompt'"),
+        ({"a": 3}, r"columns: 'a': 3 must map a field name to a field name"),
+        ({True: "prompt"}, r"columns: True: 'prompt' must map"),
+    ]
+    for columns, message in bad:
+        with pytest.raises(ValueError, match=message):
+            load_examples(path, columns=columns)
+        with pytest.raises(ConfigError, match="^data." + message):
+            from_dict(DataConfig, {"columns": columns})
+    with pytest.raises(ValueError, match="columns must be a mapping"):
+        load_examples(path, columns=["question"])
+    assert from_dict(DataConfig, {"columns": STACK_COLUMNS}).columns == STACK_COLUMNS
+    assert DataConfig().columns == {}
+
+
+def test_unrecognised_rows_name_the_accepted_formats_once(tmp_path, caplog):
+    lines = [json.dumps({"question": "q", "answer": "a"})] * 3 + [json.dumps(HH_GOOD)]
+    path = _write_jsonl(tmp_path / "rows.jsonl", lines)
+    with caplog.at_level(logging.WARNING, logger="align.data"):
+        examples, report = load_examples(path)
+    assert len(examples) == 1 and report.skipped == {"unrecognised row format": 3}
+    hints = [r.getMessage() for r in caplog.records if "accepted row formats" in r.getMessage()]
+    assert len(hints) == 1  # once per load, not once per row
+    assert hints[0].startswith("row 1: unrecognised row format (fields: 'answer', 'question'); accepted row formats")
+    with pytest.raises(DataError) as info:
+        load_examples(path, strict=True)
+    message = str(info.value)
+    assert message.startswith("row 1: unrecognised row format (fields: 'answer', 'question')")
+    for schema in ("HH-RLHF {chosen, rejected}", "TRL {prompt, chosen, rejected}",
+                   "ranked {prompt, responses, ranks or scores}", "OASST message trees", "data.columns"):
+        assert schema in message, schema
+
+
+def test_report_names_the_detected_formats(tmp_path, caplog):
+    path = _write_jsonl(tmp_path / "rows.jsonl", [line for line, _ in ROWS])
+    with caplog.at_level(logging.INFO, logger="align.data"):
+        _, report = load_examples(path)
+        _, hh_report = load_examples(HH, max_rows=20)
+    assert report.formats == {"hh": 1, "trl": 4, "ranked": 2}  # the good rows of ROWS
+    assert report.to_dict()["formats"] == {"hh": 1, "ranked": 2, "trl": 4}
+    assert f"{path}: 27 rows read, 7 examples (formats hh 1, ranked 2, trl 4)" in caplog.text
+    assert f"{HH}: 20 rows read, 20 examples (format hh)" in caplog.text
+    _, report = load_examples(path, format="ranked")
+    assert report.formats == {"ranked": 2}
+    merged = LoadReport()
+    merged.merge(hh_report)
+    merged.merge(report)
+    assert merged.to_dict() == {"rows_read": 47, "examples": 22, "skipped": report.to_dict()["skipped"],
+                                "formats": {"hh": 20, "ranked": 2}}
+
+
+# --------------------------------------------------------------------------------------------
+# damaged files and directories
+
+
+def test_corrupt_gzip_stream_keeps_the_rows_before_it(tmp_path, caplog):
+    lines = [json.dumps({"prompt": f"question {i}", "chosen": f"yes {i}", "rejected": "no"}) for i in range(400)]
+    head, tail = "".join(line + "\n" for line in lines[:300]).encode(), "".join(line + "\n" for line in lines[300:])
+    z = zlib.compressobj(wbits=31)
+    data = bytearray(z.compress(head) + z.flush(zlib.Z_FULL_FLUSH))
+    at = len(data)  # the next deflate block starts on this byte
+    data += z.compress(tail.encode()) + z.flush()
+    data[at] = 0x07  # a block of the reserved type 3
+    path = tmp_path / "rows.jsonl.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(zlib.error):  # what reading it used to raise
+        with gzip.open(path, "rt") as f:
+            f.read()
+    with caplog.at_level(logging.WARNING, logger="align.data"):
+        examples, report = load_examples(path)
+    # Rows are decompressed a KB at a time: all rows before the break are kept but those of its last KB.
+    assert 300 - 1024 // len(lines[0]) - 1 <= len(examples) <= 300
+    assert [ex.row for ex in examples] == list(range(len(examples)))
+    assert all(ex.prompt == f"question {ex.row}" for ex in examples)
+    assert report.skipped == {"corrupt compressed stream": 1} and report.rows_read == len(examples) + 1
+    assert "corrupt compressed stream after line" in caplog.text
+    with pytest.raises(DataError, match=rf"^row {len(examples) + 1}: corrupt compressed stream \("):
+        load_examples(path, strict=True)
+
+
+def test_directory_is_read_file_by_file_without_a_cache(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("a local directory must not go through datasets.load_dataset")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_hub)  # so no Arrow copy in the user's cache either
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.json").write_text(json.dumps([TRL_CONV, {"prompt": "p", "chosen": "a", "rejected": "b"}]))
+    _write_jsonl(data / "b.jsonl", ['{"oops', "", json.dumps(HH_GOOD)])
+    with gzip.open(data / "sub" / "c.jsonl.gz", "wt") as f:
+        f.write(json.dumps(TRL_IMPLICIT) + "\n")
+    (data / "README.md").write_text("# my data\n")
+    _write_jsonl(data / ".hidden.jsonl", ['{"oops'])
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    examples, report = load_examples(data)
+    # a.json rows 0-1, b.jsonl lines 0-2 -> rows 2-4, sub/c.jsonl.gz line 0 -> row 5
+    assert [ex.row for ex in examples] == [0, 1, 4, 5]
+    assert report.rows_read == 5 and report.skipped == {"invalid json": 1}
+    assert report.formats == {"trl": 3, "hh": 1}
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+    with pytest.raises(DataError, match=r"^row 3 \(b\.jsonl:1\): invalid json$"):
+        load_examples(data, strict=True)
+    # Split names in file names are honoured as datasets does.
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    _write_jsonl(splits / "train.jsonl", [json.dumps(HH_GOOD)])
+    _write_jsonl(splits / "test.jsonl", [json.dumps(TRL_CONV), json.dumps(TRL_IMPLICIT)])
+    assert load_examples(splits)[1].formats == {"hh": 1}
+    assert load_examples(splits, split="test")[1].formats == {"trl": 2}
+    with pytest.raises(DataError, match="no 'validation' split"):
+        load_examples(splits, split="validation")
+
+
+def test_text_encodings_and_suffixes(tmp_path):
+    good = [json.dumps(HH_GOOD), json.dumps(TRL_CONV)]
+    reference, _ = load_examples(_write_jsonl(tmp_path / "ref.jsonl", good))
+    text = "\n".join(good) + "\n"
+    variants = {
+        "bom.jsonl": b"\xef\xbb\xbf" + text.encode(),
+        "crlf.jsonl": text.replace("\n", "\r\n").encode(),
+        "utf16.jsonl": text.encode("utf-16"),
+        "plain.jsonl.gz": text.encode(),  # a .gz name, not compressed
+        "gzipped.jsonl": gzip.compress(text.encode()),  # compressed, a plain name
+        "bom.json": b"\xef\xbb\xbf" + json.dumps([HH_GOOD, TRL_CONV]).encode(),
+    }
+    for name, data in variants.items():
+        (tmp_path / name).write_bytes(data)
+        examples, report = load_examples(tmp_path / name)
+        assert examples == reference and not report.skipped, name

@@ -44,3 +44,18 @@ def test_data_fingerprint_sees_ids_and_labels():
     lb, _ = tokenize_examples([b], TOK)
     assert data_fingerprint(la) != data_fingerprint(lb)
     assert data_fingerprint(la) == data_fingerprint(tokenize_examples([a], TOK)[0])
+
+
+def test_prompts_the_chat_template_rejects_are_dropped_and_counted():
+    tok = build_tokenizer(default_corpus_files()[:1], 512)
+    # As strict templates (Llama 2, Mistral) do: no system turn.
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+                         "{{ raise_exception('System role not supported') }}{% endif %}"
+                         "[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}")
+    system = RankedExample([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}],
+                           ("Hello.", "Go away."), (1.0, 0.0), row=3)
+    plain = RankedExample([{"role": "user", "content": "Hi?"}], ("Hello.", "Go away."), (1.0, 0.0), row=4)
+    lists, rep = tokenize_examples([system, plain, system], tok)
+    assert [t.row for t in lists] == [4]
+    assert rep.dropped == {"chat template error": 2}
+    assert tok.decode(lists[0].prompt_ids) == "[user] Hi?\n"
