@@ -179,7 +179,7 @@ class Range:
         """Whether ``v`` is in range."""
         if v in self.also:
             return True
-        if math.isnan(v) or (math.isinf(v) and not (self.inf and v > 0)):
+        if isinstance(v, float) and (math.isnan(v) or (math.isinf(v) and not (self.inf and v > 0))):
             return False
         if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
             return False
