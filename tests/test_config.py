@@ -72,6 +72,7 @@ def _error(recipe: str, overrides: list[str]) -> str:
     ("cringe_tiny", "loss.b=.nan", "loss.b: got nan; allowed: a finite number"),
     ("cringe_tiny", "loss.alpha=.inf", "loss.alpha: got inf; allowed: a finite number >= 0"),
     ("cringe_tiny", "loss.tau=-.inf", "loss.tau: got -inf"),
+    ("cringe_tiny", "loss.k=0", "loss.k: got 0; allowed: an integer >= 1"),
     ("mmpo_tiny", "loss.gamma=-.inf", "loss.gamma: got -inf; allowed: a number > 0 (.inf allowed)"),
     ("mmpo_tiny", "loss.beta=.inf", "loss.beta: got inf"),
     ("lipo_tiny", "loss.beta=.inf", "loss.beta: got inf"),
@@ -367,8 +368,10 @@ def test_lengths_must_fit_the_model_context(config, limit):
                             "tokens together")
 
 
-def test_lengths_against_a_saved_model_and_a_recipe(small_model_dir):
+def test_lengths_against_a_saved_model_and_a_recipe(small_model_dir, tmp_path):
     from align.config import check_lengths_against_model, preflight, read_model_config
+
+    assert read_model_config(str(tmp_path / "no_model"), local_only=True) is None  # align eval then checks nothing
 
     assert read_model_config(str(small_model_dir)).max_position_embeddings == 1024
     r = load_recipe(REPO / "recipes/dpo_tiny.yaml", [f"model.name_or_path={small_model_dir}",
