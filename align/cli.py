@@ -108,8 +108,15 @@ def cmd_cache(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
+    from align.config import check_lengths_against_model, read_model_config
     from align.evaluation.run import EvalRequest, eval_markdown, run_eval
     from align.io import json_text
+
+    for name in dict.fromkeys(n for n in (a.model, a.reference) if n):  # before minutes of loading and scoring
+        config = read_model_config(name, local_only=True)  # a hub model not yet downloaded is checked by nothing
+        if config is not None:
+            check_lengths_against_model((a.max_prompt_length, a.max_response_length), config, model=name,
+                                        keys=("--max-prompt-length", "--max-response-length"))
 
     plots = None if a.no_plots else (a.plots or (str(Path(a.output).with_suffix("")) + "_plots" if a.output else None))
     req = EvalRequest(model=a.model, data=a.data, scorer=a.scorer, reference=a.reference, format=a.format,
@@ -137,9 +144,32 @@ def _floats(text: str) -> list[float]:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
-    if not values or any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    if not values or any(not (0 < v < float("inf")) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite positive numbers, got {text!r}")
     return values
+
+
+def _ranged(kind: type, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+            high_open: bool = False):
+    """An argparse ``type``: a number of ``kind`` (int or float) in the range, NaN and ±inf refused, so a bad
+    flag is a one-line usage error (exit 2) instead of a failure minutes into the run."""
+    from align.config import ConfigError, Range, check_number
+
+    rng = Range(low, high, low_open=low_open, high_open=high_open, integer=kind is int)
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {rng.describe()}, got {text!r}") from None
+        try:
+            check_number("value", value, rng)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(f"expected {rng.describe()}, got {text!r}") from None
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,23 +220,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-plots", action="store_true", help="write no plots")
     e.add_argument("--split", default="all", choices=["all", "train", "eval"],
                    help="all rows, or the train / held-out side of the prompt-hash split training uses")
-    e.add_argument("--eval-fraction", type=float, default=0.1, help="held-out fraction of that split (the recipe's)")
+    e.add_argument("--eval-fraction", type=_ranged(float, 0, 1), default=0.1,
+                   help="held-out fraction of that split (the recipe's)")
     e.add_argument("--format", default="auto", choices=["auto", "hh", "trl", "ranked", "oasst"])
     e.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
-    e.add_argument("--max-rows", type=int)
+    e.add_argument("--max-rows", type=_ranged(int, 1))
     e.add_argument("--betas", type=_floats, default=[0.01, 0.1, 1.0, 5.0, 10.0], metavar="B1,B2,...",
                    help="β values of the idealized ranking accuracy (default 0.01,0.1,1,5,10)")
-    e.add_argument("--alpha", type=float, default=0.999, help="fraction of raters preferring y_w, for R* "
+    e.add_argument("--alpha", type=_ranged(float, 0.5, 1, low_open=True, high_open=True), default=0.999,
+                   help="fraction of raters preferring y_w, for R*, in (0.5, 1) "
                    "(default: unanimous, 1 adjusted by 0.001)")
-    e.add_argument("--beta", type=float, help="β of σ(β·margin) in the calibration of an implicit reward "
+    e.add_argument("--beta", type=_ranged(float, 0, low_open=True),
+                   help="β of σ(β·margin) in the calibration of an implicit reward "
                    "(default: the training β, else 0.1)")
-    e.add_argument("--ndcg-k", type=int, default=3, help="k of NDCG@k (default 3)")
-    e.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
-    e.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
+    e.add_argument("--ndcg-k", type=_ranged(int, 1), default=3, help="k of NDCG@k (default 3)")
+    e.add_argument("--bootstrap", type=_ranged(int, 0), default=1000, metavar="N",
+                   help="bootstrap resamples (0: no CIs)")
+    e.add_argument("--confidence", type=_ranged(float, 0, 1, low_open=True, high_open=True), default=0.95,
+                   help="CI level, in (0, 1) (default 0.95)")
     e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--max-prompt-length", type=int, default=512)
-    e.add_argument("--max-response-length", type=int, default=512)
+    e.add_argument("--batch-size", type=_ranged(int, 1), default=16)
+    e.add_argument("--max-prompt-length", type=_ranged(int, 1), default=512)
+    e.add_argument("--max-response-length", type=_ranged(int, 1), default=512)
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     e.add_argument("--cache-dir", help="reference cache root (default $ALIGN_HOME/reference)")
     e.set_defaults(fn=cmd_eval)

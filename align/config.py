@@ -1,15 +1,25 @@
-"""Recipes: YAML → typed, validated config dataclasses, before any model is loaded.
+"""Recipes: YAML → typed, validated config dataclasses, before any data or model is loaded.
 
-Why not ``HfArgumentParser.parse_dict``: it checks key names but not value types or nested sections, and a
-recipe typo should fail in a second with the dotted key named, not an hour into a run.
+Why not ``HfArgumentParser.parse_dict``: it checks key names but not value types, ranges or nested sections, and
+a recipe typo should fail in a second with the dotted key named, not an hour into a run. Every error is one
+line naming the dotted key; unknown keys get a "did you mean" and, for TRL / ``TrainingArguments`` names, the
+align key that does the same job.
+
+Checks that need this machine or the model's ``config.json`` (but no weights and no data) are separate, so a
+GPU recipe still loads on a laptop: :func:`preflight` (mixed precision needs CUDA; sequence lengths fit the
+model's context). :func:`training_kwargs` turns a recipe into ``transformers.TrainingArguments`` keywords.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,7 +103,13 @@ class PeftSection:
 
 @dataclass
 class TrainSection:
-    """The usual ``transformers.TrainingArguments``; ``extra`` passes any other field through unchanged."""
+    """The usual ``transformers.TrainingArguments``, same names and meanings; ``extra`` passes any other
+    ``TrainingArguments`` field through (checked against the installed transformers before anything loads).
+
+    ``warmup_steps`` below 1 is a fraction of the total steps (transformers 5 dropped ``warmup_ratio`` for this).
+    ``max_steps`` -1 trains for ``num_train_epochs``. ``push_to_hub`` needs ``hub_model_id``: the trainer's own
+    output directory is ``<output_dir>/checkpoints``, which would otherwise name the hub repository.
+    """
 
     learning_rate: float = 5e-6
     per_device_train_batch_size: int = 8
@@ -101,11 +117,16 @@ class TrainSection:
     gradient_accumulation_steps: int = 1
     num_train_epochs: float = 1.0
     max_steps: int = -1
-    warmup_steps: int = 0
+    warmup_steps: int | float = 0
     lr_scheduler_type: str = "linear"
+    optim: str = "adamw_torch_fused"  # transformers' default; any name of transformers.training_args.OptimizerNames
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     logging_steps: int = 10
+    eval_strategy: Literal["no", "steps", "epoch"] = "no"  # loss on the held-out lists during training
+    eval_steps: int | None = None  # default: logging_steps
     save_steps: int = 500
     save_total_limit: int | None = 2
     seed: int = 42
@@ -113,6 +134,8 @@ class TrainSection:
     gradient_checkpointing: bool = False
     deepspeed: str | None = None
     report_to: str | list[str] = "none"
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -140,18 +163,125 @@ class Recipe:
     loss: Any = None
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# numeric ranges
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take. NaN never; ±inf only where ``inf`` says +inf means something.
+
+    Attributes:
+        low / high: bounds (None: unbounded); ``low_open`` / ``high_open`` exclude the bound itself.
+        integer: the setting counts something (described as "an integer").
+        inf: +inf is allowed (e.g. MMPO's γ = inf is DPO).
+        also: values allowed outside the bounds, e.g. ``max_steps = -1`` (train for ``num_train_epochs``).
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    inf: bool = False
+    also: tuple[float, ...] = ()
+
+    def allows(self, v: float) -> bool:
+        """Whether ``v`` is in range."""
+        if v in self.also:
+            return True
+        if isinstance(v, float) and (math.isnan(v) or (math.isinf(v) and not (self.inf and v > 0))):
+            return False
+        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+            return False
+        return self.high is None or (v < self.high or (not self.high_open and v == self.high))
+
+    def describe(self) -> str:
+        """E.g. ``a finite number > 0``, ``an integer >= 1``, ``-1 or an integer >= 1``, ``a number in [0, 1)``."""
+        kind = "an integer" if self.integer else ("a number" if self.inf else "a finite number")
+        lo = self.low if not self.integer or self.low is None else int(self.low)
+        hi = self.high if not self.integer or self.high is None else int(self.high)
+        if lo is not None and hi is not None:
+            text = f"{kind} in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
+        elif lo is not None:
+            text = f"{kind} {'>' if self.low_open else '>='} {lo}"
+        elif hi is not None:
+            text = f"{kind} {'<' if self.high_open else '<='} {hi}"
+        else:
+            text = kind
+        text += " (.inf allowed)" if self.inf else ""
+        return " or ".join([*(str(int(a) if self.integer else a) for a in self.also), text])
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+COUNT = Range(1, integer=True)  # a size or a number of steps: at least 1
+PROBABILITY_OPEN = Range(0, 1, high_open=True)  # [0, 1)
+
+
+def check_number(key: str, value: Any, rng: Range) -> None:
+    """Raise a one-line ConfigError naming ``key``, ``value`` and the allowed range unless ``value`` is in ``rng``.
+    ``None`` passes (whether a setting may be null is its type's business)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected {rng.describe()}, got {type(value).__name__} {value!r}")
+    if rng.integer and not isinstance(value, int):
+        raise ConfigError(f"{key}: expected {rng.describe()}, got {value!r}")
+    if not rng.allows(value):
+        raise ConfigError(f"{key}: got {value!r}; allowed: {rng.describe()}")
+
+
+def check_fields(obj: Any, prefix: str, **ranges: Range) -> None:
+    """``check_number`` on each named attribute of ``obj``, keys ``prefix.name`` (for a config's ``__post_init__``)."""
+    for name, rng in ranges.items():
+        check_number(f"{prefix}.{name}" if prefix else name, getattr(obj, name), rng)
+
+
+# Every int/float setting of every recipe section (tests/test_config.py checks none is missing). The loss configs
+# range-check their own fields in __post_init__, so they hold in Python use too.
+RANGES: dict[type, dict[str, Range]] = {
+    DataConfig: {"eval_fraction": PROBABILITY_OPEN, "max_rows": COUNT, "max_train_examples": COUNT,
+                 "max_eval_examples": COUNT, "max_prompt_length": COUNT, "max_response_length": COUNT},
+    SFTStage: {"max_steps": COUNT, "learning_rate": POSITIVE, "batch_size": COUNT,
+               "warmup_steps": Range(0, integer=True)},
+    ReferenceConfig: {"batch_size": COUNT, "shard_size": COUNT},
+    PeftSection: {"r": COUNT, "lora_alpha": COUNT, "lora_dropout": PROBABILITY_OPEN},
+    TrainSection: {
+        "learning_rate": POSITIVE, "per_device_train_batch_size": COUNT, "per_device_eval_batch_size": COUNT,
+        "gradient_accumulation_steps": COUNT, "num_train_epochs": POSITIVE,
+        "max_steps": Range(1, integer=True, also=(-1,)), "warmup_steps": NON_NEGATIVE,
+        "adam_beta1": PROBABILITY_OPEN, "adam_beta2": PROBABILITY_OPEN, "weight_decay": NON_NEGATIVE,
+        "max_grad_norm": NON_NEGATIVE, "logging_steps": COUNT, "eval_steps": COUNT, "save_steps": COUNT,
+        "save_total_limit": COUNT, "seed": Range(0, 2**32 - 1, integer=True)},  # numpy's seed range
+    EvalSection: {"batch_size": COUNT},
+}
+
+
+def _choices() -> dict[str, list[str]]:
+    """String settings whose values transformers enumerates (dotted key → allowed values)."""
+    from transformers import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    return {"train.lr_scheduler_type": [s.value for s in SchedulerType],
+            "train.optim": [o.value for o in OptimizerNames]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# parsing: types, unknown keys
+
+
 def _check(tp: Any, value: Any, key: str) -> Any:
     """``value`` as type ``tp``, or a ConfigError naming ``key``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arm in args:
             try:
                 return _check(arm, value, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: expected {_name(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:
@@ -160,7 +290,7 @@ def _check(tp: Any, value: Any, key: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}")
+        raise ConfigError(f"{key}: {_one_of(list(args), value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
@@ -181,7 +311,10 @@ def _check(tp: Any, value: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"{key}: {value} is too large for a float") from None
         if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string; accept what is plainly a number
             try:
                 return float(value)
@@ -193,7 +326,23 @@ def _check(tp: Any, value: Any, key: str) -> Any:
 
 
 def _name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(yaml.safe_dump(a).split("\n")[0] for a in typing.get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _one_of(allowed: list[Any], value: Any) -> str:
+    """``expected one of [...], got 'x'; did you mean 'y'?`` (a long list shortened)."""
+    shown = repr(allowed) if len(allowed) <= 12 else f"{allowed[:10]!r}"[:-1] + f", ... ({len(allowed)} in all)]"
+    return f"expected one of {shown}, got {value!r}{_did_you_mean(value, allowed)}"
+
+
+def _did_you_mean(word: Any, candidates: Iterable[Any], prefix: str = "") -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate (difflib), or ``""``."""
+    if not isinstance(word, str):
+        return ""
+    match = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f"; did you mean '{prefix}{match[0]}'?" if match else ""
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
@@ -202,8 +351,7 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for k in data:
         if k not in names:
-            where = f"{prefix}.{k}" if prefix else k
-            raise ConfigError(f"unknown key '{where}' (known here: {', '.join(sorted(names))})")
+            raise ConfigError(unknown_key_message(prefix, str(k), names))
     kwargs = {k: _check(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     required = [f.name for f in dataclasses.fields(cls)
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -215,6 +363,323 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         return cls(**kwargs)
     except ValueError as e:  # a config's own checks (__post_init__)
         raise ConfigError(str(e)) from e
+
+
+# TRL / transformers names with an align equivalent that is not simply the same name in another section.
+# Keyed by the bare name; applies in any section.
+EQUIVALENTS: dict[str, str] = {
+    "max_length": "align limits prompt and response separately: data.max_prompt_length and "
+                  "data.max_response_length (the longest sequence is their sum)",
+    "max_completion_length": "use data.max_response_length",
+    "truncation_mode": "use data.truncation (truncate | drop); align keeps the end of a long prompt and the start "
+                       "of a long response",
+    "precompute_ref_log_probs": "align always precomputes the reference log-probs, into a shared cache that later "
+                                "runs reuse (settings: reference.*)",
+    "precompute_ref_batch_size": "use reference.batch_size",
+    "ref_model": "use model.reference (default: the policy's starting weights)",
+    "model_name_or_path": "use model.name_or_path",
+    "torch_dtype": "use model.dtype",
+    "peft_config": "use the peft section (peft.enabled, peft.r, peft.lora_alpha, peft.lora_dropout, "
+                   "peft.target_modules)",
+    "use_peft": "use peft.enabled",
+    "lora_r": "use peft.r",
+    "dataset_name": "use data.train (a file, or a hub dataset name with data.split)",
+    "train_dataset": "use data.train",
+    "eval_dataset": "use data.eval",
+    "dataset_train_split": "use data.split",
+    "warmup_ratio": "transformers 5 has no warmup_ratio: set train.warmup_steps to a fraction below 1 "
+                    "(0.1 = 10% of the steps)",
+    "logging_dir": "not a TrainingArguments field in transformers 5: TensorBoard writes under "
+                   "<output_dir>/checkpoints/runs/, or where the TENSORBOARD_LOGGING_DIR environment variable says",
+    "evaluation_strategy": "renamed: use train.eval_strategy",
+    "no_cuda": "align trains on the GPU when one is visible; to use the CPU, hide the GPUs (CUDA_VISIBLE_DEVICES=)",
+    "overwrite_output_dir": "not needed: a run writes into its output directory; `align train --resume` continues "
+                            "from its last checkpoint",
+    "per_gpu_train_batch_size": "use train.per_device_train_batch_size",
+    "per_gpu_eval_batch_size": "use train.per_device_eval_batch_size",
+    "push_to_hub_model_id": "use train.hub_model_id",
+    "lora": "use the peft section (peft.enabled: true, peft.r, ...)",
+    "args": "use the train section (TrainingArguments fields)",
+    "training_args": "use the train section (TrainingArguments fields)",
+}
+
+# TrainingArguments fields that align sets itself (training_kwargs), with what to do instead.
+ALIGN_SETS: dict[str, str] = {
+    "output_dir": "a run goes to the recipe's top-level output_dir or `align train --output-dir` "
+                  "(checkpoints under <output_dir>/checkpoints)",
+    "logging_first_step": "align always logs the first step",
+    "save_strategy": "align saves a checkpoint every train.save_steps steps; use train.save_steps and "
+                     "train.save_total_limit",
+    "use_cpu": "align trains on the GPU when one is visible; to use the CPU, hide the GPUs (CUDA_VISIBLE_DEVICES=)",
+    "disable_tqdm": "align always shows progress bars",
+    "remove_unused_columns": "align's trainers read every column of their batches (always false)",
+    "activation_checkpointing": "use train.gradient_checkpointing",
+    "gradient_checkpointing_kwargs": "align checkpoints activations with the model's defaults "
+                                     "(train.gradient_checkpointing)",
+    "activation_checkpointing_kwargs": "align checkpoints activations with the model's defaults "
+                                       "(train.gradient_checkpointing)",
+    "resume_from_checkpoint": "use `align train --resume`",
+}
+
+
+def _sections() -> dict[str, type]:
+    """A recipe's sections: name → dataclass (``loss`` depends on the algorithm and is not one of them)."""
+    hints = typing.get_type_hints(Recipe)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Recipe) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def _known_elsewhere(section: str, key: str) -> list[str]:
+    """Dotted keys named ``key`` in other sections of a recipe, the ``loss`` of any algorithm included."""
+    from align.trainers import ALGORITHMS
+
+    found = [f"{name}.{key}" for name, cls in _sections().items()
+             if name != section and key in {f.name for f in dataclasses.fields(cls)}]
+    if section != "loss" and any(key in {f.name for f in dataclasses.fields(a.config)} for a in ALGORITHMS.values()):
+        found.append(f"loss.{key}")
+    if section and key in {f.name for f in dataclasses.fields(Recipe)}:
+        found.append(key)
+    return found
+
+
+def training_argument_fields() -> dict[str, Any]:
+    """The installed ``transformers.TrainingArguments``'s fields and their types."""
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def unknown_key_message(section: str, key: str, names: Iterable[str]) -> str:
+    """One line for an unknown ``section.key``: the align key that does its job (for TRL / TrainingArguments
+    names), else the closest known key of the section, else the known keys."""
+    where = f"{section}.{key}" if section else key
+    head = f"unknown key '{where}'"
+    if section == "train" and key in ALIGN_SETS:
+        return f"{head}: align sets {key} itself; {ALIGN_SETS[key]}"
+    elsewhere = _known_elsewhere(section, key)
+    if key in EQUIVALENTS:
+        also = [k for k in elsewhere if k not in EQUIVALENTS[key]]
+        return f"{head}: {EQUIVALENTS[key]}" + (f" (also a key: {', '.join(also)})" if also else "")
+    if elsewhere:
+        return f"{head}: did you mean {' or '.join(repr(k) for k in elsewhere)}?"
+    if section == "train" and key in training_argument_fields():
+        return (f"{head}: {key} is a transformers.TrainingArguments field without its own recipe key; "
+                f"set it as train.extra.{key}")
+    hint = _did_you_mean(key, names, f"{section}." if section else "")
+    if hint:
+        return head + hint
+    return f"{head} (known here: {', '.join(sorted(names))})"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# train.extra and TrainingArguments
+
+
+def _simple_arms(tp: Any) -> tuple[Any, ...] | None:
+    """The arms of ``tp`` if every one is a plain scalar type (int, float, bool, str, None, an Enum, a Literal)."""
+    arms = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    simple = all(a in (int, float, bool, str, type(None)) or typing.get_origin(a) is Literal
+                 or (isinstance(a, type) and issubclass(a, Enum)) for a in arms)
+    return arms if simple else None
+
+
+def _check_extra_value(tp: Any, value: Any, key: str) -> Any:
+    """One ``train.extra`` value checked against the TrainingArguments field's type where that type is simple
+    (a float given as YAML 1.1 reads ``1e-6``, a string, becomes the float)."""
+    arms = _simple_arms(tp)
+    if arms is None:
+        return value
+    enums = [a for a in arms if isinstance(a, type) and issubclass(a, Enum)]
+    if enums and isinstance(value, str):
+        allowed = [m.value for e in enums for m in e]
+        if value not in allowed:
+            raise ConfigError(f"{key}: {_one_of(allowed, value)}")
+        return value
+    for arm in arms:
+        if arm is type(None) and value is None:
+            return value
+        if typing.get_origin(arm) is Literal and any(type(value) is type(a) and value == a
+                                                       for a in typing.get_args(arm)):
+            return value
+        if arm in (bool, int, str) and type(value) is arm:
+            return value
+        if arm is float and str not in arms:
+            try:
+                number = _check(float, value, key)
+            except ConfigError:
+                continue
+            check_number(key, number, Range())
+            return value if type(value) is int else number
+    names = " | ".join("null" if a is type(None) else _name(a) for a in arms)
+    raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def check_train_extra(extra: Mapping[str, Any], prefix: str = "train.extra") -> dict[str, Any]:
+    """``extra`` checked: every key a ``transformers.TrainingArguments`` field that align does not set itself and
+    that has no key of its own in ``train``; values of simple types type-checked (floats finite, and a float
+    written ``1e-6``, which YAML 1.1 reads as a string, converted)."""
+    import transformers
+
+    fields = training_argument_fields()
+    own = {f.name for f in dataclasses.fields(TrainSection)} - {"extra"}
+    out = {}
+    for k, v in extra.items():
+        key = f"{prefix}.{k}"
+        if k in ALIGN_SETS:
+            raise ConfigError(f"{key}: align sets {k} itself; {ALIGN_SETS[k]}")
+        if k in own:
+            raise ConfigError(f"{key}: train.{k} is a recipe key of its own; set train.{k}, not train.extra.{k}")
+        if k not in fields:
+            why = EQUIVALENTS.get(k) or (f"not a field of transformers.TrainingArguments (transformers "
+                                         f"{transformers.__version__}){_did_you_mean(k, fields)}")
+            raise ConfigError(f"{key}: {why}")
+        out[k] = _check_extra_value(fields[k], v, key)
+    return out
+
+
+def training_kwargs(recipe: Recipe, output_dir: str | Path) -> dict[str, Any]:
+    """Keyword arguments of ``transformers.TrainingArguments`` for ``recipe``'s run in ``output_dir``: the
+    ``train`` section, then ``train.extra``, then what align sets itself (:data:`ALIGN_SETS`).
+
+    ``train.gradient_checkpointing`` is passed as ``activation_checkpointing`` (its name since transformers 5):
+    the old name warns on every construction, even when false.
+    """
+    import torch
+
+    t = recipe.train
+    kw = {k: v for k, v in vars(t).items() if k not in ("extra", "gradient_checkpointing")}
+    new_name = "activation_checkpointing" in training_argument_fields()
+    kw["activation_checkpointing" if new_name else "gradient_checkpointing"] = t.gradient_checkpointing
+    kw.update(t.extra)
+    kw.update(output_dir=str(Path(output_dir) / "checkpoints"), logging_first_step=True, save_strategy="steps",
+              use_cpu=not torch.cuda.is_available(), disable_tqdm=False, remove_unused_columns=False)
+    return kw
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# whole-recipe checks
+
+
+def validate_recipe(recipe: Recipe) -> None:
+    """Every range and cross-field rule of a recipe's sections (the loss config checks itself when built).
+    :func:`load_recipe` calls it; call it on a Recipe built in Python."""
+    for name, cls in _sections().items():
+        section = getattr(recipe, name)
+        for fname, rng in RANGES.get(cls, {}).items():
+            check_number(f"{name}.{fname}", getattr(section, fname), rng)
+    t = recipe.train
+    if isinstance(t.warmup_steps, float) and t.warmup_steps >= 1 and not t.warmup_steps.is_integer():
+        raise ConfigError(f"train.warmup_steps: got {t.warmup_steps}; allowed: a whole number of steps, or a "
+                          "fraction of the total steps below 1")
+    for key, allowed in _choices().items():
+        value = getattr(t, key.split(".", 1)[1])
+        if value not in allowed:
+            raise ConfigError(f"{key}: {_one_of(allowed, value)}")
+    t.extra = check_train_extra(t.extra)
+    if t.push_to_hub and not t.hub_model_id:
+        raise ConfigError("train.push_to_hub=true needs train.hub_model_id (e.g. you/my-model): the trainer's "
+                          "directory <output_dir>/checkpoints would name the hub repository 'checkpoints'")
+    if t.eval_strategy != "no" and not recipe.data.eval and recipe.data.eval_fraction == 0:
+        raise ConfigError(f"train.eval_strategy={t.eval_strategy} needs held-out lists: set data.eval or "
+                          "data.eval_fraction > 0")
+
+
+def check_device(recipe: Recipe, cuda_available: bool | None = None) -> None:
+    """Mixed precision (``train.bf16``, ``train.extra.fp16`` ...) needs a CUDA GPU: on the CPU it is very slow or
+    unsupported in align's path. ``cuda_available`` defaults to ``torch.cuda.is_available()``."""
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if cuda_available:
+        return
+    flags = {"train.bf16": recipe.train.bf16,
+             **{f"train.extra.{k}": recipe.train.extra.get(k) for k in ("fp16", "bf16_full_eval", "fp16_full_eval")}}
+    for key, on in flags.items():
+        if on:
+            raise ConfigError(f"{key}=true needs a CUDA GPU and none is visible (torch.cuda.is_available() is "
+                              f"False); on the CPU train in float32: {key}=false")
+
+
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def model_context_length(model_config: Any) -> tuple[int, str] | None:
+    """The longest sequence a model takes and the config field that says so (the first of
+    :data:`CONTEXT_FIELDS`, in the text config of a multimodal model), or None if its config names none.
+    ``model_config``: a ``PretrainedConfig`` or a ``config.json`` as a dict."""
+    if hasattr(model_config, "get_text_config"):
+        model_config = model_config.get_text_config()
+    elif isinstance(model_config, Mapping) and isinstance(model_config.get("text_config"), Mapping):
+        model_config = model_config["text_config"]
+    for name in CONTEXT_FIELDS:
+        v = model_config.get(name) if isinstance(model_config, Mapping) else getattr(model_config, name, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v, name
+    return None
+
+
+def read_model_config(name: str, *, local_only: bool = False) -> Any:
+    """A model's config without its weights: ``transformers.AutoConfig`` (the raw ``config.json`` for an
+    architecture this transformers does not know). ``embedded:tiny`` answers from its spec without building it.
+    With ``local_only``, None when the config is not on this machine."""
+    from transformers import AutoConfig, PretrainedConfig
+
+    from align.models.loading import EMBEDDED, resolve_model_path
+
+    if name == EMBEDDED:
+        from align.models.tiny import TinySpec
+
+        return dataclasses.asdict(TinySpec())
+    path = resolve_model_path(name)
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=local_only)
+    except ValueError:  # an architecture unknown to this transformers: the raw config.json still says its context
+        return PretrainedConfig.get_config_dict(path, local_files_only=local_only)[0]
+    except OSError:
+        if local_only:
+            return None
+        raise
+
+
+def check_lengths_against_model(lengths: Recipe | tuple[int, int], model_config: Any, *,
+                                keys: tuple[str, str] = ("data.max_prompt_length", "data.max_response_length"),
+                                model: str | None = None) -> None:
+    """``max_prompt_length + max_response_length`` must fit the model's context (see :func:`model_context_length`).
+
+    Args:
+        lengths: a Recipe (its ``data`` lengths) or ``(max_prompt_length, max_response_length)``.
+        model_config: a ``PretrainedConfig``, a ``config.json`` dict, or a model name / path to read one from.
+        keys: how the two settings are named in the error (``--max-prompt-length`` ... for ``align eval``).
+        model: the model's name, for the error.
+    """
+    if isinstance(lengths, Recipe):
+        lengths = (lengths.data.max_prompt_length, lengths.data.max_response_length)
+    if isinstance(model_config, (str, Path)):
+        model, model_config = model or str(model_config), read_model_config(str(model_config))
+    found = model_context_length(model_config)
+    if found is None:
+        return
+    limit, field_name = found
+    prompt, response = lengths
+    if prompt + response > limit:
+        raise ConfigError(f"{keys[0]} + {keys[1]} = {prompt} + {response} = {prompt + response} exceeds the "
+                          f"context of {model or 'the model'} ({field_name}={limit} in its config.json); "
+                          f"lower them to {limit} tokens together")
+
+
+def preflight(recipe: Recipe, *, training: bool = True) -> None:
+    """The checks that need this machine or the models' ``config.json`` but no weights and no data: mixed
+    precision needs CUDA (``training``), and the sequence lengths fit the policy's and the reference's context.
+    Meant to run before any data or weights load (a hub model's ``config.json`` is fetched if not cached)."""
+    if training:
+        check_device(recipe)
+    for name in dict.fromkeys(n for n in (recipe.model.name_or_path, recipe.model.reference) if n):
+        check_lengths_against_model(recipe, read_model_config(name), model=name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -234,12 +699,18 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
         if "=" not in pair:
             raise ConfigError(f"override {pair!r} is not key=value")
         k, v = pair.split("=", 1)
-        out.append((k.strip(), yaml.safe_load(v) if v.strip() else None))
+        try:
+            value = yaml.safe_load(v) if v.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {pair!r}: the value is not YAML ({str(e).splitlines()[0]})") from e
+        out.append((k.strip(), value))
     return out
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe, apply dotted overrides, validate everything (including the algorithm's loss)."""
+    """Read a YAML recipe, apply dotted overrides, validate everything (including the algorithm's loss).
+
+    Nothing here depends on this machine: :func:`preflight` checks the device and the model's context."""
     tree: dict[str, Any] = {}
     if path is not None:
         try:
@@ -255,9 +726,15 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     from align.trainers import ALGORITHMS  # the registry names each algorithm's loss config
 
     if recipe.algorithm not in ALGORITHMS:
-        raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(ALGORITHMS)}")
+        raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(ALGORITHMS)}"
+                          f"{_did_you_mean(recipe.algorithm, ALGORITHMS)}")
     recipe.loss = _check(ALGORITHMS[recipe.algorithm].config, loss, "loss")
-    recipe.output_dir = recipe.output_dir.format(algorithm=recipe.algorithm)
+    try:
+        recipe.output_dir = recipe.output_dir.format(algorithm=recipe.algorithm)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(f"output_dir: {recipe.output_dir!r} may contain only the placeholder {{algorithm}} "
+                          f"({type(e).__name__}: {e})") from None
+    validate_recipe(recipe)
     return recipe
 
 

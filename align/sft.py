@@ -91,11 +91,13 @@ def sft_on_rows(model_name: str, rows: list[dict], stage: SFTStage, root: Path, 
         log.info("reusing SFT model %s", out)
         return str(out)
     tmp = root / f".sft-{key}.{os.getpid()}.tmp"
+    # activation_checkpointing (transformers 5's name): through the old gradient_checkpointing, whose TRL default
+    # is set, transformers warns on every construction
     args = SFTConfig(output_dir=str(tmp / "trainer"), max_steps=stage.max_steps, learning_rate=stage.learning_rate,
                      per_device_train_batch_size=stage.batch_size, warmup_steps=stage.warmup_steps,
                      lr_scheduler_type="cosine", logging_steps=max(stage.max_steps // 5, 1), save_strategy="no",
                      report_to="none", bf16=False, use_cpu=not _has_gpu(), max_length=max_length, seed=seed,
-                     gradient_checkpointing=False, dataset_num_proc=None)
+                     activation_checkpointing=False, dataset_num_proc=None)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
     trainer.save_model(str(tmp))

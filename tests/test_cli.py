@@ -137,3 +137,61 @@ def test_python_dash_m_align_is_the_command_line():
 
     done = subprocess.run([sys.executable, "-m", "align", "train", "--help"], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0 and "--resume" in done.stdout
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "argument --batch-size: expected an integer >= 1, got '0'"),
+    ("--bootstrap", "-1", "argument --bootstrap: expected an integer >= 0, got '-1'"),
+    ("--ndcg-k", "0", "argument --ndcg-k: expected an integer >= 1, got '0'"),
+    ("--eval-fraction", "1.5", "argument --eval-fraction: expected a finite number in [0, 1], got '1.5'"),
+    ("--eval-fraction", "-0.1", "argument --eval-fraction"),
+    ("--confidence", "1", "argument --confidence: expected a finite number in (0, 1), got '1'"),
+    ("--confidence", "0", "argument --confidence"),
+    ("--max-rows", "-1", "argument --max-rows: expected an integer >= 1, got '-1'"),
+    ("--max-prompt-length", "0", "argument --max-prompt-length: expected an integer >= 1, got '0'"),
+    ("--max-response-length", "-3", "argument --max-response-length"),
+    ("--alpha", "nan", "argument --alpha: expected a finite number in (0.5, 1), got 'nan'"),
+    ("--alpha", "1", "argument --alpha"),
+    ("--beta", "inf", "argument --beta: expected a finite number > 0, got 'inf'"),
+    ("--beta", "nan", "argument --beta"),
+    ("--betas", "0.1,inf", "argument --betas: expected finite positive numbers"),
+    ("--batch-size", "two", "argument --batch-size: expected an integer >= 1, got 'two'"),
+])
+def test_eval_flags_out_of_range_are_usage_errors(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--model", "m", "--data", "d", flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("align eval: error: argument")  # the error itself is one line
+
+
+def test_eval_flags_in_range_parse():
+    from align.cli import build_parser
+
+    a = build_parser().parse_args(["eval", "--model", "m", "--data", "d", "--bootstrap", "0", "--eval-fraction", "1",
+                                   "--confidence", "0.9", "--alpha", "0.75", "--beta", "0.5", "--max-rows", "1"])
+    assert (a.bootstrap, a.eval_fraction, a.confidence, a.alpha, a.beta, a.max_rows) == (0, 1.0, 0.9, 0.75, 0.5, 1)
+
+
+def test_eval_lengths_over_the_model_context_stop_before_loading(small_model_dir, capsys):
+    # the small model's config says max_position_embeddings = 1024
+    assert main(["eval", "--model", str(small_model_dir), "--data", str(HH), "--max-rows", "5",
+                 "--max-prompt-length", "100000", "--max-response-length", "32", "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert (f"align eval: error: --max-prompt-length + --max-response-length = 100000 + 32 = 100032 exceeds the "
+            f"context of {small_model_dir} (max_position_embeddings=1024 in its config.json)") in err
+    assert main(["eval", "--model", str(small_model_dir), "--data", str(HH), "--max-rows", "5", "--reference",
+                 str(small_model_dir), "--max-prompt-length", "1000", "--max-response-length", "25",
+                 "--bootstrap", "0"]) == 2
+    assert "1000 + 25 = 1025 exceeds" in capsys.readouterr().err
+
+
+def test_train_refuses_bad_settings_before_loading(tmp_path, capsys):
+    out = tmp_path / "r"
+    # `train.extra.logging_dir` went straight into TrainingArguments: a raw TypeError (transformers 5 has no such field)
+    assert main(["train", "recipes/dpo_tiny.yaml", "train.extra.logging_dir=x", "--output-dir", str(out)]) == 2
+    assert "train.extra.logging_dir: not a TrainingArguments field in transformers 5" in capsys.readouterr().err
+    assert main(["train", "recipes/dpo_tiny.yaml", "loss.beta=.inf", "--output-dir", str(out)]) == 2
+    assert "align train: error: loss.beta: got inf; allowed: a finite number > 0" in capsys.readouterr().err
+    assert not out.exists()  # nothing was written: the recipe failed before the run started

@@ -9,6 +9,7 @@ from typing import Literal
 
 import torch
 
+from align.config import COUNT, NON_NEGATIVE, POSITIVE, Range, check_fields
 from align.forward import PolicyOutput
 from align.losses import count_pairs, preference_pairs
 from align.losses.cringe import cringe_token_losses, pairwise_cringe_loss
@@ -21,9 +22,9 @@ class CringeLossConfig:
     here (see ``align.losses.cringe``), so a recipe must choose them.
 
     Attributes:
-        b: the gate's margin, in nats of M.
-        tau: the gate's temperature (> 0).
-        alpha: weight of the Cringe term (1 as binary Cringe); 0 is SFT on the preferred response.
+        b: the gate's margin, in nats of M (any finite number).
+        tau: the gate's temperature (finite, > 0).
+        alpha: weight of the Cringe term (finite, >= 0; 1 as binary Cringe); 0 is SFT on the preferred response.
         k: top-k positives sampled per token (1: the top non-target token, deterministic).
         margin: M on summed (``sum``) or per-token mean (``mean``) log-probs.
         detach_gate: stop the gradient through the gate.
@@ -37,12 +38,7 @@ class CringeLossConfig:
     detach_gate: bool = True
 
     def __post_init__(self) -> None:
-        if not self.tau > 0:
-            raise ValueError(f"loss.tau must be > 0, got {self.tau}")
-        if not self.alpha >= 0:
-            raise ValueError(f"loss.alpha must be >= 0, got {self.alpha}")
-        if self.k < 1:
-            raise ValueError(f"loss.k must be >= 1, got {self.k}")
+        check_fields(self, "loss", b=Range(), tau=POSITIVE, alpha=NON_NEGATIVE, k=COUNT)
 
 
 class CringeTrainer(PreferenceTrainer):

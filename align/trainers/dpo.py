@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from align.config import POSITIVE, Range, check_fields
 from align.forward import PolicyOutput
 from align.losses import count_pairs, dpo_loss
 from align.trainers.base import Objective, PreferenceTrainer
@@ -20,7 +21,7 @@ class DPOLossConfig:
         beta: β; 0.1 as in the DPO paper and TRL.
         loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``ipo`` (length-normalised), ``hinge``,
             ``robust`` (rDPO).
-        label_smoothing: ε for cDPO / rDPO.
+        label_smoothing: ε for cDPO / rDPO, in [0, 0.5); the other loss types have none.
     """
 
     beta: float = 0.1
@@ -28,10 +29,10 @@ class DPOLossConfig:
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.beta > 0:
-            raise ValueError(f"loss.beta must be > 0, got {self.beta}")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"loss.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        check_fields(self, "loss", beta=POSITIVE, label_smoothing=Range(0, 0.5, high_open=True))
+        if self.label_smoothing and self.loss_type not in ("sigmoid", "robust"):
+            raise ValueError(f"loss.label_smoothing applies to loss_type sigmoid (cDPO) and robust (rDPO), "
+                             f"not {self.loss_type!r}")
 
 
 class DPOTrainer(PreferenceTrainer):

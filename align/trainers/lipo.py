@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from align.config import POSITIVE, check_fields
 from align.forward import PolicyOutput
 from align.losses.listwise import labels_from_ranks, labels_from_scores, listwise_count, listwise_loss
 from align.trainers.base import Objective, PreferenceTrainer
@@ -34,8 +35,7 @@ class LiPOLossConfig:
     labels: Literal["ranks", "scores"] = "ranks"
 
     def __post_init__(self) -> None:
-        if not self.beta > 0:
-            raise ValueError(f"loss.beta must be > 0, got {self.beta}")
+        check_fields(self, "loss", beta=POSITIVE)
         if self.normalization == "rax" and self.loss_type in ("list_mle", "softmax"):
             raise ValueError(f"loss.normalization 'rax' applies to pairwise loss types, not {self.loss_type!r}")
 

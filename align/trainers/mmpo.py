@@ -8,6 +8,7 @@ from typing import Literal
 
 import torch
 
+from align.config import POSITIVE, Range, check_fields
 from align.forward import PolicyOutput
 from align.losses import count_pairs
 from align.losses.mmpo import mmpo_loss
@@ -30,10 +31,7 @@ class MMPOLossConfig:
     margins: Literal["scores", "ranks"] = "scores"
 
     def __post_init__(self) -> None:
-        if not self.beta > 0:
-            raise ValueError(f"loss.beta must be > 0, got {self.beta}")
-        if not self.gamma > 0:
-            raise ValueError(f"loss.gamma must be > 0, got {self.gamma}")
+        check_fields(self, "loss", beta=POSITIVE, gamma=Range(0, low_open=True, inf=True))
 
 
 class MMPOTrainer(PreferenceTrainer):

@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 
+from align.config import NON_NEGATIVE, Range, check_fields
 from align.forward import PolicyOutput, reward_forward
 from align.losses import count_pairs, dpo_loss, labels_from_ranks, listwise_count, listwise_loss, mmpo_loss
 from align.trainers.base import Objective, PreferenceTrainer
@@ -30,7 +31,7 @@ class RewardLossConfig:
 
     Attributes:
         loss_type: ``bt`` (Bradley–Terry), ``mmpo`` (soft margins), ``list_mle`` or ``lambda`` (LiPO-λ on rewards).
-        gamma: MMPO's γ (p = σ(γ·margin)); 2.2 as the paper's UltraFeedback recipe.
+        gamma: MMPO's γ (p = σ(γ·margin)); 2.2 as the paper's UltraFeedback recipe; ``.inf`` is Bradley–Terry.
         margins: MMPO margins from raw ``scores`` or from ``ranks`` (see ``align.losses.mmpo``).
         center_rewards_coefficient: c of the centring term c·(r_w + r_l)², pair losses only; 0 turns it off.
     """
@@ -41,10 +42,7 @@ class RewardLossConfig:
     center_rewards_coefficient: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.gamma > 0:
-            raise ValueError(f"loss.gamma must be > 0, got {self.gamma}")
-        if self.center_rewards_coefficient < 0:
-            raise ValueError(f"loss.center_rewards_coefficient must be >= 0, got {self.center_rewards_coefficient}")
+        check_fields(self, "loss", gamma=Range(0, low_open=True, inf=True), center_rewards_coefficient=NON_NEGATIVE)
         if self.center_rewards_coefficient and self.loss_type not in PAIR_LOSSES:
             raise ValueError(f"loss.center_rewards_coefficient applies to {PAIR_LOSSES}, not {self.loss_type!r}")
 
