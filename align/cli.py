@@ -1,4 +1,4 @@
-"""``align`` command line: train, cache, eval."""
+"""``align`` command line: train, cache, eval, report."""
 
 from __future__ import annotations
 
@@ -139,6 +139,14 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    from align.report import write_report
+
+    page = write_report(a.run_dir, a.output, a.plots)
+    print(f"wrote {page}")
+    return 0
+
+
 def _floats(text: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
@@ -245,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     e.add_argument("--cache-dir", help="reference cache root (default $ALIGN_HOME/reference)")
     e.set_defaults(fn=cmd_eval)
+
+    r = sub.add_parser("report", help="a Markdown page with plots summarising a finished run",
+                       description="Summarise a finished run from its files (summary.json, recipe.json, "
+                       "log_history.json or the last checkpoint's trainer_state.json): the held-out evaluation "
+                       "before/after with CIs, loss/reward/ranking curves, data, reference cache and timings.")
+    r.add_argument("run_dir", metavar="RUN_DIR", help="the output directory of `align train`")
+    r.add_argument("--output", help="the page to write (default RUN_DIR/report.md)")
+    r.add_argument("--plots", metavar="DIR", help="where the PNGs go (default RUN_DIR/report_plots)")
+    r.set_defaults(fn=cmd_report)
     return p
 
 
