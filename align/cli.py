@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -81,7 +82,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from align.pipeline import run_training
 
     recipe = load_recipe(a.recipe, a.overrides)
-    summary = run_training(recipe, a.output_dir, resume=a.resume, search_dirs=_search_dirs(a.recipe))
+    summary = run_training(recipe, a.output_dir, resume=a.resume, search_dirs=_search_dirs(a.recipe),
+                           command=shlex.join(["align", *a.argv]))
     if is_main():
         out = Path(a.output_dir or recipe.output_dir)
         print("\n" + results_table(summary))
@@ -90,13 +92,14 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_cache(a: argparse.Namespace) -> int:
-    from align.config import load_recipe
+    from align.config import load_recipe, preflight
     from align.distributed import is_main
     from align.io import json_text
     from align.pipeline import prepare_policy, recipe_reference
     from align.trainers import ALGORITHMS
 
     recipe = load_recipe(a.recipe, a.overrides)
+    preflight(recipe, training=False)
     if not ALGORITHMS[recipe.algorithm].needs_reference:
         raise ValueError(f"algorithm {recipe.algorithm!r} uses no reference model: there is no cache to build")
     tokenizer, data, _, policy, _ = prepare_policy(recipe, _search_dirs(a.recipe))
@@ -119,7 +122,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
                                         keys=("--max-prompt-length", "--max-response-length"))
 
     plots = None if a.no_plots else (a.plots or (str(Path(a.output).with_suffix("")) + "_plots" if a.output else None))
-    req = EvalRequest(model=a.model, data=a.data, scorer=a.scorer, reference=a.reference, format=a.format,
+    req = EvalRequest(model=a.model, data=a.data, scorer=a.scorer, columns=a.columns, reference=a.reference,
+                      format=a.format,
                       strict=a.strict, max_rows=a.max_rows, split=a.split, eval_fraction=a.eval_fraction,
                       batch_size=a.batch_size, max_prompt_length=a.max_prompt_length,
                       max_response_length=a.max_response_length, dtype=a.dtype, cache_dir=a.cache_dir,
@@ -145,6 +149,13 @@ def cmd_report(a: argparse.Namespace) -> int:
     page = write_report(a.run_dir, a.output, a.plots)
     print(f"wrote {page}")
     return 0
+
+
+def _columns(text: str) -> dict[str, str]:
+    pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected THEIRS=OURS pairs separated by commas, got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def _floats(text: str) -> list[float]:
@@ -231,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--eval-fraction", type=_ranged(float, 0, 1), default=0.1,
                    help="held-out fraction of that split (the recipe's)")
     e.add_argument("--format", default="auto", choices=["auto", "hh", "trl", "ranked", "oasst"])
+    e.add_argument("--columns", type=_columns, default={}, metavar="THEIRS=OURS,...",
+                   help="map your field names onto the known ones, e.g. question=prompt,response_j=chosen,"
+                   "response_k=rejected")
     e.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
     e.add_argument("--max-rows", type=_ranged(int, 1))
     e.add_argument("--betas", type=_floats, default=[0.01, 0.1, 1.0, 5.0, 10.0], metavar="B1,B2,...",
@@ -269,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``align`` console script."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     # `align train R --output-dir D key=value`: argparse stops filling a positional list at the first option, so
     # overrides given after an option arrive here; take them, refuse anything else.
     if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):

@@ -419,6 +419,7 @@ ALIGN_SETS: dict[str, str] = {
     "activation_checkpointing_kwargs": "align checkpoints activations with the model's defaults "
                                        "(train.gradient_checkpointing)",
     "resume_from_checkpoint": "use `align train --resume`",
+    "ddp_find_unused_parameters": "every trainable parameter gets a gradient in align's objectives (always false)",
 }
 
 
@@ -551,6 +552,7 @@ def training_kwargs(recipe: Recipe, output_dir: str | Path) -> dict[str, Any]:
     new_name = "activation_checkpointing" in training_argument_fields()
     kw["activation_checkpointing" if new_name else "gradient_checkpointing"] = t.gradient_checkpointing
     kw.update(t.extra)
+    kw["ddp_find_unused_parameters"] = False  # every trainable parameter gets a gradient: skip DDP's extra pass
     kw.update(output_dir=str(Path(output_dir) / "checkpoints"), logging_first_step=True, save_strategy="steps",
               use_cpu=not torch.cuda.is_available(), disable_tqdm=False, remove_unused_columns=False)
     return kw

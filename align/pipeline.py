@@ -20,7 +20,7 @@ import torch
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from align.config import Recipe, to_dict
+from align.config import Recipe, preflight, to_dict, training_kwargs
 from align.data.collate import pad_values
 from align.data.example import DataError, LoadReport
 from align.data.loaders import load_examples, split_examples
@@ -28,6 +28,7 @@ from align.data.tokenize import TokenizedList, TruncationReport, tokenize_exampl
 from align.distributed import barrier, is_main, is_zero3_partitioned
 from align.evaluation import evaluate_policy, evaluate_reward_model, ranking_report
 from align.io import write_json
+from align.modelcard import write_model_card
 from align.models.loading import (
     MODEL_INFO,
     align_home,
@@ -39,6 +40,7 @@ from align.models.loading import (
     resolve_model_path,
 )
 from align.reference import CachedReference, CacheStats, reference_for
+from align.tracking import add_run_info, check_report_to
 from align.trainers import ALGORITHMS, ListDataset, PreferenceTrainer
 
 log = logging.getLogger("align")
@@ -82,14 +84,12 @@ def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, search_dirs: S
     """Load, split and tokenize the recipe's data (relative paths resolved against ``search_dirs``)."""
     d = recipe.data
     examples, report = load_examples(resolve_path(d.train, search_dirs), format=d.format, split=d.split,
-                                     strict=d.strict, max_rows=d.max_rows)
+                                     strict=d.strict, max_rows=d.max_rows, columns=d.columns)
     if d.eval:
         train_ex = examples
         eval_ex, eval_report = load_examples(resolve_path(d.eval, search_dirs), format=d.format, split=d.split,
-                                             strict=d.strict)
-        report.rows_read += eval_report.rows_read
-        report.examples += eval_report.examples
-        report.skipped.update(eval_report.skipped)
+                                             strict=d.strict, columns=d.columns)
+        report.merge(eval_report)
     else:
         train_ex, eval_ex = split_examples(examples, d.eval_fraction)
     train_ex, eval_ex = train_ex[: d.max_train_examples], eval_ex[: d.max_eval_examples]
@@ -153,13 +153,7 @@ def _maybe_lora(model: torch.nn.Module, recipe: Recipe, task: str) -> torch.nn.M
 
 def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
     """``TrainingArguments`` from the recipe's ``train`` section (``extra`` passes through)."""
-    t = recipe.train
-    kw = {k: v for k, v in vars(t).items() if k != "extra"}
-    kw["ddp_find_unused_parameters"] = False  # every parameter that trains gets a gradient; skip DDP's extra pass
-    kw.update(t.extra)
-    kw.update(output_dir=str(output_dir / "checkpoints"), logging_first_step=True, save_strategy="steps",
-              use_cpu=not torch.cuda.is_available(), disable_tqdm=False)
-    return TrainingArguments(**kw)
+    return TrainingArguments(**training_kwargs(recipe, output_dir))
 
 
 def _disable_dropout(model: torch.nn.Module) -> None:
@@ -202,9 +196,13 @@ def recipe_reference(recipe: Recipe, policy: torch.nn.Module, tokenizer, data: P
 
 
 def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bool = False,
-                 search_dirs: Sequence[str | Path] = (), progress: bool = True) -> dict[str, Any]:
-    """Run ``recipe``; the main process writes ``summary.json``, ``recipe.json`` and the model under
-    ``output_dir/model``. Relative data paths are looked up in ``search_dirs`` (then the working directory)."""
+                 search_dirs: Sequence[str | Path] = (), progress: bool = True,
+                 command: str | None = None) -> dict[str, Any]:
+    """Run ``recipe``; the main process writes ``summary.json``, ``log_history.json``, ``recipe.json`` and the
+    model (with its card) under ``output_dir/model``. Relative data paths are looked up in ``search_dirs`` (then
+    the working directory). ``command`` is the command line that reproduces the run, for the model card."""
+    check_report_to(recipe.train.report_to)  # a missing tracker or a bad device setting fails before any load
+    preflight(recipe)
     t_start = time.perf_counter()
     out = Path(output_dir or recipe.output_dir)
     algo = ALGORITHMS[recipe.algorithm]
@@ -229,6 +227,8 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
     trainer: PreferenceTrainer = algo.trainer(
         policy, args, recipe.loss, ListDataset(data.train), ListDataset(data.eval) if data.eval else None,
         processing_class=tokenizer, reference=reference, reference_is_policy=not recipe.model.reference)
+    add_run_info(trainer, {"recipe": to_dict(recipe), "data": data.to_dict(),
+                           "reference_cache": lambda: trainer.reference_stats.to_dict()})
     last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
     t_train = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
@@ -265,9 +265,12 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         "model_dir": str(model_dir),
         "start_model": start_model,
         "world_size": args.world_size,
+        "command": command,
     }
     if is_main():
         write_json(out / "summary.json", summary)
+        write_json(out / "log_history.json", trainer.state.log_history)
+        write_model_card(model_dir, summary, to_dict(recipe), command)
     barrier()
     return summary
 

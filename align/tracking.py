@@ -110,7 +110,8 @@ class RunInfoCallback(TrainerCallback):
 
     Args:
         values: section name → JSON-able value, e.g. ``{"recipe": to_dict(recipe), "data": data.to_dict(),
-            "reference_cache": {key, hits, computed, seconds}}``. A ``"recipe"`` section also becomes the
+            "reference_cache": {key, hits, computed, seconds}}``; a callable is called at train begin. A
+            ``"recipe"`` section also becomes the
             TensorBoard HParams of the run (flattened: ``loss.beta``, ``train.learning_rate``, ...).
         callbacks: the trainer's callback list (``trainer.callback_handler.callbacks``) in which to find the
             integration callbacks; :func:`add_run_info` passes it.
@@ -131,6 +132,8 @@ class RunInfoCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero or self.recorded:
             return
+        # a value may be a callable, read now: the reference statistics exist only once the pass has run
+        self.values = {k: v() if callable(v) else v for k, v in self.values.items()}
         writers = {integration_utils.TensorBoardCallback: self._tensorboard,
                    integration_utils.WandbCallback: self._wandb, integration_utils.MLflowCallback: self._mlflow}
         for cb in self.callbacks:

@@ -258,7 +258,8 @@ def test_training_kwargs_build_training_arguments_without_warnings(tmp_path):
     kw = training_kwargs(r, tmp_path)
     own = {f.name for f in dataclasses.fields(TrainSection)} - {"extra", "gradient_checkpointing"}
     assert set(kw) == own | set(r.train.extra) | {"output_dir", "logging_first_step", "save_strategy", "use_cpu",
-                                                   "disable_tqdm", "remove_unused_columns", "activation_checkpointing"}
+                                                   "disable_tqdm", "remove_unused_columns", "activation_checkpointing",
+                                                   "ddp_find_unused_parameters"}
     assert set(kw) - own - set(r.train.extra) <= set(ALIGN_SETS)  # every key align sets is refused in train.extra
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ class EvalRequest:
     model: str
     data: str
     scorer: Scorer = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
     reference: str | None = None
     format: str = "auto"
     strict: bool = False
@@ -114,7 +115,8 @@ def _idealized(ref: torch.Tensor, labels, mask, lengths, observed: dict[str, flo
 
 def run_eval(req: EvalRequest) -> dict[str, Any]:
     """Evaluate ``req.model`` on ``req.data``; returns the JSON-ready result (see ``eval/README.md``)."""
-    examples, report = load_examples(req.data, format=req.format, strict=req.strict, max_rows=req.max_rows)
+    examples, report = load_examples(req.data, format=req.format, strict=req.strict, max_rows=req.max_rows,
+                                     columns=req.columns)
     if req.split != "all":
         train, held_out = split_examples(examples, req.eval_fraction)
         examples = held_out if req.split == "eval" else train
