@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -34,8 +36,33 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def sampling_table(summary: dict[str, Any]) -> str:
+    """Markdown table of held-out rewards (by sampling) before and after an online run (GRPO)."""
+    before, after = summary.get("eval_before") or {}, summary.get("eval") or {}
+    lines = [f"| held-out, {after.get('n_prompts')} prompts × {after.get('samples_per_prompt')} samples | before | "
+             f"after {summary['algorithm']} (95% CI) |", "|---|---|---|"]
+    for name, value in (after.get("reward") or {}).items():
+        ci = (after.get("reward_ci") or {}).get(name)
+        b = (before.get("reward") or {}).get(name)
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        lines.append(f"| mean reward: {name} | {_fmt(b)} | {_fmt(value)}{interval} |")
+    for name, by_k in (after.get("pass_at_k") or {}).items():
+        for k, value in by_k.items():
+            b = ((before.get("pass_at_k") or {}).get(name) or {}).get(k)
+            lines.append(f"| pass@{k}: {name} | {_fmt(b)} | {_fmt(value)} |")
+    t = summary.get("timing") or {}
+    lines += ["", f"steps {summary['steps']}, training reward {_fmt(summary.get('reward_mean_first'))} → "
+              f"{_fmt(summary.get('reward_mean_last'))}; per step: generation "
+              f"{_fmt(t.get('generation_seconds_per_step'))} s, training {_fmt(t.get('training_seconds_per_step'))} s; "
+              f"{summary['tokens_per_second']} tokens/s, "
+              f"peak memory {summary['peak_memory_mb']:.0f} MB"]
+    return "\n".join(lines)
+
+
 def results_table(summary: dict[str, Any]) -> str:
     """Markdown table of held-out ranking accuracy before and after training."""
+    if "reward_curve" in summary:
+        return sampling_table(summary)
     before, after = summary.get("eval_before") or {}, summary.get("eval") or {}
     by_b, by_a = before.get("by_scorer", {}), after.get("by_scorer", {})
     n = after.get("n_pairs") or before.get("n_pairs")
@@ -62,8 +89,9 @@ def results_table(summary: dict[str, Any]) -> str:
                 if a is not None or b is not None:
                     lines.append(f"| {name}: list {label} ({lists} lists) | {_fmt(b)} | {_fmt(a)} |")
     rc = summary["reference_cache"]
-    lines += ["", f"steps {summary['steps']}, loss {_fmt(summary['train_loss_first'])} → "
-              f"{_fmt(summary['train_loss_last'])}, {summary['tokens_per_second']} tokens/s, "
+    lines += ["", f"steps {summary['steps']}, loss {_fmt(summary['train_loss_first'])} (first logged) → "
+              f"{_fmt(summary['train_loss_last'])} (last logged), mean over the run "
+              f"{_fmt(summary.get('train_loss_mean'))}, {summary['tokens_per_second']} tokens/s, "
               f"peak memory {summary['peak_memory_mb']:.0f} MB",
               f"reference cache {rc.get('key') or '—'}: {rc.get('hits', 0)} hits, {rc.get('computed', 0)} computed "
               f"({rc.get('seconds', 0):.1f} s); data: {summary['data']['rows_read']} rows, "
@@ -82,7 +110,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from align.pipeline import run_training
 
     recipe = load_recipe(a.recipe, a.overrides)
-    summary = run_training(recipe, a.output_dir, resume=a.resume, search_dirs=_search_dirs(a.recipe),
+    summary = run_training(recipe, a.output_dir, resume=a.resume, overwrite=a.overwrite,
+                           search_dirs=_search_dirs(a.recipe),
                            command=shlex.join(["align", *a.argv]))
     if is_main():
         out = Path(a.output_dir or recipe.output_dir)
@@ -91,7 +120,28 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_iterate(a: argparse.Namespace) -> int:
+    from align.config import load_recipe
+    from align.iterate import run_iterate
+
+    recipe = load_recipe(a.recipe, a.overrides)
+    summary = run_iterate(recipe, a.output_dir, resume=a.resume, search_dirs=_search_dirs(a.recipe))
+    out = Path(a.output_dir or recipe.output_dir)
+    lines = ["| round | lists | sample reward (mean) | train loss first → last | held-out reward |",
+             "|---|---|---|---|---|"]
+    for r in summary["rounds"]:
+        ev = (r.get("eval") or {}).get("reward") or {}
+        lines.append(f"| {r['round']} | {r['samples']['lists']} | {_fmt(r['samples']['reward_mean'])} | "
+                     f"{_fmt(r['train']['train_loss_first'])} → {_fmt(r['train']['train_loss_last'])} | "
+                     f"{', '.join(f'{k} {_fmt(v)}' for k, v in ev.items()) or '—'} |")
+    print("\n".join(lines))
+    print(f"\nwrote {out / 'summary.json'}; the last round's model is {summary['final_model']}")
+    return 0
+
+
 def cmd_cache(a: argparse.Namespace) -> int:
+    if a.recipe in ("list", "prune") and not Path(a.recipe).is_file():
+        return cmd_cache_list(a) if a.recipe == "list" else cmd_cache_prune(a)
     from align.config import load_recipe, preflight
     from align.distributed import is_main
     from align.io import json_text
@@ -107,6 +157,72 @@ def cmd_cache(a: argparse.Namespace) -> int:
     stats = reference.prefetch(data.train + data.eval) if reference.live is not None else reference.stats
     if is_main():
         print(json_text({"reference_cache": stats.to_dict(), "data": data.to_dict()}))
+    return 0
+
+
+def _cache_root(a: argparse.Namespace) -> Path:
+    from align.reference import default_cache_root
+
+    return Path(a.cache_dir) if a.cache_dir else default_cache_root()
+
+
+def _when(t: float | None) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t else "—"
+
+
+def cmd_cache_list(a: argparse.Namespace) -> int:
+    from align.io import json_text
+    from align.reference import describe
+
+    root = _cache_root(a)
+    entries = [describe(d) for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
+    if a.json:
+        print(json_text({"root": str(root), "caches": entries}))
+        return 0
+    print(f"reference caches in {root}: {len(entries)}")
+    if entries:
+        print("| key | model | data | entries | size | created | last used |\n|---|---|---|---|---|---|---|")
+        for e in entries:
+            print(f"| {e['key']} | {e['model'] or '—'} | {', '.join(e['sources']) or '—'} | {e['entries']} | "
+                  f"{e['bytes'] / 2**20:.1f} MB | {_when(e['created'])} | {_when(e['last_used'])} |")
+    return 0
+
+
+def cmd_cache_prune(a: argparse.Namespace) -> int:
+    import shutil
+    import time
+
+    from align.reference import describe
+
+    if a.older_than is None and not a.unreferenced:
+        raise ValueError("align cache prune: say what to remove: --older-than DAYS (not used for that long) and/or "
+                         "--unreferenced RUN_DIR ... (named by no summary.json under those run directories)")
+    root = _cache_root(a)
+    keep: set[str] | None = None
+    if a.unreferenced:
+        keep = set()
+        for run in a.unreferenced:
+            for summary in Path(run).rglob("summary.json"):
+                try:
+                    keep.add(str(json.loads(summary.read_text()).get("reference_cache", {}).get("key")))
+                except (OSError, ValueError, AttributeError):
+                    continue
+    now, removed, freed = time.time(), 0, 0
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if not d.is_dir():
+            continue
+        e = describe(d)
+        old = a.older_than is not None and now - (e["last_used"] or e["created"] or 0) > a.older_than * 86400
+        orphan = keep is not None and e["key"] not in keep
+        if (a.older_than is None or old) and (keep is None or orphan):
+            removed, freed = removed + 1, freed + e["bytes"]
+            print(f"{'would remove' if a.dry_run else 'removed'} {e['key']} ({e['model'] or '?'}, {e['entries']} "
+                  f"entries, last used {_when(e['last_used'])})")
+            if not a.dry_run:
+                shutil.rmtree(d)
+    print(f"{removed} cache{'s' if removed != 1 else ''}, {freed / 2**20:.1f} MB{' (dry run)' if a.dry_run else ''}")
     return 0
 
 
@@ -128,7 +244,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
                       batch_size=a.batch_size, max_prompt_length=a.max_prompt_length,
                       max_response_length=a.max_response_length, dtype=a.dtype, cache_dir=a.cache_dir,
                       betas=tuple(a.betas), alpha=a.alpha, beta=a.beta, ndcg_k=a.ndcg_k, resamples=a.bootstrap,
-                      level=a.confidence, seed=a.seed, plots_dir=plots)
+                      level=a.confidence, seed=a.seed, plots_dir=plots, per_example=a.per_example)
     result = run_eval(req)
     if a.output:
         Path(a.output).parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +265,16 @@ def cmd_report(a: argparse.Namespace) -> int:
     page = write_report(a.run_dir, a.output, a.plots)
     print(f"wrote {page}")
     return 0
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
 
 
 def _columns(text: str) -> dict[str, str]:
@@ -204,13 +330,35 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", help="YAML recipe (see recipes/)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=20")
     t.add_argument("--output-dir", help="where the run goes (default: the recipe's output_dir)")
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
+    t.add_argument("--resume", action="store_true", help="continue from the last whole checkpoint in the output dir")
+    t.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs in the output dir "
+                   "(without it, a used output dir is refused)")
     t.set_defaults(fn=cmd_train)
 
-    c = sub.add_parser("cache", help="build the reference log-prob cache of a recipe",
-                       description="Compute (or verify and reuse) the reference log-probs of a recipe's data.")
-    c.add_argument("recipe")
+    it = sub.add_parser("iterate", help="rounds of sample → score → train (iterative DPO, Pairwise Cringe, LiPO)",
+                        description="On-policy rounds: sample iterate.num_samples completions per prompt from the "
+                        "current policy, score them with iterate.rewards, build best-vs-worst pairs or ranked lists, "
+                        "train the recipe's algorithm on them, continue from the new policy. Every round's samples, "
+                        "lists, model and metrics are kept under OUTPUT_DIR/round-K/.")
+    it.add_argument("recipe", help="YAML recipe with an iterate section (see recipes/iterate_*.yaml)")
+    it.add_argument("overrides", nargs="*", metavar="key=value")
+    it.add_argument("--output-dir", help="where the rounds go (default: the recipe's output_dir)")
+    it.add_argument("--resume", action="store_true", help="continue a killed run at its round and step")
+    it.set_defaults(fn=cmd_iterate)
+
+    c = sub.add_parser("cache", help="build, list or prune reference log-prob caches",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="align cache RECIPE [key=value ...]: compute (or verify and reuse) the reference "
+                       "log-probs of a recipe's data.\nalign cache list: every cache with its model, data, entries, "
+                       "size and dates.\nalign cache prune --older-than DAYS | --unreferenced RUN_DIR ...: remove "
+                       "caches not used for DAYS, or named by no summary.json under the run directories.")
+    c.add_argument("recipe", help="a recipe, or 'list' or 'prune'")
     c.add_argument("overrides", nargs="*", metavar="key=value")
+    c.add_argument("--cache-dir", help="cache root for list/prune (default $ALIGN_HOME/reference)")
+    c.add_argument("--json", action="store_true", help="list: JSON instead of a table")
+    c.add_argument("--older-than", type=_non_negative_float, metavar="DAYS", help="prune: not used for DAYS days")
+    c.add_argument("--unreferenced", nargs="+", metavar="RUN_DIR", help="prune: keys no summary.json names")
+    c.add_argument("--dry-run", action="store_true", help="prune: only say what would go")
     c.set_defaults(fn=cmd_cache)
 
     e = sub.add_parser("eval", help="how well a reward model or a policy ranks held-out responses",
@@ -236,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the one `align train` recorded with the model")
     e.add_argument("--output", help="write the results as JSON here (plots go to OUTPUT_plots/)")
     e.add_argument("--plots", metavar="DIR", help="write the PNG plots here")
+    e.add_argument("--per-example", metavar="FILE.jsonl", help="write every list's scores and metrics here, one JSON "
+                   "line each (compare two models example by example)")
     e.add_argument("--no-plots", action="store_true", help="write no plots")
     e.add_argument("--split", default="all", choices=["all", "train", "eval"],
                    help="all rows, or the train / held-out side of the prompt-hash split training uses")

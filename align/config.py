@@ -148,6 +148,80 @@ class EvalSection:
 
 
 @dataclass
+class RewardSpec:
+    """One reward source (GRPO's ``loss.rewards``, ``iterate.rewards``).
+
+    Attributes:
+        function: ``module:function`` of a Python reward function with TRL's signature
+            ``f(prompts, completions, **columns) -> list[float | None]``.
+        model: a directory or hub id of a sequence-classification reward model (one output), e.g. one that
+            ``align train`` made with ``algorithm: reward``.
+        weight: its weight in the sum of rewards (0: only logged, e.g. a metric of the true reward).
+        transform: ``none``, or ``rank``: each reward replaced by its rank in its group mapped to [0, 1] (a
+            scale-free use of a reward model).
+        name: the name in logs (default: the function's or the model's).
+    """
+
+    function: str | None = None
+    model: str | None = None
+    weight: float = 1.0
+    transform: Literal["none", "rank"] = "none"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.function is None) == (self.model is None):
+            raise ValueError("a reward needs exactly one of 'function' (module:function) or 'model' (a path)")
+        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)):
+            raise ValueError(f"reward weight must be a finite number, got {self.weight!r}")
+        if self.function is not None:
+            from align.online.functions import resolve_function
+
+            resolve_function(self.function)  # fail at recipe load, not an hour into a run
+        elif not (Path(self.model).exists() or self.model.count("/") == 1 and not self.model.startswith(".")):
+            raise ValueError(f"reward model {self.model!r}: no such directory")
+
+    @property
+    def label(self) -> str:
+        """The name in logs and reports."""
+        if self.name:
+            return self.name
+        return self.function.rsplit(":", 1)[-1] if self.function else Path(self.model.rstrip("/")).name
+
+
+@dataclass
+class IterateSection:
+    """``align iterate``: rounds of sampling from the current policy, scoring, and offline training on the result.
+
+    Attributes:
+        rounds: how many rounds.
+        prompts: the prompt source (a file, a hub name or ``task:NAME?...``); default ``data.train``.
+        prompts_per_round: prompts sampled each round (a new slice of the prompts each round while they last).
+        num_samples: N, completions per prompt.
+        temperature, top_p: sampling settings.
+        max_completion_length: completion length limit (tokens).
+        build: ``best_worst`` (one pair per prompt: the best and the worst sample) or ``lists`` (all distinct
+            samples, ranked by reward).
+        rewards: the reward sources that rank the samples.
+        eval_prompts: held-out prompts scored by sampling before the first and after every round.
+        eval_samples: completions per held-out prompt.
+        sample_batch_size: prompts per ``generate`` call.
+    """
+
+    rounds: int = 2
+    prompts: str | None = None
+    prompts_per_round: int = 64
+    num_samples: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_length: int = 64
+    build: Literal["best_worst", "lists"] = "best_worst"
+    rewards: list[RewardSpec] = field(default_factory=list)
+    eval_prompts: int = 32
+    eval_samples: int = 4
+    sample_batch_size: int = 64
+
+
+@dataclass
 class Recipe:
     """A whole run. ``loss`` is validated against the chosen algorithm's loss config."""
 
@@ -160,6 +234,7 @@ class Recipe:
     peft: PeftSection = field(default_factory=PeftSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    iterate: IterateSection = field(default_factory=IterateSection)
     loss: Any = None
 
 
@@ -255,6 +330,11 @@ RANGES: dict[type, dict[str, Range]] = {
         "max_grad_norm": NON_NEGATIVE, "logging_steps": COUNT, "eval_steps": COUNT, "save_steps": COUNT,
         "save_total_limit": COUNT, "seed": Range(0, 2**32 - 1, integer=True)},  # numpy's seed range
     EvalSection: {"batch_size": COUNT},
+    IterateSection: {"rounds": COUNT, "prompts_per_round": COUNT, "num_samples": Range(2, integer=True),
+                     "temperature": POSITIVE, "top_p": Range(0, 1, low_open=True),
+                     "max_completion_length": COUNT, "eval_prompts": Range(0, integer=True),
+                     "eval_samples": COUNT, "sample_batch_size": COUNT},
+    RewardSpec: {"weight": Range()},
 }
 
 

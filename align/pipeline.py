@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from align.config import Recipe, preflight, to_dict, training_kwargs
 from align.data.collate import pad_values
@@ -40,6 +39,7 @@ from align.models.loading import (
     resolve_model_path,
 )
 from align.reference import CachedReference, CacheStats, reference_for
+from align.runstate import prepare_output_dir
 from align.tracking import add_run_info, check_report_to
 from align.trainers import ALGORITHMS, ListDataset, PreferenceTrainer
 
@@ -123,7 +123,9 @@ def prepare_policy(recipe: Recipe, search_dirs: Sequence[str | Path] = (), progr
                          "supported; set sft.enabled=false")
     if recipe.sft.enabled:
         t0 = time.perf_counter()
-        start_model = run_sft(start_model, data.train_examples, recipe)
+        from align.sft import sft_rows
+
+        start_model = run_sft(start_model, sft_rows(data.train_examples), recipe)
         sft_seconds = time.perf_counter() - t0
     if ALGORITHMS[recipe.algorithm].model_kind == "reward":  # a random scalar head on the (SFT) LM
         policy = load_reward_model(start_model, recipe.model.dtype, tokenizer)
@@ -196,15 +198,22 @@ def recipe_reference(recipe: Recipe, policy: torch.nn.Module, tokenizer, data: P
 
 
 def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bool = False,
-                 search_dirs: Sequence[str | Path] = (), progress: bool = True,
+                 overwrite: bool = False, search_dirs: Sequence[str | Path] = (), progress: bool = True,
                  command: str | None = None) -> dict[str, Any]:
     """Run ``recipe``; the main process writes ``summary.json``, ``log_history.json``, ``recipe.json`` and the
     model (with its card) under ``output_dir/model``. Relative data paths are looked up in ``search_dirs`` (then
     the working directory). ``command`` is the command line that reproduces the run, for the model card."""
+    if ALGORITHMS[recipe.algorithm].online:
+        from align.online.run import run_grpo
+
+        return run_grpo(recipe, output_dir, resume=resume, overwrite=overwrite, search_dirs=search_dirs,
+                        progress=progress, command=command)
     check_report_to(recipe.train.report_to)  # a missing tracker or a bad device setting fails before any load
     preflight(recipe)
     t_start = time.perf_counter()
     out = Path(output_dir or recipe.output_dir)
+    recipe_dict = to_dict(recipe)
+    run_state = prepare_output_dir(out, recipe_dict, resume=resume, overwrite=overwrite)
     algo = ALGORITHMS[recipe.algorithm]
     torch.manual_seed(recipe.train.seed)
     # TrainingArguments first: under `accelerate launch` it sets up the process group (and ZeRO-3 partitioning
@@ -212,7 +221,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
     args = training_arguments(recipe, out)
     tokenizer, data, start_model, policy, sft_seconds = prepare_policy(recipe, search_dirs, progress, args.device)
     if is_main():
-        write_json(out / "recipe.json", to_dict(recipe))
+        write_json(out / "recipe.json", recipe_dict)  # the settings in effect (see prepare_output_dir)
     pad = tokenizer.pad_token_id or 0
     eval_kw = {"batch_size": recipe.eval.batch_size, "pad_token_id": pad, "progress": progress}
     reference = recipe_reference(recipe, policy, tokenizer, data, progress)
@@ -229,7 +238,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         processing_class=tokenizer, reference=reference, reference_is_policy=not recipe.model.reference)
     add_run_info(trainer, {"recipe": to_dict(recipe), "data": data.to_dict(),
                            "reference_cache": lambda: trainer.reference_stats.to_dict()})
-    last = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    last = run_state.resume_from
     t_train = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.perf_counter() - t_train
@@ -252,6 +261,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         "steps": result.global_step,
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
+        "train_loss_mean": result.training_loss,  # over every step of this train() call, logged or not
         "eval": eval_after,
         "eval_before": eval_before,
         "reference_cache": (reference.stats if reference is not None else CacheStats()).to_dict(),
@@ -266,6 +276,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         "start_model": start_model,
         "world_size": args.world_size,
         "command": command,
+        "resume": run_state.to_dict(),
     }
     if is_main():
         write_json(out / "summary.json", summary)
@@ -303,10 +314,10 @@ def save_trained(trainer: PreferenceTrainer, recipe: Recipe, out: Path, start_mo
     return model_dir
 
 
-def run_sft(start_model: str, examples: list, recipe: Recipe) -> str:
-    """The recipe's SFT stage on the preferred responses (cached under ``$ALIGN_HOME/sft``)."""
+def run_sft(start_model: str, rows: list[dict], recipe: Recipe) -> str:
+    """The recipe's SFT stage on TRL prompt-completion ``rows`` (cached under ``$ALIGN_HOME/sft``)."""
     from align.sft import run_sft as _run
 
     d = recipe.data
-    return _run(start_model, examples, recipe.sft, align_home() / "sft", dtype=recipe.model.dtype,
+    return _run(start_model, rows, recipe.sft, align_home() / "sft", dtype=recipe.model.dtype,
                 max_length=d.max_prompt_length + d.max_response_length, seed=recipe.train.seed)

@@ -7,6 +7,7 @@ other ranks wait; every rank then loads the same cached result.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -44,10 +46,12 @@ def sft_rows(examples: list[RankedExample]) -> list[dict]:
     return rows
 
 
-def run_sft(model_name: str, examples: list[RankedExample], stage: SFTStage, root: Path, *, dtype: str = "float32",
+def run_sft(model_name: str, rows: list[dict], stage: SFTStage, root: Path, *, dtype: str = "float32",
             max_length: int = 1024, seed: int = 42) -> str:
-    """SFT ``model_name`` on the best response of each example; returns the saved directory (every rank)."""
-    rows = sft_rows(examples)
+    """SFT ``model_name`` on TRL prompt-completion ``rows`` (:func:`sft_rows` of ranked examples, or a task's
+    answers); returns the saved directory, on every rank."""
+    if not rows:
+        raise ValueError("the SFT stage has no rows to train on (set sft.enabled=false, or give data with answers)")
     rank, world = rank_world()
     if world == 1:
         return sft_on_rows(model_name, rows, stage, root, dtype=dtype, max_length=max_length, seed=seed)
@@ -78,18 +82,28 @@ def sft_on_rows(model_name: str, rows: list[dict], stage: SFTStage, root: Path, 
 
     The directory is keyed by the base weights, the rows and the settings, so a second run (and the reference
     cache behind it) reuses the same weights instead of training new, slightly different ones.
+    A concurrent run training the same stage is waited for (its claim file names its process); a killed run's
+    half-written copy is removed by the next run.
     """
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
     model = load_model(model_name, dtype)
     tokenizer = load_tokenizer(model_name)
     key = hashlib.sha256(json.dumps({"weights": weights_fingerprint(model), "rows": rows, "max_length": max_length,
                                      "seed": seed, "stage": stage.__dict__}, sort_keys=True).encode()).hexdigest()[:16]
     out = root / f"sft-{key}"
-    if (out / "config.json").exists():
-        log.info("reusing SFT model %s", out)
-        return str(out)
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(root)
+    with _claim(root / f".sft-{key}.claim", out):
+        if (out / "config.json").exists():
+            log.info("reusing SFT model %s", out)
+            return str(out)
+        return _train(model, tokenizer, rows, stage, root, key, out, max_length, seed)
+
+
+def _train(model, tokenizer, rows: list[dict], stage: SFTStage, root: Path, key: str, out: Path, max_length: int,
+           seed: int) -> str:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
     tmp = root / f".sft-{key}.{os.getpid()}.tmp"
     # activation_checkpointing (transformers 5's name): through the old gradient_checkpointing, whose TRL default
     # is set, transformers warns on every construction
@@ -108,6 +122,60 @@ def sft_on_rows(model_name: str, rows: list[dict], stage: SFTStage, root: Path, 
     else:  # a concurrent run finished first; both trained the same thing
         shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    """Delete ``.sft-KEY.PID.tmp`` directories whose process is gone (a kill in the middle of a stage)."""
+    for tmp in root.glob(".sft-*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            log.info("removing %s, left by a killed SFT stage", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _claim(path: Path, out: Path):
+    """Hold ``path`` while this process trains the stage; wait while another live process holds it."""
+    announced = False
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(path.read_text() or -1)
+            except (OSError, ValueError):
+                holder = -1
+            if holder > 0 and holder != os.getpid() and _alive(holder) and not (out / "config.json").exists():
+                if not announced:
+                    log.info("another run (pid %d) is training this SFT stage; waiting for it", holder)
+                    announced = True
+                time.sleep(1.0)
+                continue
+            if holder == -1 and time.time() - path.stat().st_mtime < 10:  # being written right now
+                time.sleep(0.2)
+                continue
+            path.unlink(missing_ok=True)  # its holder died (or finished): take it
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _has_gpu() -> bool:

@@ -27,6 +27,7 @@ from align.data.tokenize import TokenizedList
 from align.evaluation import evaluate_policy
 from align.models.loading import load_model, load_tokenizer, resolve_model_path
 from align.pipeline import load_data, recipe_reference, run_sft
+from align.sft import sft_rows
 from align.trainers import DPOLossConfig, DPOTrainer, LiPOLossConfig, LiPOTrainer, ListDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def main() -> None:
     data = load_data(recipe, tok)
     start = resolve_model_path(recipe.model.name_or_path)
     if recipe.sft.enabled:
-        start = run_sft(start, data.train_examples, recipe)
+        start = run_sft(start, sft_rows(data.train_examples), recipe)
     policy = load_model(start)
     cache = recipe_reference(recipe, policy, tok, data, progress=False)
     stats = cache.prefetch(data.train + data.eval)

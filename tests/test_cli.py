@@ -66,12 +66,12 @@ def test_bad_rows_no_traceback(small_model_dir, tmp_path):
     r = json.loads(out.read_text())
     assert r["data"]["rows_read"] == 6 and r["data"]["examples"] == 1 and r["n_pairs"] == 1
     assert sum(r["data"]["skipped"].values()) == 5
-    # Only bad rows: a clean result with zero pairs, not a crash.
+    # Only bad rows: a one-line error and exit 2, as `align train` gives, not a crash and not a 0 with no result.
     only_bad = tmp_path / "only_bad.jsonl"
     only_bad.write_text("not json\n")
-    p = _run("eval", "--model", str(small_model_dir), "--data", str(only_bad), "--output", str(out))
-    assert p.returncode == 0 and "Traceback" not in p.stderr
-    assert json.loads(out.read_text())["n_pairs"] == 0
+    p = _run("eval", "--model", str(small_model_dir), "--data", str(only_bad), "--output", str(tmp_path / "x.json"))
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "no list with a preference" in p.stderr
+    assert "invalid json" in p.stderr and not (tmp_path / "x.json").exists()
 
 
 def test_user_errors_are_one_line(tmp_path):

@@ -157,7 +157,14 @@ def test_every_numeric_recipe_setting_has_a_range():
 
 
 def _valid_loss_kwargs(cls) -> dict:
+    if cls.__name__ == "GRPOLossConfig":
+        return {"rewards": [{"function": "tests.test_config:constant_reward"}]}
     return {"b": 0.0, "tau": 5.0} if cls.__name__ == "CringeLossConfig" else {}
+
+
+def constant_reward(prompts, completions, **kwargs):
+    """A reward function for configs under test (TRL's signature)."""
+    return [0.0] * len(completions)
 
 
 def _loss_float_fields():
@@ -302,7 +309,7 @@ def test_training_kwargs_build_training_arguments_without_warnings(tmp_path):
                                       "'cosine'\\?$"),
     ("train.optim=adamw8bit", r"re:^train.optim: expected one of \['adamw_torch', .*, \.\.\. \(\d+ in all\)\], "
                               r"got 'adamw8bit'; did you mean 'adamw_8bit'\?$"),
-    ("algorithm=dpp", "algorithm: unknown 'dpp'; choose from ['cringe', 'dpo', 'lipo', 'mmpo', 'reward']; did you "
+    ("algorithm=dpp", "algorithm: unknown 'dpp'; choose from ['cringe', 'dpo', 'grpo', 'lipo', 'mmpo', 'reward']; did you "
                       "mean 'dpo'?"),
     ("output_dir=runs/{name}", "output_dir: 'runs/{name}' may contain only the placeholder {algorithm}"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,10 +61,11 @@ def policy_scorers(policy_logps: torch.Tensor, lengths: torch.Tensor,
                    ref_logps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Summed log-prob, per-token mean log-prob and, with a reference, the implicit reward log π − log π_ref
     (RewardBench's DPO convention: no β)."""
-    logps = torch.nan_to_num(policy_logps)
+    # Infinite values become NaN: a non-finite score is never a tie (the metrics count such pairs as wrong).
+    logps = torch.where(torch.isinf(policy_logps), torch.full_like(policy_logps, math.nan), policy_logps)
     out = {"logprob": logps, "logprob_mean": logps / lengths}
     if ref_logps is not None:
-        out["implicit"] = logps - torch.nan_to_num(ref_logps)
+        out["implicit"] = logps - ref_logps
     return out
 
 
@@ -93,4 +95,5 @@ def evaluate_reward_model(model: torch.nn.Module, lists: Sequence[TokenizedList]
     split across ranks as :func:`evaluate_policy`."""
     rewards = sharded_scores(model, lists, reward=True, batch_size=batch_size, pad_token_id=pad_token_id,
                              progress=progress, engine_managed=engine_managed, desc="rewards")
-    return report_scores({"reward-model": torch.nan_to_num(rewards)}, "reward-model", lists, **kwargs)
+    rewards = torch.where(torch.isinf(rewards), torch.full_like(rewards, math.nan), rewards)
+    return report_scores({"reward-model": rewards}, "reward-model", lists, **kwargs)

@@ -29,9 +29,6 @@ from align.reference import reference_for
 log = logging.getLogger("align")
 
 Scorer = Literal["auto", "reward-model", "implicit", "logprob"]
-NULL_METRICS = ("pairwise_accuracy", "pairwise_accuracy_ties_correct", "list_exact_match", "top1_accuracy",
-                "kendall_tau", "ndcg", "ndcg_at_k", "idealized_ranking_accuracy")
-
 
 @dataclass
 class EvalRequest:
@@ -60,6 +57,7 @@ class EvalRequest:
     level: float = 0.95
     seed: int = 0
     plots_dir: str | None = None
+    per_example: str | None = None
     progress: bool = True
 
 
@@ -124,7 +122,10 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     reward = is_reward_model(req.model)
     reference = req.reference or info.get("reference")
     if reference and not req.reference and not _loadable(reference):
-        log.warning("reference %s recorded with %s is not found; evaluating without it", reference, req.model)
+        if req.scorer not in ("logprob", "reward-model"):
+            raise ValueError(f"the reference {reference} recorded with {req.model} is not found (moved or deleted): "
+                             "pass --reference PATH to score the implicit reward, or --scorer logprob to evaluate "
+                             "the log-likelihood alone")
         reference = None
     scorer = _choose_scorer(req, reward, reference)
     tokenizer = load_tokenizer(req.model)
@@ -134,19 +135,20 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
             "lists": len(lists), "truncation": trunc.to_dict()}
     result: dict[str, Any] = {"model": req.model, "scorer": scorer, "reference": reference, "reference_cache": None}
     if not any(len(set(t.scores)) > 1 for t in lists):
-        log.warning("no list with a preference to evaluate in %s", req.data)
-        return {**result, **dict.fromkeys(NULL_METRICS), "n_pairs": 0, "n_lists": len(lists), "ci": {},
-                "data": data}
+        from align.data.example import DataError
+
+        raise DataError(f"no list with a preference to evaluate in {req.data} ({len(lists)} lists kept; skipped: "
+                        f"{dict(report.skipped) or 'none'})")
 
     labels, mask, lengths = list_tensors(lists)
     kw = {"batch_size": req.batch_size, "pad_token_id": tokenizer.pad_token_id or 0, "progress": req.progress}
     if reward:
-        model = load_reward_model(req.model, req.dtype, tokenizer)
+        model = check_finite_weights(load_reward_model(req.model, req.dtype, tokenizer), req.model)
         model = model.cuda() if torch.cuda.is_available() else model
-        scorers = {"reward-model": torch.nan_to_num(reward_scores(model, lists, **kw))}
+        scorers = {"reward-model": finite_or_nan(reward_scores(model, lists, **kw))}
         logps = None
     else:
-        model = load_model(req.model, req.dtype)
+        model = check_finite_weights(load_model(req.model, req.dtype), req.model)
         model = model.cuda() if torch.cuda.is_available() else model
         logps, _ = score_lists(model, lists, desc="eval", **kw)
     del model
@@ -160,7 +162,13 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     headline = "reward-model" if reward else scorer
     # one set of resamples for every metric, scorer and the idealized accuracy below
     weights = bootstrap_weights(len(lists), req.resamples, req.seed) if req.resamples else None
-    result.update(report_scores(scorers, headline, lists, ndcg_k=req.ndcg_k, level=req.level, weights=weights))
+    result.update(report_scores(scorers, headline, lists, ndcg_k=req.ndcg_k, level=req.level, weights=weights,
+                                resamples=req.resamples))
+    # A NaN or infinite score never counts as a tie (that would make a broken model look perfect, ties correct):
+    # its pairs count as wrong, and the scores are counted here.
+    result["non_finite_scores"] = {name: int((~torch.isfinite(v) & mask).sum()) for name, v in scorers.items()}
+    if any(result["non_finite_scores"].values()):
+        log.warning("non-finite scores (counted as wrong, never as ties): %s", result["non_finite_scores"])
     result["confidence"] = {"level": req.level, "resamples": req.resamples, "unit": "list", "seed": req.seed}
 
     # Idealized ranking accuracy: π_ref is the recorded/explicit reference, else (a plain LM) the model itself.
@@ -189,15 +197,53 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
         result.update(subset_report([t.subset for t in lists], per["correct"], per["n_pairs"],
                                     resamples=req.resamples, seed=req.seed, level=req.level))
     w, lo = preference_pairs(labels, mask).take(head.double())
-    margins = w - lo
+    margins = (w - lo)[torch.isfinite(w - lo)]
     scale = (req.beta or info.get("beta") or 0.1) if headline == "implicit" else 1.0
     result["calibration"] = reliability(margins, scale=scale)
-    result["margins"] = {"mean": margins.mean().item(), "median": margins.median().item(), "std": margins.std().item()
-                         if len(margins) > 1 else 0.0}
+    result["margins"] = {"mean": margins.mean().item(), "median": margins.median().item(),
+                         "std": margins.std().item() if len(margins) > 1 else 0.0} if len(margins) else None
     if req.plots_dir:
         result["plots"] = [str(p) for p in write_plots(result, margins, Path(req.plots_dir))]
     result["data"] = data
+    if req.per_example:
+        write_per_example(Path(req.per_example), lists, scorers, labels, mask)
+        result["per_example"] = req.per_example
     return result
+
+
+def check_finite_weights(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    """``model``, or a clear error if any weight is NaN or infinite (a broken run's model scores garbage)."""
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(f"{name} has non-finite weights ({len(bad)} tensors, e.g. {bad[0]}): it cannot be evaluated")
+    return model
+
+
+def finite_or_nan(values: torch.Tensor) -> torch.Tensor:
+    """``values`` with every infinite entry made NaN (a score that cannot be compared)."""
+    return torch.where(torch.isinf(values), torch.full_like(values, math.nan), values)
+
+
+def write_per_example(path: Path, lists, scorers: dict[str, torch.Tensor], labels: torch.Tensor,
+                      mask: torch.Tensor) -> None:
+    """One JSON line per list: its source row, labels, every scorer's scores and its per-list metrics, so two
+    models can be compared example by example."""
+    from align.io import json_text
+
+    per = {name: per_list_metrics(v, labels, mask) for name, v in scorers.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        for i, t in enumerate(lists):
+            k = len(t.response_ids)
+            row = {"index": i, "row": t.row, "subset": t.subset, "labels": list(t.scores),
+                   "scores": {name: v[i, :k].tolist() for name, v in scorers.items()},
+                   "metrics": {name: {"pairs": int(m["n_pairs"][i]), "correct": int(m["correct"][i]),
+                                      "exact_match": bool(m["list_exact_match"][i]) if m["has_pair"][i] else None,
+                                      "kendall_tau": float(m["kendall_tau"][i]) if m["has_pair"][i] else None}
+                               for name, m in per.items()}}
+            f.write(json_text(row).replace("\n", " ") + "\n")
+    tmp.replace(path)
 
 
 def _loadable(name: str) -> bool:
@@ -212,7 +258,7 @@ def write_plots(result: dict[str, Any], margins: torch.Tensor, out_dir: Path) ->
     name, scorer = "/".join(Path(result["model"]).parts[-2:]) or result["model"], result["scorer"]
     paths = []
     ideal = result.get("idealized_ranking_accuracy")
-    if ideal:
+    if ideal and scorer != "reward-model":  # the idealized DPO optimum is about policies, not reward models
         betas = [float(b) for b in ideal]
         series = {"R* (summed)": "summed", "R̃* (length-normalised)": "length_normalized"}
         obs = result["observed_ranking_accuracy"]
@@ -260,7 +306,7 @@ def eval_markdown(result: dict[str, Any]) -> str:
         lines += [f"| {s} | {_f(m['pairwise_accuracy'])} | {_f(m['pairwise_accuracy_ties_correct'])} | "
                   f"{_f(m['list_exact_match'])} | {_f(m['kendall_tau'])} | {m['n_pairs']} |" for s, m in by.items()]
     ideal = result.get("idealized_ranking_accuracy")
-    if ideal:
+    if ideal and result["scorer"] != "reward-model":  # the idealized DPO optimum says nothing about a reward model
         obs = result["observed_ranking_accuracy"]
         lines += ["", f"idealized ranking accuracy (Chen et al. 2024), π_ref = {result['idealized_reference']}; "
                   f"observed R = {_f(obs['summed'])}, R̃ = {_f(obs['length_normalized'])}, "

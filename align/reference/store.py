@@ -141,7 +141,10 @@ class ReferenceStore:
 
     # --- reading --------------------------------------------------------------------------------------------------
     def open(self) -> ReferenceStore:
-        """Create or check the manifest, then load every verified shard (call again to pick up new shards)."""
+        """Check the manifest, then load every verified shard (call again to pick up new shards). The manifest is
+        written with the first shard, so a build that fails before any leaves no empty cache behind."""
+        if not self.dir.exists():  # nothing cached yet; the directory appears with the first shard written
+            return self
         self._check_manifest()
         (self.dir / "last_used").touch()
         for sidecar in sorted(self.dir.glob("shard-*.json")):
@@ -153,6 +156,10 @@ class ReferenceStore:
                 self._reject(name, loaded)
                 continue
             self._add(name, *loaded)
+        for claim in self.dir.glob("claim-*"):  # left by a killed builder: its shard is written, or it is gone
+            name = claim.name[len("claim-"):]
+            if name in self._seen or not self.claim_alive(name):
+                claim.unlink(missing_ok=True)
         return self
 
     def get(self, key: bytes) -> Entry | None:
@@ -247,6 +254,7 @@ class ReferenceStore:
             tensors["token_logps"] = torch.cat([t.reshape(-1).float() for t in toks]) if toks else torch.zeros(0)
             tensors["token_counts"] = torch.tensor([t.numel() for t in toks], dtype=torch.long)
         self._check_manifest()
+        (self.dir / "last_used").touch()
         data = self.dir / f"shard-{name}.safetensors"
         tmp = data.with_name(f".{data.name}.{os.getpid()}.tmp")
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"cache_key": self.key,
@@ -266,7 +274,7 @@ class ReferenceStore:
     # --- claims: concurrent builders split the work instead of duplicating it -------------------------------------
     def claim(self, name: str) -> bool:
         """Claim shard ``name`` for computing; False if a live builder holds it (a dead one's claim is taken)."""
-        self._check_manifest()
+        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"claim-{name}"
         for _ in range(2):
             try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from align.trainers.base import ListDataset, Objective, PreferenceTrainer
 from align.trainers.cringe import CringeLossConfig, CringeTrainer
 from align.trainers.dpo import DPOLossConfig, DPOTrainer
+from align.trainers.grpo import GRPOLossConfig, GRPOTrainer
 from align.trainers.lipo import LiPOLossConfig, LiPOTrainer
 from align.trainers.mmpo import MMPOLossConfig, MMPOTrainer
 from align.trainers.reward import RewardLossConfig, RewardModelTrainer
@@ -24,6 +25,11 @@ class Algorithm:
         return self.trainer.needs_reference
 
     @property
+    def online(self) -> bool:
+        """Trains on its own samples of prompts (GRPO) rather than on ranked lists."""
+        return self.trainer.online
+
+    @property
     def model_kind(self) -> str:
         """``policy`` (a causal LM) or ``reward`` (a scalar-head sequence classifier)."""
         return self.trainer.model_kind
@@ -35,8 +41,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     "mmpo": Algorithm(MMPOTrainer, MMPOLossConfig),
     "cringe": Algorithm(CringeTrainer, CringeLossConfig),
     "reward": Algorithm(RewardModelTrainer, RewardLossConfig),
+    "grpo": Algorithm(GRPOTrainer, GRPOLossConfig),
 }
 
 __all__ = ["ALGORITHMS", "Algorithm", "CringeLossConfig", "CringeTrainer", "DPOLossConfig", "DPOTrainer",
+           "GRPOLossConfig", "GRPOTrainer",
            "LiPOLossConfig", "LiPOTrainer", "ListDataset", "MMPOLossConfig", "MMPOTrainer", "Objective",
            "PreferenceTrainer", "RewardLossConfig", "RewardModelTrainer"]

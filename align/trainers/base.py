@@ -84,6 +84,7 @@ class PreferenceTrainer(Trainer, abc.ABC):
     needs_reference: ClassVar[bool] = True
     keep_logits: ClassVar[bool] = False  # token-level objectives (Cringe) read the logits
     model_kind: ClassVar[str] = "policy"  # "reward": a scalar-head model scored by forward_lists
+    online: ClassVar[bool] = False  # trains on samples it draws itself (GRPO), from prompts
 
     def __init__(self, model, args, loss_config, train_dataset: ListDataset, eval_dataset: ListDataset | None = None,
                  processing_class=None, *, reference: ReferenceProvider | None = None,

@@ -66,11 +66,11 @@ def test_eval_reward_model_writes_idealized_and_plots(reward_run, tmp_path, caps
     e = ideal["1"]
     assert e["gap"] == pytest.approx(e["summed"] - r["observed_ranking_accuracy"]["summed"])
     names = sorted(p.split("/")[-1] for p in r["plots"])
-    assert names == ["accuracy_vs_beta.png", "margins.png", "reliability.png"]
+    assert names == ["margins.png", "reliability.png"]  # R*(β) is about policies: no plot, no table for an RM
     for p in r["plots"]:
         assert open(p, "rb").read(4) == b"\x89PNG"
     out = capsys.readouterr().out
-    assert "| pairwise accuracy (strict) |" in out and "| β | R* |" in out
+    assert "| pairwise accuracy (strict) |" in out and "| β | R* |" not in out
 
 
 def test_eval_policy_scorers_and_errors(reward_run, small_model_dir, tmp_path, capsys):
@@ -89,7 +89,7 @@ def test_eval_policy_scorers_and_errors(reward_run, small_model_dir, tmp_path, c
     assert r["idealized_ranking_accuracy"]["10"]["summed"] >= strict_ref - 0.05
 
 
-def test_auto_scorer_uses_the_recorded_reference(small_model_dir, tmp_path):
+def test_auto_scorer_uses_the_recorded_reference(small_model_dir, tmp_path, capsys):
     policy = tmp_path / "policy"
     shutil.copytree(small_model_dir, policy)
     (policy / MODEL_INFO).write_text(json.dumps({"kind": "policy", "beta": 0.5, "reference": str(small_model_dir)}))
@@ -97,9 +97,16 @@ def test_auto_scorer_uses_the_recorded_reference(small_model_dir, tmp_path):
     assert r["scorer"] == "implicit" and r["reference"] == str(small_model_dir)
     assert r["pairwise_accuracy"] == 0.0 and r["pairwise_accuracy_ties_correct"] == 1.0  # π == π_ref
     assert r["calibration"]["scale"] == 0.5  # σ(β·h) with the training β
-    # a recorded reference that is gone: auto falls back to the log-likelihood, with no crash
+    # a recorded reference that is gone: a one-line error that says what to do, not a silent switch of scorer
     (policy / MODEL_INFO).write_text(json.dumps({"reference": str(tmp_path / "deleted")}))
-    assert _eval(tmp_path, "--model", str(policy), "--data", str(HH), "--max-rows", "30")["scorer"] == "logprob"
+    from align.cli import main
+
+    assert main(["eval", "--model", str(policy), "--data", str(HH), "--max-rows", "30", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "is not found" in err and "--reference" in err and "--scorer logprob" in err
+    # ... and asking for the log-likelihood accepts it
+    r = _eval(tmp_path, "--model", str(policy), "--data", str(HH), "--max-rows", "30", "--scorer", "logprob")
+    assert r["scorer"] == "logprob" and r["reference"] is None
 
 
 def test_reference_with_another_tokenizer_is_refused(reward_run, tmp_path, capsys):

@@ -503,7 +503,7 @@ def test_two_concurrent_builders_split_the_work_instead_of_duplicating_it(tmp_pa
 def test_a_claim_held_by_a_live_builder_is_waited_for_and_a_dead_ones_taken_over(tmp_path, model, tok, lists):
     cache = cached(tmp_path, model, tok, shard_size=1000)
     store = cache.store
-    store.open()
+    store.dir.mkdir(parents=True)
     chunk = cache._chunks(lists, [[entry_key(t.prompt_ids, r) for r in t.response_ids] for t in lists],
                           {entry_key(t.prompt_ids, r) for t in lists for r in t.response_ids})[0]
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -533,3 +533,15 @@ def test_a_claim_held_by_a_live_builder_is_waited_for_and_a_dead_ones_taken_over
                                                                "time": time.time()}))
     assert not store.claim_alive(chunk.name) and store.claim(chunk.name)
     store.release(chunk.name)
+
+
+def test_a_build_that_fails_before_its_first_shard_leaves_no_cache_behind(tmp_path, model, tok, lists, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(provider_mod, "score_lists", broken)
+    cache = cached(tmp_path, model, tok)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        cache.prefetch(lists)
+    assert not (cache.store.dir / "manifest.json").exists()
+    assert not list(tmp_path.glob("*/*"))  # no manifest, no shard, no claim left

@@ -1,0 +1,122 @@
+"""Prompts for online training (GRPO, ``align iterate``): a prompt plus the row's other fields, which reward
+functions receive as keyword arguments (an ``answer`` to check against, say).
+
+    prompts, report = load_prompts("task:sort?n=2000")          # a built-in task (align.tasks)
+    prompts, report = load_prompts("my_prompts.jsonl")          # rows with a "prompt" field
+    prompts, report = load_prompts("../shared/data/hh_rlhf_harmless_base.jsonl.gz")  # a preference file's prompts
+
+A row with a ``prompt`` (a non-empty string, or chat messages ending with a user turn) and no responses is a
+prompt row; any other row is read as preference data and its prompt is taken. Bad rows are counted skips, as in
+:func:`align.data.loaders.load_examples`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from align.data.example import DataError, LoadReport, Prompt, RankedExample
+from align.data.formats import Skip, _check_prompt, _valid_text, convert_row
+from align.data.sources import BadRow, read_rows
+from align.data.tokenize import render
+
+log = logging.getLogger("align.data")
+
+_RESPONSE_FIELDS = ("chosen", "rejected", "responses", "message_tree_id")
+
+
+@dataclass(frozen=True)
+class PromptExample:
+    """A prompt and the other fields of its row (passed to reward functions by name)."""
+
+    prompt: Prompt
+    columns: dict[str, Any] = field(default_factory=dict, compare=False)
+    row: int = -1
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    """A prompt's token ids (chat template applied, generation prompt added) and its example."""
+
+    prompt_ids: tuple[int, ...]
+    example: PromptExample
+
+
+def _rows(source: str, split: str):
+    if source.startswith("task:"):
+        from align.tasks import task_rows
+
+        return ((n, row, "") for n, row in enumerate(task_rows(source)))
+    return read_rows(source, split)
+
+
+def load_prompts(source: str | os.PathLike[str], *, split: str = "train", strict: bool = False,
+                 max_rows: int | None = None, columns: Mapping[str, str] | None = None
+                 ) -> tuple[list[PromptExample], LoadReport]:
+    """Read prompts from a file, a directory, the hub or a built-in task (``task:NAME?key=value&...``).
+
+    Args mirror :func:`align.data.loaders.load_examples`; ``columns`` renames the data's fields first.
+    """
+    mapping = dict(columns or {})
+    if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()):
+        raise ValueError(f"columns must map field names to field names, got {mapping!r}")
+    report = LoadReport()
+    out: list[PromptExample] = []
+    for n, row, where in itertools.islice(_rows(os.fspath(source), split), max_rows):
+        report.rows_read += 1
+        item = row.reason if isinstance(row, BadRow) else _prompt_of(row, n, mapping)
+        if isinstance(item, str):
+            if strict:
+                raise DataError(f"row {n + 1}{where}: {item}")
+            report.skip(item)
+            continue
+        out.append(item)
+        report.formats["prompts"] += 1
+    report.examples = len(out)
+    for reason, count in sorted(report.skipped.items()):
+        log.warning("skipped %d rows: %s", count, reason)
+    log.info("%s: %d rows read, %d prompts", os.fspath(source), report.rows_read, report.examples)
+    return out, report
+
+
+def _prompt_of(row: Any, n: int, mapping: dict[str, str]) -> PromptExample | str:
+    if not isinstance(row, dict):
+        return "not an object"
+    row = {mapping.get(k, k): v for k, v in row.items() if v is not None}
+    if "prompt" in row and not any(k in row for k in _RESPONSE_FIELDS):
+        try:
+            prompt = _check_prompt(row["prompt"])
+        except Skip as e:
+            return e.reason
+        if not _valid_text(prompt):
+            return "invalid text (lone surrogate)"
+        return PromptExample(prompt, {k: v for k, v in row.items() if k != "prompt"}, n)
+    _, items = convert_row(row, "auto", n, {})
+    for item in items:
+        if isinstance(item, RankedExample):
+            return PromptExample(item.prompt, {}, n)
+    return next((i for i in items if isinstance(i, str)), "unrecognised row format")
+
+
+def tokenize_prompts(prompts: Sequence[PromptExample], tokenizer: PreTrainedTokenizerBase, *,
+                     max_prompt_length: int = 512) -> tuple[list[TokenizedPrompt], int]:
+    """Token ids of each prompt as generation will see them; a prompt longer than ``max_prompt_length`` keeps its
+    last tokens (and the BOS). Returns the prompts and how many were truncated."""
+    bos = tokenizer.bos_token_id
+    out, truncated = [], 0
+    for p in prompts:
+        head, _ = render(tokenizer, p.prompt, ())
+        ids = tokenizer(head, add_special_tokens=False, verbose=False)["input_ids"]
+        if bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        if len(ids) > max_prompt_length:
+            truncated += 1
+            ids = [bos] + ids[len(ids) - max_prompt_length + 1:] if bos is not None else ids[-max_prompt_length:]
+        out.append(TokenizedPrompt(tuple(ids), p))
+    return out, truncated

@@ -1,0 +1,72 @@
+"""Evaluation by sampling: draw n completions of each held-out prompt, score them with the reward sources (a
+built-in task's true rule, a reward model), and report mean rewards with bootstrap intervals over prompts and
+pass@k for every source whose rewards are 0/1."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from align.data.prompts import TokenizedPrompt
+from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
+from align.online.generation import Samples, sample
+from align.online.scoring import RewardSource
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k of Chen et al. 2021 ("Evaluating Large Language Models Trained on Code", Eq. 1) from n
+    samples of which c are correct: 1 − C(n−c, k)/C(n, k), computed as a product to stay exact for large n."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
+def score_samples(samples: Samples, prompts: Sequence[TokenizedPrompt], sources: Sequence[RewardSource], *,
+                  ks: Sequence[int] = (1, 2, 4, 8), resamples: int = 1000, level: float = 0.95, seed: int = 0
+                  ) -> dict[str, Any]:
+    """Rewards of ``samples`` (``[B][n]`` completions of ``prompts``) under every source, as a report."""
+    examples = [p.example for p in prompts]
+    n = len(samples.completion_ids[0]) if samples.completion_ids else 0
+    weights = bootstrap_weights(len(prompts), resamples, seed) if resamples and prompts else None
+    out: dict[str, Any] = {"n_prompts": len(prompts), "samples_per_prompt": n, "reward": {}, "reward_ci": {},
+                           "pass_at_k": {}, "mean_length": float(torch.tensor(
+                               [len(c) for g in samples.completion_ids for c in g], dtype=torch.float32).mean())
+                           if n else None, "truncated": float(samples.truncated.float().mean()) if n else None}
+    for s in sources:
+        r = s(examples, samples.texts).double()  # [B, n]
+        per_prompt = torch.nan_to_num(r).mean(-1)
+        out["reward"][s.name] = float(per_prompt.mean()) if len(prompts) else None
+        if weights is not None:
+            out["reward_ci"][s.name] = percentile_interval((weights * per_prompt).sum(-1) / len(prompts), level)
+        valid = r[~torch.isnan(r)]
+        if valid.numel() and bool(((valid == 0) | (valid == 1)).all()):
+            correct = (r == 1).sum(-1).tolist()
+            out["pass_at_k"][s.name] = {str(k): sum(pass_at_k(n, int(c), k) for c in correct) / len(prompts)
+                                        for k in ks if k <= n}
+    return out
+
+
+def evaluate_by_sampling(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[TokenizedPrompt],
+                         sources: Sequence[RewardSource], *, n: int, max_new_tokens: int, temperature: float = 1.0,
+                         top_p: float = 1.0, batch_size: int = 64, ks: Sequence[int] = (1, 2, 4, 8),
+                         seed: int = 0) -> dict[str, Any]:
+    """Sample ``n`` completions of each prompt from ``model`` and :func:`score_samples` them (seeded, so two
+    models are compared on the same random stream)."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        samples = sample(model, [p.prompt_ids for p in prompts], pad_token_id=tokenizer.pad_token_id or 0,
+                         eos_token_id=tokenizer.eos_token_id, num_generations=n, max_new_tokens=max_new_tokens,
+                         temperature=temperature, top_p=top_p, batch_size=batch_size,
+                         decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+    finally:
+        torch.random.set_rng_state(state)
+    report = score_samples(samples, prompts, sources, ks=ks, seed=seed)
+    report["temperature"] = temperature
+    report["seconds"] = samples.seconds
+    return report

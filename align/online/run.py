@@ -1,0 +1,158 @@
+"""One GRPO run end to end: prompts → (SFT on their answers) → policy → sampling evaluation → GRPO → sampling
+evaluation → model, summary.json (with the reward curve), log_history.json and the model card. Orchestration
+only, like :mod:`align.pipeline`, whose helpers it shares."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from align.config import Recipe, preflight, to_dict
+from align.data.example import LoadReport
+from align.data.loaders import split_examples
+from align.data.prompts import TokenizedPrompt, load_prompts, tokenize_prompts
+from align.distributed import barrier, is_main, is_zero3_partitioned
+from align.io import write_json
+from align.modelcard import write_model_card
+from align.models.loading import is_adapter, load_policy, load_tokenizer, resolve_model_path
+from align.online.evaluate import evaluate_by_sampling
+from align.online.scoring import load_sources
+from align.runstate import prepare_output_dir
+from align.tracking import add_run_info, check_report_to
+from align.trainers.grpo import GRPOLossConfig, GRPOTrainer, PromptDataset
+
+log = logging.getLogger("align")
+
+
+def load_prompt_data(recipe: Recipe, tokenizer: Any, search_dirs: Sequence[str | Path] = ()
+                     ) -> tuple[list[TokenizedPrompt], list[TokenizedPrompt], LoadReport, int]:
+    """Train and held-out prompts of the recipe (split by prompt, as the offline data), tokenized; and how many
+    prompts were truncated."""
+    from align.pipeline import resolve_path
+
+    d = recipe.data
+    source = d.train if d.train.startswith("task:") else resolve_path(d.train, search_dirs)
+    prompts, report = load_prompts(source, split=d.split, strict=d.strict, max_rows=d.max_rows, columns=d.columns)
+    if d.eval:
+        train = prompts
+        held, eval_report = load_prompts(d.eval if d.eval.startswith("task:") else resolve_path(d.eval, search_dirs),
+                                         split=d.split, strict=d.strict, columns=d.columns)
+        report.merge(eval_report)
+    else:
+        train, held = split_examples(prompts, d.eval_fraction)
+    train, held = train[: d.max_train_examples], held[: d.max_eval_examples]
+    if not train:
+        raise ValueError(f"no usable prompts in {d.train} (skipped: {dict(report.skipped)})")
+    tr, n1 = tokenize_prompts(train, tokenizer, max_prompt_length=d.max_prompt_length)
+    ev, n2 = tokenize_prompts(held, tokenizer, max_prompt_length=d.max_prompt_length)
+    return tr, ev, report, n1 + n2
+
+
+def completion_rows(prompts: Sequence[TokenizedPrompt]) -> list[dict]:
+    """TRL prompt-completion rows from prompts that carry a reference ``completion`` (a task's correct answer)."""
+    rows = []
+    for p in prompts:
+        text = p.example.columns.get("completion")
+        if isinstance(text, str) and text:
+            prompt = p.example.prompt
+            rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": text}]}
+                        if isinstance(prompt, list) else {"prompt": prompt, "completion": text})
+    return rows
+
+
+def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bool = False,
+             overwrite: bool = False, search_dirs: Sequence[str | Path] = (), progress: bool = True,
+             command: str | None = None) -> dict[str, Any]:
+    """Run a GRPO recipe; the main process writes the outputs (see the module docstring)."""
+    from align.pipeline import _disable_dropout, _maybe_lora, peak_memory_mb, run_sft, save_trained, training_arguments
+
+    check_report_to(recipe.train.report_to)
+    preflight(recipe)
+    t_start = time.perf_counter()
+    out = Path(output_dir or recipe.output_dir)
+    recipe_dict = to_dict(recipe)
+    run_state = prepare_output_dir(out, recipe_dict, resume=resume, overwrite=overwrite)
+    torch.manual_seed(recipe.train.seed)
+    args = training_arguments(recipe, out)
+    c: GRPOLossConfig = recipe.loss
+    tokenizer = load_tokenizer(recipe.model.name_or_path)
+    train, held, report, truncated = load_prompt_data(recipe, tokenizer, search_dirs)
+    log.info("prompts: %d train / %d held out, skipped %s", len(train), len(held), dict(report.skipped) or "none")
+    start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
+    if recipe.sft.enabled:
+        if is_adapter(start_model):
+            raise ValueError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
+                             "supported; set sft.enabled=false")
+        t0 = time.perf_counter()
+        start_model = run_sft(start_model, completion_rows(train), recipe)
+        sft_seconds = time.perf_counter() - t0
+    policy = load_policy(start_model, recipe.model.dtype)
+    if not hasattr(policy, "peft_config"):
+        policy = _maybe_lora(policy, recipe, "CAUSAL_LM")
+    if not is_zero3_partitioned(policy):
+        policy = policy.to(args.device)
+    if recipe.model.disable_dropout:
+        _disable_dropout(policy)
+    if is_main():
+        write_json(out / "recipe.json", recipe_dict)  # the settings in effect (see prepare_output_dir)
+    sources = load_sources(c.rewards, device=args.device)
+    eval_kw = {"n": c.num_generations, "max_new_tokens": c.max_completion_length,
+               "temperature": c.temperature, "top_p": c.top_p, "batch_size": c.generation_batch_size,
+               "seed": recipe.train.seed}
+    do_eval = recipe.eval.enabled and bool(held)
+    eval_before = evaluate_by_sampling(policy, tokenizer, held, sources, **eval_kw) if do_eval else None
+
+    trainer = GRPOTrainer(policy, args, c, PromptDataset(train), None, processing_class=tokenizer, rewards=sources)
+    data_report = {**report.to_dict(), "train_prompts": len(train), "eval_prompts": len(held),
+                   "prompts_truncated": truncated}
+    add_run_info(trainer, {"recipe": to_dict(recipe), "data": data_report})
+    last = run_state.resume_from
+    t_train = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last)
+    train_seconds = time.perf_counter() - t_train
+    eval_after = evaluate_by_sampling(trainer.model, tokenizer, held, sources, **eval_kw) if do_eval else None
+    model_dir = save_trained(trainer, recipe, out, start_model)
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    curve = [h["reward/mean"] for h in history if "reward/mean" in h]
+    steps = max(result.global_step, 1)
+    summary = {
+        "algorithm": recipe.algorithm,
+        "steps": result.global_step,
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "train_loss_mean": result.training_loss,  # over every step of this train() call, logged or not
+        "reward_mean_first": curve[0] if curve else None,
+        "reward_mean_last": curve[-1] if curve else None,
+        "reward_curve": curve,
+        "eval": eval_after,
+        "eval_before": eval_before,
+        # samples are scored live (β > 0): their reference values are computed, not cached
+        "reference_cache": (trainer.live_reference.stats.to_dict() if trainer.live_reference is not None
+                            else {"key": "", "hits": 0, "computed": 0, "seconds": 0.0, "corrupted_shards": 0}),
+        "timing": {"generation_seconds_per_step": trainer.generation_seconds / steps,
+                   "training_seconds_per_step": max(train_seconds - trainer.generation_seconds, 0.0) / steps,
+                   "generation_fraction": trainer.generation_seconds / max(train_seconds, 1e-9)},
+        "tokens_per_second": round(trainer.tokens_per_second(), 1),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "data": data_report,
+        "train_seconds": round(train_seconds, 2),
+        "sft_seconds": round(sft_seconds, 2),
+        "wall_seconds": round(time.perf_counter() - t_start, 2),
+        "model_dir": str(model_dir),
+        "start_model": start_model,
+        "world_size": args.world_size,
+        "command": command,
+        "resume": run_state.to_dict(),
+    }
+    if is_main():
+        write_json(out / "summary.json", summary)
+        write_json(out / "log_history.json", history)
+        write_model_card(model_dir, summary, to_dict(recipe), command)
+    barrier()
+    return summary

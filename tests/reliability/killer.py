@@ -1,0 +1,71 @@
+"""Fault injection for the kill tests: run ``align`` in this process and SIGKILL it (as ``kill -9`` would) at a
+chosen point. ``python -m tests.reliability.killer POINT N -- align-arguments ...``:
+
+    shard N       right after the N-th reference cache shard is written
+    step N        at the start of training step N (checkpoints of earlier steps are whole)
+    save N        while checkpoint-N is written: its weights are on disk, its optimizer state is not
+    sft N         at SFT step N, in the middle of the stage (its temporary copy is left behind)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _die() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main() -> None:
+    point, n = sys.argv[1], int(sys.argv[2])
+    args = sys.argv[sys.argv.index("--") + 1:]
+    if point == "shard":
+        from align.reference.store import ReferenceStore
+
+        real, count = ReferenceStore.write, [0]
+
+        def write(self, *a, **k):
+            name = real(self, *a, **k)
+            count[0] += 1
+            if count[0] == n:
+                _die()
+            return name
+
+        ReferenceStore.write = write
+    elif point in ("step", "sft"):
+        if point == "step":
+            from align.trainers.base import PreferenceTrainer as target
+        else:
+            from trl import SFTTrainer as target
+        real_step = target.training_step
+
+        def training_step(self, *a, **k):
+            if self.state.global_step + 1 == n:
+                _die()
+            return real_step(self, *a, **k)
+
+        target.training_step = training_step
+    elif point == "save":
+        from transformers import Trainer
+
+        real_save = Trainer._save_optimizer_and_scheduler
+
+        def save(self, output_dir):
+            if self.state.global_step == n:
+                _die()
+            return real_save(self, output_dir)
+
+        Trainer._save_optimizer_and_scheduler = save
+    else:
+        raise SystemExit(f"unknown point {point}")
+    from align.cli import main as align_main
+
+    sys.exit(align_main(args))
+
+
+if __name__ == "__main__":
+    main()
