@@ -1,4 +1,4 @@
-"""Idealized ranking accuracy R*, R̃* (Chen et al. 2024, LOSSES.md §6) on hand-made reference log-probs, and the
+"""Idealized ranking accuracy R*, R̃* (Chen et al. 2024, docs/algorithms.md §7) on hand-made reference log-probs, and the
 Theorem 4.1 oracle against our DPO loss."""
 
 from __future__ import annotations
