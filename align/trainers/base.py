@@ -85,6 +85,8 @@ class PreferenceTrainer(Trainer):
     def __init__(self, model, args, loss_config, train_dataset: ListDataset, eval_dataset: ListDataset | None = None,
                  processing_class=None, *, reference: ReferenceProvider | None = None,
                  reference_is_policy: bool | None = None, **kwargs):
+        if self.spec is None and type(self).objective is PreferenceTrainer.objective:
+            raise TypeError(f"{type(self).__name__} sets no loss spec and overrides no objective")
         if self.spec is not None and not isinstance(loss_config, self.spec.config):
             raise TypeError(f"{type(self).__name__} needs a {self.spec.config.__name__}, "
                             f"got {type(loss_config).__name__}")

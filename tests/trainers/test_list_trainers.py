@@ -20,6 +20,7 @@ from align.trainers import (
     ListDataset,
     MMPOLossConfig,
     MMPOTrainer,
+    PreferenceTrainer,
 )
 from tests.conftest import HH, OASST
 from tests.trainers.test_dpo_trainer import _lists
@@ -137,3 +138,6 @@ def test_a_trainer_refuses_another_loss_config(small_model_dir, tmp_path):
     with pytest.raises(TypeError, match="DPOTrainer needs a DPOLossConfig, got LiPOLossConfig"):
         DPOTrainer(load_model(str(small_model_dir)), args, LiPOLossConfig(), ListDataset(_lists(tok, n=2)),
                    processing_class=tok)
+    with pytest.raises(TypeError, match="PreferenceTrainer sets no loss spec"):
+        PreferenceTrainer(load_model(str(small_model_dir)), args, DPOLossConfig(), ListDataset(_lists(tok, n=2)),
+                          processing_class=tok)
