@@ -1,6 +1,8 @@
 """Temporary group transforms (to be replaced by the helper's align/rewards.py)."""
 from __future__ import annotations
+
 import torch
+
 
 def group_advantages(rewards, mask=None, scale="group", eps=1e-4):
     mask = torch.ones_like(rewards, dtype=torch.bool) if mask is None else mask.bool()

@@ -1,5 +1,5 @@
 """Idealized ranking accuracy (Chen et al. 2024, "Preference Learning Algorithms Do Not Learn Preference
-Rankings", arXiv 2405.19534; LOSSES.md §6).
+Rankings", arXiv 2405.19534; docs/algorithms.md §7).
 
 A policy that minimises the DPO objective perfectly, for raters of whom a fraction α prefer y_w, satisfies
 π*(y_w)/π*(y_l) = (π_ref(y_w)/π_ref(y_l)) · (α/(1 − α))^{1/β}, so it ranks the pair right iff

@@ -1,8 +1,8 @@
 """Per-subset accuracy for RewardBench-style files (``prompt, chosen, rejected, subset``), and section means.
 
 Sections follow RewardBench (Lambert et al. 2024, arXiv 2403.13787): which subsets make up Chat, Chat Hard,
-Safety and Reasoning. A section's accuracy is the example-weighted mean over its subsets (LOSSES.md §7), i.e.
-pooled over its pairs; subsets we do not know go to ``other``.
+Safety and Reasoning. A section's accuracy is the example-weighted mean over its subsets (docs/algorithms.md §8),
+i.e. pooled over its pairs; subsets we do not know go to ``other``.
 """
 
 from __future__ import annotations

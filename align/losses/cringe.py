@@ -1,4 +1,5 @@
-"""The Cringe token loss and the Pairwise Cringe loss, as pure functions over logits and per-pair sums.
+"""The Cringe token loss and the Pairwise Cringe loss (pure functions over logits and per-pair sums), their config
+and registry entry.
 
 Binary Cringe (Adolphs et al., "The CRINGE Loss: Learning what language not to model", arXiv 2211.05826, ACL 2023).
 Positive sequences get cross-entropy; for every token y_t of a negative sequence, "a *positive* prediction is sampled
@@ -14,7 +15,7 @@ label 1; defaults ``--ct-num-pos-predictions 1`` (k = 1: c_t is the top non-targ
 
 Pairwise Cringe (Xu, Lee, Sukhbaatar, Weston, "Some things are more CRINGE than others: Iterative Preference
 Optimization with the Pairwise Cringe Loss", arXiv 2312.16682). The abstract: binary Cringe "can be generalized to
-the pairwise preference setting using a simple soft margin extension". As LOSSES.md §4 states it:
+the pairwise preference setting using a simple soft margin extension". As docs/algorithms.md §4 states it:
     L = CE(x, y_w) + α·g·CT(x, y_l),   g = σ((b - M)/τ),   M = log p_θ(y_w|x) - log p_θ(y_l|x).
 No reference model: the gate switches the loser's Cringe term off once the winner leads by more than about b.
 NOT VERIFIED against the paper: the ``search`` tool was available, but every look-up of its stored copy (ar5iv)
@@ -38,7 +39,36 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from align.config import COUNT, NON_NEGATIVE, POSITIVE, Range, check_fields
+from align.losses.base import ListScores, LossOutput, LossSpec
+from align.losses.pairs import pair_count, preference_pairs
+
 CRINGE_MARGINS: tuple[str, ...] = ("sum", "mean")
+
+
+@dataclass
+class CringeLossConfig:
+    """Pairwise Cringe settings. ``b`` and ``tau`` have no default: the paper's values could not be verified
+    (see the module docstring), so a recipe must choose them.
+
+    Attributes:
+        b: the gate's margin, in nats of M (any finite number).
+        tau: the gate's temperature (finite, > 0).
+        alpha: weight of the Cringe term (finite, >= 0; 1 as binary Cringe); 0 is SFT on the preferred response.
+        k: top-k positives sampled per token (1: the top non-target token, deterministic).
+        margin: M on summed (``sum``) or per-token mean (``mean``) log-probs.
+        detach_gate: stop the gradient through the gate.
+    """
+
+    b: float
+    tau: float
+    alpha: float = 1.0
+    k: int = 1
+    margin: Literal["sum", "mean"] = "sum"
+    detach_gate: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self, "loss", b=Range(), tau=POSITIVE, alpha=NON_NEGATIVE, k=COUNT)
 
 
 def _check_tokens(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, k: int) -> None:
@@ -120,36 +150,6 @@ def cringe_token_losses(
     return torch.where(mask, F.softplus(torch.where(mask, x_y - x_c, 0)), 0)
 
 
-@dataclass
-class PairwiseCringeLoss:
-    """Per-pair Pairwise Cringe losses and their parts.
-
-    Attributes:
-        losses: ``[P]`` CE + α·g·CT per pair; reduce with a mean over pairs.
-        ce: ``[P]`` the winner's mean token NLL, detached.
-        cringe: ``[P]`` the loser's mean token Cringe loss, detached.
-        gate: ``[P]`` g = σ((b - M)/τ), detached.
-        margin: ``[P]`` M, detached.
-    """
-
-    losses: torch.Tensor
-    ce: torch.Tensor
-    cringe: torch.Tensor
-    gate: torch.Tensor
-    margin: torch.Tensor
-
-    def metrics(self) -> dict[str, float]:
-        """Means over pairs of each part."""
-        if self.losses.numel() == 0:
-            return {}
-        return {
-            "cringe/ce": self.ce.mean().item(),
-            "cringe/token_cringe": self.cringe.mean().item(),
-            "cringe/gate": self.gate.mean().item(),
-            "cringe/margin": self.margin.mean().item(),
-        }
-
-
 def pairwise_cringe_loss(
     chosen_logps: torch.Tensor,
     chosen_tokens: torch.Tensor,
@@ -162,7 +162,7 @@ def pairwise_cringe_loss(
     tau: float,
     margin: Literal["sum", "mean"] = "sum",
     detach_gate: bool = True,
-) -> PairwiseCringeLoss:
+) -> LossOutput:
     """Pairwise Cringe loss L = CE(y_w) + α·g·CT(y_l), g = σ((b - M)/τ), per pair.
 
     From ``[B, K]`` lists, ``preference_pairs(labels, mask).take(x)`` gives the winner and loser ``[P]`` entries.
@@ -180,7 +180,9 @@ def pairwise_cringe_loss(
         detach_gate: stop the gradient through g (see the module docstring).
 
     Returns:
-        :class:`PairwiseCringeLoss` with ``[P]`` per-pair losses.
+        :class:`LossOutput` with ``[P]`` per-pair losses (reduce with a mean over pairs), ``count`` = P, the means
+        over pairs of each part as ``cringe/*`` metrics, and the parts per pair, detached, as extras: ``ce`` (the
+        winner's mean token NLL), ``cringe`` (the loser's mean token Cringe loss), ``gate`` and ``margin`` (M).
     """
     tensors = (chosen_logps, chosen_tokens, rejected_logps, rejected_tokens, rejected_cringe)
     if len({tuple(x.shape) for x in tensors}) != 1 or chosen_logps.dim() != 1:
@@ -198,4 +200,48 @@ def pairwise_cringe_loss(
     m = chosen_logps - rejected_logps if margin == "sum" else chosen_logps / n_w - rejected_logps / n_l
     gate = torch.sigmoid((b - (m.detach() if detach_gate else m)) / tau)
     losses = ce + alpha * gate * ct
-    return PairwiseCringeLoss(losses, ce.detach(), ct.detach(), gate.detach(), m.detach())
+    extras = {"ce": ce.detach(), "cringe": ct.detach(), "gate": gate.detach(), "margin": m.detach()}
+    metrics = {} if losses.numel() == 0 else {
+        "cringe/ce": extras["ce"].mean().item(),
+        "cringe/token_cringe": extras["cringe"].mean().item(),
+        "cringe/gate": extras["gate"].mean().item(),
+        "cringe/margin": extras["margin"].mean().item(),
+    }
+    return LossOutput(losses, losses.numel(), metrics, extras=extras)
+
+
+def cringe_loss(scores: ListScores, config: CringeLossConfig) -> LossOutput:
+    """Pairwise Cringe on every preferred/dispreferred pair of a batch of lists (no reference).
+
+    The token-level Cringe loss is computed only on rows that are some pair's loser.
+
+    Args:
+        scores: ``policy_logps``, ``labels``, ``mask``, ``lengths`` (``[B, K]``) and the rows' ``logits``
+            ``[N, L, V]``, ``input_ids`` and ``loss_mask`` ``[N, L]``, ``row_list`` and ``row_slot`` ``[N]``.
+        config: α, b, τ, k, the margin and whether the gate is detached.
+
+    Returns:
+        :class:`LossOutput` of :func:`pairwise_cringe_loss`, with the pairs.
+    """
+    c = config
+    missing = [k for k in ("logits", "input_ids", "loss_mask", "row_list", "row_slot", "lengths")
+               if getattr(scores, k) is None]
+    if missing:
+        raise ValueError(f"cringe_loss is token-level: ListScores lacks {', '.join(missing)}")
+    pairs = preference_pairs(scores.labels, scores.mask)
+    row_of = scores.row_of()  # [B, K]
+    rows = row_of[pairs.batch, pairs.loser].unique()  # [R] token Cringe only where a row is some pair's loser
+    token = cringe_token_losses(scores.logits[rows, :-1], scores.input_ids[rows, 1:],
+                                scores.loss_mask[rows, 1:].bool(), k=c.k)  # [R, L-1]
+    per_row = torch.zeros(row_of.numel(), dtype=token.dtype, device=token.device)
+    per_row[rows] = token.sum(-1)
+    w_logps, l_logps = pairs.take(scores.policy_logps)
+    w_len, l_len = pairs.take(scores.lengths)
+    out = pairwise_cringe_loss(w_logps, w_len, l_logps, l_len, per_row[row_of[pairs.batch, pairs.loser]],
+                               alpha=c.alpha, b=c.b, tau=c.tau, margin=c.margin, detach_gate=c.detach_gate)
+    out.pairs = pairs
+    return out
+
+
+CRINGE = LossSpec(name="cringe", config=CringeLossConfig, compute=cringe_loss, count=pair_count,
+                  needs_reference=False, unit="pair", token_level=True)

@@ -1,17 +1,18 @@
-"""DPO and its common pairwise variants as one pure function over ``[B, K]`` log-probs.
+"""DPO and its common pairwise variants over a batch of lists: the loss, its config and its registry entry.
 
 Rafailov et al. 2023, "Direct Preference Optimization" (arXiv 2305.18290), Eq. 7:
     L = -log σ(β h),  h = [log π_θ(y_w) - log π_ref(y_w)] - [log π_θ(y_l) - log π_ref(y_l)]
-Variants, with h as above (formulas as in ``LOSSES.md`` §1 and TRL's ``DPOTrainer``):
+Variants, with h as above (``docs/algorithms.md`` §1; TRL's ``DPOTrainer`` computes the same):
     sigmoid  -(1-ε) log σ(βh) - ε log σ(-βh)              (ε = label_smoothing > 0 is cDPO)
     robust   [-(1-ε) log σ(βh) + ε log σ(-βh)] / (1-2ε)    (rDPO, Chowdhury et al. 2024, Eq. 8)
     hinge    max(0, 1 - βh)                                (SLiC / RSO, Liu et al. 2023)
     ipo      (h̄ - 1/(2β))²                                 (IPO, Azar et al. 2023, Eq. 17)
-For IPO we length-normalise, as TRL does and as the IPO authors confirmed to TRL: h̄ uses each response's
-log-ratio divided by its token count, so β means the same at any response length. Pass lengths of 1 to get
-the summed form of the original DPO repository.
+βh is the difference of the implicit rewards β·(log π_θ - log π_ref) of :meth:`ListScores.implicit_rewards`. For
+IPO we length-normalise, as TRL does and as the IPO authors confirmed to TRL: h̄ uses each response's log-ratio
+divided by its token count, so β means the same at any response length. Lengths of 1 give the summed form of the
+original DPO repository.
 
-On lists of K > 2 responses every ordered pair (ties excluded) is one term.
+On lists of K > 2 responses every ordered pair (ties excluded) is one term; the loss is the mean over pairs.
 """
 
 from __future__ import annotations
@@ -22,93 +23,79 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from align.losses.pairs import Pairs, preference_pairs
+from align.config import POSITIVE, Range, check_fields
+from align.losses.base import ListScores, LossOutput, LossSpec
+from align.losses.metrics import pair_reward_metrics
+from align.losses.pairs import Pairs, pair_count, preference_pairs
 
 DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust"]
 DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")
 
 
 @dataclass
-class PairwiseLoss:
-    """Per-pair losses and the implicit rewards behind them.
+class DPOLossConfig:
+    """DPO objective settings.
 
     Attributes:
-        losses: ``[P]`` one loss per pair; reduce with ``losses.sum() / n`` (mean over pairs).
-        chosen_rewards: ``[P]`` β·(log π_θ - log π_ref) of the preferred response, detached.
-        rejected_rewards: ``[P]`` the same for the dispreferred response, detached.
-        pairs: which (list, winner, loser) each entry is.
+        beta: β; 0.1 as in the DPO paper and TRL.
+        loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``ipo`` (length-normalised), ``hinge``,
+            ``robust`` (rDPO).
+        label_smoothing: ε for cDPO / rDPO, in [0, 0.5); the other loss types have none.
     """
 
-    losses: torch.Tensor
-    chosen_rewards: torch.Tensor
-    rejected_rewards: torch.Tensor
-    pairs: Pairs
+    beta: float = 0.1
+    loss_type: DPOLossType = "sigmoid"
+    label_smoothing: float = 0.0
 
-    def metrics(self) -> dict[str, float]:
-        """Means over pairs: rewards, margins and strict reward accuracy (ties are wrong)."""
-        if len(self.pairs) == 0:
-            return {}
-        margin = self.chosen_rewards - self.rejected_rewards
-        return {
-            "rewards/chosen": self.chosen_rewards.mean().item(),
-            "rewards/rejected": self.rejected_rewards.mean().item(),
-            "rewards/margins": margin.mean().item(),
-            "rewards/accuracies": (margin > 0).float().mean().item(),
-        }
+    def __post_init__(self) -> None:
+        check_fields(self, "loss", beta=POSITIVE, label_smoothing=Range(0, 0.5, high_open=True))
+        if self.label_smoothing and self.loss_type not in ("sigmoid", "robust"):
+            raise ValueError(f"loss.label_smoothing applies to loss_type sigmoid (cDPO) and robust (rDPO), "
+                             f"not {self.loss_type!r}")
 
 
-def dpo_loss(
-    policy_logps: torch.Tensor,
-    ref_logps: torch.Tensor,
-    labels: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    beta: float = 0.1,
-    loss_type: DPOLossType = "sigmoid",
-    label_smoothing: float = 0.0,
-    lengths: torch.Tensor | None = None,
-) -> PairwiseLoss:
+def pairwise_output(losses: torch.Tensor, pairs: Pairs, chosen: torch.Tensor, rejected: torch.Tensor) -> LossOutput:
+    """The :class:`LossOutput` of a pairwise loss: one entry per pair, the shared reward metrics, and the pairs'
+    rewards (``[P]``, detached) as the ``chosen_rewards`` / ``rejected_rewards`` extras."""
+    chosen, rejected = chosen.detach(), rejected.detach()
+    return LossOutput(losses, len(pairs), pair_reward_metrics(chosen, rejected), pairs,
+                      {"chosen_rewards": chosen, "rejected_rewards": rejected})
+
+
+def dpo_loss(scores: ListScores, config: DPOLossConfig) -> LossOutput:
     """DPO-family loss for every preferred/dispreferred pair of a batch of lists.
 
     Args:
-        policy_logps: ``[B, K]`` summed response log-probs under the policy.
-        ref_logps: ``[B, K]`` the same under the reference.
-        labels: ``[B, K]`` higher is better; equal labels form no pair.
-        mask: ``[B, K]`` bool, False on padded slots.
-        beta: β, the strength of the KL regularisation.
-        loss_type: ``sigmoid`` | ``ipo`` | ``hinge`` | ``robust``.
-        label_smoothing: ε for cDPO (``sigmoid``) and rDPO (``robust``), in [0, 0.5).
-        lengths: ``[B, K]`` response token counts; required by ``ipo``.
+        scores: ``policy_logps``, ``ref_logps``, ``labels``, ``mask`` (all ``[B, K]``); ``lengths`` for ``ipo``.
+        config: β, loss type and label smoothing.
 
     Returns:
-        :class:`PairwiseLoss` with ``[P]`` per-pair losses.
+        :class:`LossOutput` with ``[P]`` per-pair losses, ``count`` = P, the pairs and their implicit rewards.
 
     >>> import torch
-    >>> out = dpo_loss(torch.tensor([[-10., -12.]]), torch.tensor([[-11., -11.]]),
-    ...                torch.tensor([[1., 0.]]), torch.ones(1, 2, dtype=torch.bool))
-    >>> round(out.losses.item(), 6)
+    >>> s = ListScores(torch.tensor([[-10., -12.]]), torch.tensor([[1., 0.]]), torch.ones(1, 2, dtype=torch.bool),
+    ...                ref_logps=torch.tensor([[-11., -11.]]))
+    >>> round(dpo_loss(s, DPOLossConfig(beta=0.1)).losses.item(), 6)
     0.598139
     """
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    if not beta > 0:  # also rejects NaN
-        raise ValueError(f"beta must be > 0, got {beta}")
-    pairs = preference_pairs(labels, mask)
-    logratio = policy_logps - ref_logps  # [B, K]
-    r_w, r_l = pairs.take(logratio)  # [P]
-    h = r_w - r_l
-    eps = label_smoothing
-    if loss_type == "sigmoid":
-        losses = -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
-    elif loss_type == "robust":
-        losses = (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
-    elif loss_type == "hinge":
-        losses = torch.relu(1 - beta * h)
-    elif loss_type == "ipo":
-        if lengths is None:
-            raise ValueError("ipo needs response lengths (pass ones for the summed form)")
-        n_w, n_l = pairs.take(lengths.to(logratio.dtype).clamp(min=1))
-        losses = (r_w / n_w - r_l / n_l - 1 / (2 * beta)) ** 2
-    else:
-        raise ValueError(f"unknown DPO loss_type {loss_type!r}; choose from {DPO_LOSS_TYPES}")
-    return PairwiseLoss(losses, (beta * r_w).detach(), (beta * r_l).detach(), pairs)
+    c = config
+    if c.loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"unknown DPO loss_type {c.loss_type!r}; choose from {DPO_LOSS_TYPES}")
+    pairs = preference_pairs(scores.labels, scores.mask)
+    s_w, s_l = pairs.take(scores.implicit_rewards(c.beta))  # [P] β·r of winner and loser
+    z = s_w - s_l  # βh
+    eps = c.label_smoothing
+    if c.loss_type == "sigmoid":
+        losses = -(1 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)
+    elif c.loss_type == "robust":
+        losses = (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
+    elif c.loss_type == "hinge":
+        losses = torch.relu(1 - z)
+    else:  # ipo: β enters only through the target 1/(2β); h̄ is unscaled
+        h_w, h_l = pairs.take(scores.log_ratios(length_normalized=True))
+        losses = (h_w - h_l - 1 / (2 * c.beta)) ** 2
+    return pairwise_output(losses, pairs, s_w, s_l)
+
+
+DPO = LossSpec(name="dpo", config=DPOLossConfig, compute=dpo_loss, count=pair_count, needs_reference=True,
+               unit="pair")

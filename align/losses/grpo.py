@@ -21,25 +21,11 @@ from typing import Literal
 
 import torch
 
+from align.config import COUNT, NON_NEGATIVE, POSITIVE, Range, RewardSpec, check_fields
+from align.losses.base import LossOutput, LossSpec
+
 GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dapo", "dr_grpo")
 GRPOLossType = Literal["grpo", "bnpo", "dapo", "dr_grpo"]
-
-
-@dataclass
-class GRPOLossOutput:
-    """Per-item GRPO losses: ``loss = losses.sum() / (item count of the whole step)``.
-
-    Attributes:
-        losses: ``[I]`` per-item losses: per sequence (``grpo``: its token mean; ``dr_grpo``: its token sum, each
-            sequence counting ``max_completion_length`` items) or per token (``bnpo``, ``dapo``).
-        count: the items of this batch (sequences, tokens, or sequences × max_completion_length).
-        metrics: means over the batch's completion tokens: ``kl``, ``clip_ratio/low``, ``clip_ratio/high``,
-            ``clip_ratio/region``.
-    """
-
-    losses: torch.Tensor
-    count: float
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def grpo_count(mask: torch.Tensor, loss_type: GRPOLossType, max_completion_length: int) -> float:
@@ -65,7 +51,7 @@ def grpo_loss(
     epsilon_high: float | None = None,
     loss_type: GRPOLossType = "dapo",
     max_completion_length: int | None = None,
-) -> GRPOLossOutput:
+) -> LossOutput:
     """The GRPO loss of a batch of completions (see the module docstring for every formula).
 
     Args:
@@ -81,7 +67,10 @@ def grpo_loss(
         max_completion_length: the generation length limit (``dr_grpo``'s constant normaliser).
 
     Returns:
-        :class:`GRPOLossOutput`.
+        :class:`~align.losses.base.LossOutput`: per-item losses (per sequence for ``grpo``, its token mean; per
+        sequence for ``dr_grpo``, its token sum, each sequence counting ``max_completion_length`` items; per token
+        for ``bnpo`` and ``dapo``), their count, and the means over completion tokens ``kl``,
+        ``clip_ratio/low``, ``clip_ratio/high``, ``clip_ratio/region``.
     """
     if loss_type not in GRPO_LOSS_TYPES:
         raise ValueError(f"unknown GRPO loss_type {loss_type!r}; choose from {GRPO_LOSS_TYPES}")
@@ -117,4 +106,84 @@ def grpo_loss(
                    "clip_ratio/region": float((low + high).sum() / n_tok)}
         if kl is not None:
             metrics["kl"] = float((kl * mask).sum() / n_tok)
-    return GRPOLossOutput(losses, count, metrics)
+    return LossOutput(losses, count, metrics)
+
+
+@dataclass
+class GRPOLossConfig:
+    """GRPO settings; names and defaults follow TRL's ``GRPOConfig`` where the two agree.
+
+    Attributes:
+        rewards: the reward sources, each a function ``module:function`` or a reward ``model``, with a weight.
+        num_generations: G, completions per prompt (TRL 8).
+        temperature, top_p: sampling settings.
+        max_completion_length: completion length limit (tokens).
+        beta: β of the k3 KL term; 0 loads no reference at all (TRL's default).
+        epsilon, epsilon_high: the clip range [1 − ε, 1 + ε_high] (ε_high defaults to ε; TRL ε = 0.2).
+        num_iterations: μ, optimizer steps per generation against π_old (TRL 1).
+        scale_rewards: ``group`` (divide by the group's std), ``batch`` (by the batch's), ``none``.
+        loss_type: ``grpo``, ``bnpo``, ``dapo`` (TRL's default) or ``dr_grpo``.
+        mask_truncated_completions: leave completions that hit the length limit out of the loss.
+        unlikeliness: β_rank of He et al.'s unlikeliness reward (0.25 in their recipe; 0 is plain GRPO).
+        drop_zero_variance_groups: leave groups whose rewards are all equal out of the loss (they have zero
+            advantage; otherwise they still carry the KL term and count in the normaliser).
+        generation_batch_size: prompts per ``generate`` call.
+    """
+
+    rewards: list[RewardSpec] = field(default_factory=list)
+    num_generations: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_length: int = 256
+    beta: float = 0.0
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    num_iterations: int = 1
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    loss_type: GRPOLossType = "dapo"
+    mask_truncated_completions: bool = False
+    unlikeliness: float = 0.0
+    drop_zero_variance_groups: bool = False
+    generation_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.rewards = [r if isinstance(r, RewardSpec) else RewardSpec(**r) for r in self.rewards]
+        if not self.rewards:
+            raise ValueError("loss.rewards: give at least one reward (function: module:function, or model: path)")
+        check_fields(self, "loss", num_generations=Range(2, integer=True), max_completion_length=COUNT,
+                     temperature=POSITIVE, top_p=Range(0, 1, low_open=True), beta=NON_NEGATIVE,
+                     epsilon=Range(0, 1, low_open=True, high_open=True), epsilon_high=POSITIVE,
+                     num_iterations=COUNT, unlikeliness=Range(0, 1), generation_batch_size=COUNT)
+        if self.loss_type not in GRPO_LOSS_TYPES:
+            raise ValueError(f"loss.loss_type: expected one of {GRPO_LOSS_TYPES}, got {self.loss_type!r}")
+
+
+@dataclass
+class RolloutScores:
+    """One micro-batch of sampled completions, as GRPO's loss reads it (rows are completions).
+
+    Attributes:
+        logps: ``[N, T]`` per-token log-probs under the policy (with gradients).
+        advantages: ``[N]``.
+        mask: ``[N, T]`` 1 on the completion tokens that count.
+        old_logps / ref_logps: ``[N, T]`` under π_old / the reference, or None.
+    """
+
+    logps: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+    old_logps: torch.Tensor | None = None
+    ref_logps: torch.Tensor | None = None
+
+
+def _compute(scores: RolloutScores, c: GRPOLossConfig) -> LossOutput:
+    return grpo_loss(scores.logps, scores.advantages, scores.mask, old_logps=scores.old_logps,
+                     ref_logps=scores.ref_logps, beta=c.beta, epsilon=c.epsilon, epsilon_high=c.epsilon_high,
+                     loss_type=c.loss_type, max_completion_length=c.max_completion_length)
+
+
+# needs_reference is about the cache filled before training: GRPO's reference (β > 0) scores samples live.
+GRPO = LossSpec(name="grpo", config=GRPOLossConfig, compute=_compute,
+                count=lambda labels, mask, c: grpo_count(mask, c.loss_type, c.max_completion_length),
+                needs_reference=False, unit="token", token_level=True,
+                unit_for=lambda c: "sequence" if c.loss_type in ("grpo", "dr_grpo") else "token")

@@ -1,8 +1,8 @@
-"""LiPO and the listwise family as one pure function over ``[B, K]`` scores.
+"""LiPO and the listwise family over ``[B, K]`` scores: the learning-to-rank losses, LiPO's config and registry entry.
 
 Liu et al., "LiPO: Listwise Preference Optimization through Learning-to-Rank" (arXiv 2402.01878, NAACL 2025).
 A list of K responses has labels ψ ∈ [0, 1]^K (higher is better) and scores s_i = β·(log π_θ(y_i) - log π_ref(y_i)),
-which the caller computes and scales. With pairs (i, j) such that ψ_i > ψ_j, per list:
+from :meth:`ListScores.implicit_rewards` (:func:`lipo_loss`). With pairs (i, j) such that ψ_i > ψ_j, per list:
     pair_logistic  Σ log(1 + e^{-(s_i - s_j)})                      (K = 2 is DPO)
     pair_hinge     Σ max(0, 1 - (s_i - s_j))                        (K = 2 is SLiC-norm)
     lambda         Σ Δ_ij log(1 + e^{-(s_i - s_j)})                  (LiPO-λ, the LambdaLoss objective)
@@ -17,9 +17,9 @@ dcg_lambdaweight)``: Δ is multiplied by the list size and the loss is the mean 
 (count = number of pairs). rax multiplies by ``ranks.shape[-1]``, the *padded* size; we use each list's number of
 valid slots, so padding never changes the loss (the two agree on unpadded batches).
 
-Conventions (LOSSES.md §2). Ties in ψ form no pair; padded slots form no pair and rank last. A list with no pair
-(all labels equal, or fewer than two valid slots) contributes exactly 0 under every loss type — for list_mle and
-softmax too, whose formulas alone would not give 0. list_mle breaks ties in ψ by slot order (a stable sort); a tie
+Conventions (docs/algorithms.md §2). Ties in ψ form no pair; padded slots form no pair and rank last. A list with no
+pair (all labels equal, or fewer than two valid slots) contributes exactly 0 under every loss type — for list_mle
+and softmax too, whose formulas alone would not give 0. list_mle breaks ties in ψ by slot order (a stable sort); a tie
 changes which Plackett-Luce order is scored, so lists with ties are better served by the pairwise types.
 """
 
@@ -33,6 +33,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from align.config import POSITIVE, check_fields
+from align.losses.base import ListScores, LossOutput, LossSpec
+from align.losses.metrics import list_reward_metrics
+
 ListwiseLossType = Literal["lambda", "pair_logistic", "pair_hinge", "list_mle", "softmax"]
 LISTWISE_LOSS_TYPES: tuple[str, ...] = ("lambda", "pair_logistic", "pair_hinge", "list_mle", "softmax")
 LISTWISE_NORMALIZATIONS: tuple[str, ...] = ("sum", "rax")
@@ -40,22 +44,26 @@ LambdaWeights = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tenso
 
 
 @dataclass
-class ListwiseLoss:
-    """A listwise loss before its reduction; the caller's loss is ``loss_sum / count``.
+class LiPOLossConfig:
+    """LiPO settings.
 
     Attributes:
-        loss_sum: scalar, the sum of every list's contribution.
-        count: the denominator: lists (``"sum"``) or pairs (``"rax"``); see :func:`listwise_count`.
-        per_list: ``[B]`` each list's contribution, ``per_list.sum() == loss_sum``.
+        beta: β; 0.05 as in the paper.
+        loss_type: ``lambda`` (LiPO-λ, default), ``pair_logistic``, ``pair_hinge``, ``list_mle``, ``softmax``.
+        normalization: ``sum`` (the paper's formula: per-list sum over pairs, mean over lists) or ``rax`` (the
+            reference code: λ-weights × list size, mean over all pairs of the batch).
+        labels: ``ranks`` (order only) or ``scores`` (min-max of the labels per list).
     """
 
-    loss_sum: torch.Tensor
-    count: int
-    per_list: torch.Tensor
+    beta: float = 0.05
+    loss_type: ListwiseLossType = "lambda"
+    normalization: Literal["sum", "rax"] = "sum"
+    labels: Literal["ranks", "scores"] = "ranks"
 
-    def mean(self) -> torch.Tensor:
-        """``loss_sum / count`` (0 when there is nothing to count)."""
-        return self.loss_sum / max(self.count, 1)
+    def __post_init__(self) -> None:
+        check_fields(self, "loss", beta=POSITIVE)
+        if self.normalization == "rax" and self.loss_type in ("list_mle", "softmax"):
+            raise ValueError(f"loss.normalization 'rax' applies to pairwise loss types, not {self.loss_type!r}")
 
 
 def _positions(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -77,7 +85,7 @@ def _pair_mask(psi: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def labels_from_ranks(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """ψ_k = mean over valid j (k included) of 1 if score_k > score_j, 0.5 if equal, 0 if less.
 
-    LOSSES.md §2's "mean over j of 1[y_k ranked above y_j] (0.5 against itself)", with ties as 0.5. Scores are
+    docs/algorithms.md §2's "mean over j of 1[y_k ranked above y_j] (0.5 against itself)", ties as 0.5. Scores are
     higher-is-better (our ranks are stored as -rank). Distinct scores of a K-list give ψ = (K - r + 0.5) / K for
     1-based rank r, so ψ ∈ (0, 1) and the pairs ψ implies are those of the scores.
 
@@ -185,11 +193,12 @@ def listwise_loss(
     loss_type: ListwiseLossType = "lambda",
     normalization: Literal["sum", "rax"] = "sum",
     weights: LambdaWeights | torch.Tensor | None = None,
-) -> ListwiseLoss:
+) -> LossOutput:
     """Listwise loss of a batch of scored lists; see the module docstring for each formula.
 
     Args:
-        s: ``[B, K]`` scores β·(log π_θ - log π_ref), already scaled by β. Padded slots may hold anything (NaN too).
+        s: ``[B, K]`` scores, e.g. β·(log π_θ - log π_ref) or a reward model's rewards. Padded slots may hold
+            anything (NaN too).
         psi: ``[B, K]`` labels in [0, 1], higher is better (:func:`labels_from_ranks`, :func:`labels_from_scores`).
         mask: ``[B, K]`` bool, False on padded slots.
         loss_type: ``lambda`` | ``pair_logistic`` | ``pair_hinge`` | ``list_mle`` | ``softmax``.
@@ -199,7 +208,8 @@ def listwise_loss(
             under ``rax``), 1 for ``pair_logistic`` and ``pair_hinge``.
 
     Returns:
-        :class:`ListwiseLoss`; the loss is ``loss_sum / count``.
+        :class:`LossOutput` with one entry per list (its sum over pairs, or its list term; exactly 0 for a list
+        without a pair) and ``count`` from :func:`listwise_count`: the loss is ``losses.sum() / count``.
     """
     _check_options(loss_type, normalization)
     if weights is not None and loss_type in ("list_mle", "softmax"):
@@ -238,4 +248,40 @@ def listwise_loss(
         target = target / target.sum(-1, keepdim=True).clamp(min=torch.finfo(s.dtype).tiny)
         per_list = -(target * torch.where(mask, logp, 0)).sum(-1)
     per_list = torch.where(pairs.any((-1, -2)), per_list, 0)  # lists without a pair contribute exactly 0
-    return ListwiseLoss(per_list.sum(), count, per_list)
+    return LossOutput(per_list, count)
+
+
+def lipo_labels(labels: torch.Tensor, mask: torch.Tensor, source: Literal["ranks", "scores"]) -> torch.Tensor:
+    """``[B, K]`` ψ from raw labels: :func:`labels_from_ranks` (``ranks``) or :func:`labels_from_scores`."""
+    if source not in ("ranks", "scores"):
+        raise ValueError(f"unknown labels {source!r}; choose from ('ranks', 'scores')")
+    return (labels_from_ranks if source == "ranks" else labels_from_scores)(labels, mask)
+
+
+def lipo_loss(scores: ListScores, config: LiPOLossConfig) -> LossOutput:
+    """LiPO on a batch of lists: :func:`listwise_loss` on s = β·(log π_θ - log π_ref) and ψ from the labels.
+
+    Args:
+        scores: ``policy_logps``, ``ref_logps``, ``labels`` and ``mask``, all ``[B, K]``.
+        config: β, loss type, normalisation and the source of ψ.
+
+    Returns:
+        :class:`LossOutput`: per-list entries, ``count`` lists (``sum``) or pairs (``rax``), and the rewards of each
+        list's best response and its mean reward as metrics.
+    """
+    c = config
+    s = scores.implicit_rewards(c.beta)  # [B, K]
+    out = listwise_loss(s, lipo_labels(scores.labels, scores.mask, c.labels), scores.mask, loss_type=c.loss_type,
+                        normalization=c.normalization)
+    out.metrics.update(list_reward_metrics(s, scores.labels, scores.mask))
+    return out
+
+
+def lipo_count(labels: torch.Tensor, mask: torch.Tensor, config: LiPOLossConfig) -> int:
+    """``LossSpec.count`` of LiPO: lists (``sum``) or pairs (``rax``), from the raw labels (ψ keeps their pairs)."""
+    return listwise_count(labels, mask, config.loss_type, config.normalization)
+
+
+# The unit is the list (one entry per list); under ``rax`` the normaliser counts the lists' pairs.
+LIPO = LossSpec(name="lipo", config=LiPOLossConfig, compute=lipo_loss, count=lipo_count, needs_reference=True,
+                unit="list")

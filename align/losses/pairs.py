@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -43,3 +44,8 @@ def count_pairs(labels: torch.Tensor, mask: torch.Tensor) -> int:
     """Number of pairs :func:`preference_pairs` would return."""
     mask = mask.bool()
     return int(((labels[:, :, None] > labels[:, None, :]) & mask[:, :, None] & mask[:, None, :]).sum())
+
+
+def pair_count(labels: torch.Tensor, mask: torch.Tensor, config: Any = None) -> int:
+    """``LossSpec.count`` of the pairwise losses (one item per pair, whatever the config): :func:`count_pairs`."""
+    return count_pairs(labels, mask)

@@ -1,10 +1,16 @@
-"""Trainers, one file per algorithm on :class:`PreferenceTrainer`, and the registry recipes name them by."""
+"""Trainers, one file per algorithm on :class:`PreferenceTrainer`, and the registry recipes name them by.
+
+A registry entry is a trainer class; what the algorithm needs (its config, a reference, its counting unit, token-level
+values) is its loss's :class:`~align.losses.LossSpec`, and only the kind of model is the trainer's.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from align.trainers.base import ListDataset, Objective, PreferenceTrainer
+from align.losses import LossOutput, LossSpec, Unit
+from align.trainers.base import ListDataset, PreferenceTrainer
 from align.trainers.cringe import CringeLossConfig, CringeTrainer
 from align.trainers.dpo import DPOLossConfig, DPOTrainer
 from align.trainers.grpo import GRPOLossConfig, GRPOTrainer
@@ -15,14 +21,38 @@ from align.trainers.reward import RewardLossConfig, RewardModelTrainer
 
 @dataclass(frozen=True)
 class Algorithm:
-    """A registry entry: the trainer class and the dataclass its recipe's ``loss`` section loads into."""
+    """A registry entry: a trainer class whose ``spec`` is its loss and whose ``model_kind`` is its model."""
 
-    trainer: type[PreferenceTrainer]
-    config: type
+    trainer: type
+
+    @property
+    def spec(self) -> LossSpec:
+        """The loss the trainer trains."""
+        return self.trainer.spec
+
+    @property
+    def config(self) -> type:
+        """The dataclass a recipe's ``loss`` section loads into."""
+        return self.spec.config
 
     @property
     def needs_reference(self) -> bool:
-        return self.trainer.needs_reference
+        """The loss reads reference log-probs (a cache is built before training)."""
+        return self.spec.needs_reference
+
+    @property
+    def unit(self) -> Unit:
+        """What one item of the loss is under the default config (see :meth:`unit_of`)."""
+        return self.spec.unit
+
+    def unit_of(self, config: Any) -> Unit:
+        """What one item of the loss is under ``config``."""
+        return self.spec.unit_of(config)
+
+    @property
+    def token_level(self) -> bool:
+        """The loss needs per-token values (the forward keeps the logits)."""
+        return self.spec.token_level
 
     @property
     def online(self) -> bool:
@@ -36,15 +66,11 @@ class Algorithm:
 
 
 ALGORITHMS: dict[str, Algorithm] = {
-    "dpo": Algorithm(DPOTrainer, DPOLossConfig),
-    "lipo": Algorithm(LiPOTrainer, LiPOLossConfig),
-    "mmpo": Algorithm(MMPOTrainer, MMPOLossConfig),
-    "cringe": Algorithm(CringeTrainer, CringeLossConfig),
-    "reward": Algorithm(RewardModelTrainer, RewardLossConfig),
-    "grpo": Algorithm(GRPOTrainer, GRPOLossConfig),
+    cls.spec.name: Algorithm(cls)
+    for cls in (DPOTrainer, LiPOTrainer, MMPOTrainer, CringeTrainer, RewardModelTrainer, GRPOTrainer)
 }
 
 __all__ = ["ALGORITHMS", "Algorithm", "CringeLossConfig", "CringeTrainer", "DPOLossConfig", "DPOTrainer",
            "GRPOLossConfig", "GRPOTrainer",
-           "LiPOLossConfig", "LiPOTrainer", "ListDataset", "MMPOLossConfig", "MMPOTrainer", "Objective",
+           "LiPOLossConfig", "LiPOTrainer", "ListDataset", "LossOutput", "MMPOLossConfig", "MMPOTrainer",
            "PreferenceTrainer", "RewardLossConfig", "RewardModelTrainer"]

@@ -2,18 +2,18 @@
 
 It owns the list dataset, the one-forward policy log-probs of all K responses, the reference log-probs (from a
 :class:`~align.reference.ReferenceProvider`, filled before the first step on the engine-prepared model), exact
-loss normalisation under gradient accumulation, and metrics. A subclass supplies only ``objective`` (and its
-config class): the loss terms for one batch.
+loss normalisation under gradient accumulation, and metrics. A subclass supplies only its loss's
+:class:`~align.losses.LossSpec` as ``spec``: after the forward the base builds the batch's
+:class:`~align.losses.ListScores` and calls ``spec.compute(scores, loss_config)``; ``spec.count`` is the item count
+known before the forward.
 """
 
 from __future__ import annotations
 
-import abc
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -24,6 +24,8 @@ from align.data.collate import ListCollator
 from align.data.tokenize import TokenizedList
 from align.distributed import gather_objects
 from align.forward import PolicyOutput, policy_forward
+from align.losses import ListScores, LossOutput, LossSpec
+from align.losses.metrics import pair_logps_metrics
 from align.metrics import list_metrics
 from align.reference import CacheStats, ReferenceProvider, reference_for
 
@@ -50,28 +52,16 @@ class ListDataset(Dataset):
         self.ref_logps = provider.list_logps(self.lists)
 
 
-@dataclass
-class Objective:
-    """What a subclass returns for one batch.
+class PreferenceTrainer(Trainer):
+    """Base trainer for objectives over ranked lists; a subclass sets ``spec``, the loss it trains.
 
-    Attributes:
-        loss_sum: scalar, the sum of per-item losses of this batch (items = pairs, lists, ...).
-        count: how many items ``loss_sum`` sums over (the normaliser of a plain mean).
-        metrics: floats to average into the logs.
-    """
-
-    loss_sum: torch.Tensor
-    count: int
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-class PreferenceTrainer(Trainer, abc.ABC):
-    """Base trainer for objectives over ranked lists.
+    ``needs_reference`` and ``token_level`` are the spec's (set on each subclass that sets a spec). A subclass
+    without a spec overrides :meth:`objective` and :meth:`count_items`.
 
     Args:
         model: the policy (a causal LM, PEFT-wrapped or not).
         args: ``transformers.TrainingArguments``.
-        loss_config: the algorithm's config dataclass (e.g. :class:`align.trainers.dpo.DPOLossConfig`).
+        loss_config: an instance of the spec's config dataclass (e.g. :class:`align.losses.DPOLossConfig`).
         train_dataset / eval_dataset: :class:`ListDataset`. When ``needs_reference`` and they carry no reference
             log-probs, they are filled from ``reference`` before the first step.
         processing_class: the tokenizer (saved with checkpoints; its pad id pads batches).
@@ -81,14 +71,26 @@ class PreferenceTrainer(Trainer, abc.ABC):
             agree (default: True when the trainer builds the default reference itself).
     """
 
-    needs_reference: ClassVar[bool] = True
-    keep_logits: ClassVar[bool] = False  # token-level objectives (Cringe) read the logits
+    spec: ClassVar[LossSpec | None] = None
+    needs_reference: ClassVar[bool] = True  # the spec's
+    token_level: ClassVar[bool] = False  # the spec's: the forward keeps the logits for the loss
     model_kind: ClassVar[str] = "policy"  # "reward": a scalar-head model scored by forward_lists
     online: ClassVar[bool] = False  # trains on samples it draws itself (GRPO), from prompts
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec")
+        if spec is not None:  # what the loss needs is the loss's to say
+            cls.needs_reference, cls.token_level = spec.needs_reference, spec.token_level
 
     def __init__(self, model, args, loss_config, train_dataset: ListDataset, eval_dataset: ListDataset | None = None,
                  processing_class=None, *, reference: ReferenceProvider | None = None,
                  reference_is_policy: bool | None = None, **kwargs):
+        if self.spec is None and type(self).objective is PreferenceTrainer.objective:
+            raise TypeError(f"{type(self).__name__} sets no loss spec and overrides no objective")
+        if self.spec is not None and not isinstance(loss_config, self.spec.config):
+            raise TypeError(f"{type(self).__name__} needs a {self.spec.config.__name__}, "
+                            f"got {type(loss_config).__name__}")
         args.remove_unused_columns = False  # our items are lists, not model kwargs
         pad_id = getattr(processing_class, "pad_token_id", None) or 0
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
@@ -176,21 +178,33 @@ class PreferenceTrainer(Trainer, abc.ABC):
                 "step 0: policy vs reference log-probs, max |difference| %.3g (tolerance %g)%s", worst, tol,
                 "" if worst <= tol else ": the reference is NOT the starting policy")
 
-    # --- what subclasses implement -----------------------------------------------------------------------------
-    @abc.abstractmethod
-    def objective(self, policy: PolicyOutput, inputs: dict[str, torch.Tensor]) -> Objective:
-        """Loss terms for one batch. ``policy.logps`` is ``[B, K]`` (``policy.logits`` when ``keep_logits``);
-        ``inputs`` holds labels, list_mask, lengths and (when ``needs_reference``) ref_logps, all ``[B, K]``,
-        and the ``[N, L]`` rows (input_ids, loss_mask, row_list, row_slot)."""
+    # --- the loss ----------------------------------------------------------------------------------------------
+    def list_scores(self, policy: PolicyOutput, inputs: dict[str, torch.Tensor]) -> ListScores:
+        """The batch's :class:`ListScores` after the forward: ``[B, K]`` log-probs (a reward model: rewards),
+        labels, mask, lengths, the reference log-probs when the loss needs them, and for a token-level loss the
+        ``[N, L, V]`` logits with the ``[N, L]`` rows (input_ids, loss_mask) and their ``[N]`` (list, slot)."""
+        ref = None
+        if self.needs_reference:
+            if "ref_logps" not in inputs:
+                raise ValueError(f"{type(self).__name__} needs reference log-probs and the batch has none")
+            ref = inputs["ref_logps"]
+        return ListScores(policy_logps=policy.logps, labels=inputs["labels"], mask=inputs["list_mask"],
+                          lengths=inputs.get("lengths"), ref_logps=ref, logits=policy.logits,
+                          input_ids=inputs.get("input_ids"), loss_mask=inputs.get("loss_mask"),
+                          row_list=inputs.get("row_list"), row_slot=inputs.get("row_slot"))
+
+    def objective(self, policy: PolicyOutput, inputs: dict[str, torch.Tensor]) -> LossOutput:
+        """The loss of one batch: ``spec.compute`` on the batch's :class:`ListScores`."""
+        return self.spec.compute(self.list_scores(policy, inputs), self.loss_config)
 
     def count_items(self, inputs: dict[str, torch.Tensor]) -> int:
-        """Items the objective averages over in this batch, known before the forward (default: lists)."""
-        return int(inputs["list_mask"].shape[0])
+        """Items the loss averages over in this batch, known before the forward: ``spec.count``."""
+        return self.spec.count(inputs["labels"], inputs["list_mask"], self.loss_config)
 
     def forward_lists(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> PolicyOutput:
-        """The one forward over every response of the batch (default: summed response log-probs of a causal LM;
-        a reward model overrides it with its scalar scores)."""
-        return policy_forward(model, inputs, keep_logits=self.keep_logits)
+        """The one forward over every response of the batch (default: summed response log-probs of a causal LM,
+        with the logits for a token-level loss; a reward model overrides it with its scalar rewards)."""
+        return policy_forward(model, inputs, keep_logits=self.token_level)
 
     # --- shared machinery ----------------------------------------------------------------------------------------
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
@@ -212,10 +226,12 @@ class PreferenceTrainer(Trainer, abc.ABC):
         out = self.objective(policy, inputs)
         if num_items_in_batch is None:  # evaluation, or a caller outside the training loop
             num_items_in_batch = max(out.count, 1)
-        loss = out.loss_sum / num_items_in_batch
+        loss = out.losses.sum() / num_items_in_batch
         if mode == "train" and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it
         metrics = dict(out.metrics)
+        if out.pairs is not None and self.model_kind == "policy":  # a reward model's scores are no log-probs
+            metrics.update(pair_logps_metrics(out.pairs, policy.logps))
         # Ranking quality of the implicit reward (or of the log-prob without a reference) on this batch.
         with torch.no_grad():
             score = policy.logps.detach() - inputs["ref_logps"] if "ref_logps" in inputs else policy.logps.detach()

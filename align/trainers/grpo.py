@@ -14,76 +14,27 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from align.config import COUNT, NON_NEGATIVE, POSITIVE, Range, RewardSpec, check_fields
 from align.data.collate import ListCollator
 from align.data.prompts import TokenizedPrompt
 from align.data.tokenize import TokenizedList
 from align.distributed import gather_objects
-from align.forward import PolicyOutput, policy_forward
-from align.losses.grpo import GRPO_LOSS_TYPES, grpo_count, grpo_loss
+from align.forward import PolicyOutput
+from align.losses import LossOutput
+from align.losses.grpo import GRPO, GRPOLossConfig, RolloutScores, grpo_count
 from align.online.generation import Samples, sample
 from align.online.scoring import RewardSource, load_sources
 from align.reference import LiveReference
 from align.reference.build import reference_adapter
 from align.rewards import group_advantages, rank_normalize, unlikeliness
-from align.trainers.base import Objective, PreferenceTrainer
+from align.trainers.base import PreferenceTrainer
 
 log = logging.getLogger("align")
-
-
-@dataclass
-class GRPOLossConfig:
-    """GRPO settings; names and defaults follow TRL's ``GRPOConfig`` where the two agree.
-
-    Attributes:
-        rewards: the reward sources, each a function ``module:function`` or a reward ``model``, with a weight.
-        num_generations: G, completions per prompt (TRL 8).
-        temperature, top_p: sampling settings.
-        max_completion_length: completion length limit (tokens).
-        beta: β of the k3 KL term; 0 loads no reference at all (TRL's default).
-        epsilon, epsilon_high: the clip range [1 − ε, 1 + ε_high] (ε_high defaults to ε; TRL ε = 0.2).
-        num_iterations: μ, optimizer steps per generation against π_old (TRL 1).
-        scale_rewards: ``group`` (divide by the group's std), ``batch`` (by the batch's), ``none``.
-        loss_type: ``grpo``, ``bnpo``, ``dapo`` (TRL's default) or ``dr_grpo``.
-        mask_truncated_completions: leave completions that hit the length limit out of the loss.
-        unlikeliness: β_rank of He et al.'s unlikeliness reward (0.25 in their recipe; 0 is plain GRPO).
-        drop_zero_variance_groups: leave groups whose rewards are all equal out of the loss (they have zero
-            advantage; otherwise they still carry the KL term and count in the normaliser).
-        generation_batch_size: prompts per ``generate`` call.
-    """
-
-    rewards: list[RewardSpec] = field(default_factory=list)
-    num_generations: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_completion_length: int = 256
-    beta: float = 0.0
-    epsilon: float = 0.2
-    epsilon_high: float | None = None
-    num_iterations: int = 1
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    loss_type: Literal["grpo", "bnpo", "dapo", "dr_grpo"] = "dapo"
-    mask_truncated_completions: bool = False
-    unlikeliness: float = 0.0
-    drop_zero_variance_groups: bool = False
-    generation_batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        self.rewards = [r if isinstance(r, RewardSpec) else RewardSpec(**r) for r in self.rewards]
-        if not self.rewards:
-            raise ValueError("loss.rewards: give at least one reward (function: module:function, or model: path)")
-        check_fields(self, "loss", num_generations=Range(2, integer=True), max_completion_length=COUNT,
-                     temperature=POSITIVE, top_p=Range(0, 1, low_open=True), beta=NON_NEGATIVE,
-                     epsilon=Range(0, 1, low_open=True, high_open=True), epsilon_high=POSITIVE,
-                     num_iterations=COUNT, unlikeliness=Range(0, 1), generation_batch_size=COUNT)
-        if self.loss_type not in GRPO_LOSS_TYPES:
-            raise ValueError(f"loss.loss_type: expected one of {GRPO_LOSS_TYPES}, got {self.loss_type!r}")
 
 
 class PromptDataset(Dataset):
@@ -153,7 +104,7 @@ class GRPOTrainer(PreferenceTrainer):
     >>> # trainer = GRPOTrainer(model, TrainingArguments(...), GRPOLossConfig(rewards=[...]), PromptDataset(p), ...)
     """
 
-    needs_reference = False  # the reference scores samples live; nothing is cached before training
+    spec = GRPO  # needs no cached reference: with β > 0 the reference scores the samples live
     online = True
 
     def __init__(self, model, args, loss_config: GRPOLossConfig, train_dataset: PromptDataset,
@@ -314,10 +265,8 @@ class GRPOTrainer(PreferenceTrainer):
         c: GRPOLossConfig = self.loss_config
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         logps = token_logprobs(out.logits, inputs["input_ids"])  # [N, L-1]
-        res = grpo_loss(logps, inputs["advantages"], inputs["completion_mask"], old_logps=inputs.get("old_logps"),
-                        ref_logps=inputs.get("ref_token_logps"), beta=c.beta, epsilon=c.epsilon,
-                        epsilon_high=c.epsilon_high, loss_type=c.loss_type,
-                        max_completion_length=c.max_completion_length)
+        res = self.spec.compute(RolloutScores(logps, inputs["advantages"], inputs["completion_mask"],
+                                              inputs.get("old_logps"), inputs.get("ref_token_logps")), c)
         n = num_items_in_batch if num_items_in_batch is not None else max(res.count, 1.0)
         loss = res.losses.sum() / n
         if model.training and self.args.world_size > 1 and c.loss_type != "bnpo":
@@ -328,11 +277,12 @@ class GRPOTrainer(PreferenceTrainer):
             self._tokens_seen += int(inputs["attention_mask"].sum())
         return (loss, {"policy_logps": logps.detach()}) if return_outputs else loss
 
-    def objective(self, policy: PolicyOutput, inputs: dict[str, torch.Tensor]) -> Objective:
-        raise RuntimeError("GRPOTrainer computes its loss in compute_loss")
+    def objective(self, policy: PolicyOutput, inputs: dict[str, torch.Tensor]) -> LossOutput:
+        raise RuntimeError("GRPOTrainer computes its loss from rollouts in compute_loss")
 
-    def forward_lists(self, model, inputs) -> PolicyOutput:
-        return policy_forward(model, inputs)
+    def count_items(self, inputs: dict[str, torch.Tensor]) -> int:
+        c: GRPOLossConfig = self.loss_config
+        return int(grpo_count(inputs["completion_mask"], c.loss_type, c.max_completion_length))
 
     def evaluate(self, *args, **kwargs):  # held-out prompts are scored by sampling (align.online.evaluate)
         return {}

@@ -1,4 +1,4 @@
-"""Idealized ranking accuracy R*, R̃* (Chen et al. 2024, LOSSES.md §6) on hand-made reference log-probs, and the
+"""Idealized ranking accuracy R*, R̃* (Chen et al. 2024, docs/algorithms.md §7) on hand-made reference log-probs, and the
 Theorem 4.1 oracle against our DPO loss."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from align.evaluation.idealized import DEFAULT_BETAS, UNANIMOUS_ALPHA, idealized_by_beta, idealized_correct
-from align.losses.dpo import dpo_loss
+from align.losses import DPOLossConfig, ListScores, dpo_loss
 from align.metrics import pairwise_accuracy
 
 LOG_ODDS_999 = 6.906754778648554  # log(0.999 / 0.001) = log(999)
@@ -148,7 +148,7 @@ def test_theorem_4_1_oracle_matches_dpo_loss(beta):
     L_DPO ≤ −log σ(β c)."""
     ref, labels, mask = _random_pairs(300, seed=2)
     policy = ref + torch.randn(300, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
-    out = dpo_loss(policy, ref, labels, mask, beta=beta, loss_type="sigmoid", label_smoothing=0.0)
+    out = dpo_loss(ListScores(policy, labels, mask, ref_logps=ref), DPOLossConfig(beta=beta, loss_type="sigmoid"))
     assert out.losses.shape == (300,)
     rows = torch.arange(300)
     w, lo = labels.argmax(1), labels.argmin(1)  # one pair per list, in list order
@@ -164,7 +164,8 @@ def test_theorem_4_1_tie_sits_on_the_bound():
     # equal policy log-probs: the loss equals the bound exactly (the theorem's ≥, ties count as right as in R)
     policy = torch.tensor([[-5.0, -5.0]], dtype=torch.float64)
     ref = torch.tensor([[-3.0, -7.0]], dtype=torch.float64)
-    out = dpo_loss(policy, ref, torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=torch.bool), beta=0.5)
+    scores = ListScores(policy, torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=torch.bool), ref_logps=ref)
+    out = dpo_loss(scores, DPOLossConfig(beta=0.5))
     c = -7.0 - -3.0
     assert out.losses.item() == pytest.approx(-math.log(1 / (1 + math.exp(-0.5 * c))), rel=1e-12)
     assert out.losses.item() <= -F.logsigmoid(torch.tensor(0.5 * c, dtype=torch.float64)).item()

@@ -1,4 +1,4 @@
-"""Per-subset and per-section (RewardBench, LOSSES.md §7) accuracy on hand data."""
+"""Per-subset and per-section (RewardBench, docs/algorithms.md §8) accuracy on hand data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Oracles for ``align.losses.cringe`` (LOSSES.md §4), each derived by hand below.
+"""Oracles for ``align.losses.cringe`` (docs/algorithms.md §4), each derived by hand below.
 
 Token example, V = 5 logits x = (2.0, 1.0, 0.5, 3.0, -1.0); top-2 = tokens (3, 0).
     target 3 (the top):          drop it → c = 0,  loss softplus(3 - 2)    = log(1 + e)      = 1.313262
@@ -135,9 +135,11 @@ def pair(margin="sum", **kw):
 def test_pair_oracle(margin, m, g, expected):
     _, out = pair(margin)
     assert out.losses.item() == pytest.approx(expected, abs=1e-6)
-    assert (out.ce.item(), out.cringe.item(), out.margin.item()) == pytest.approx((2.0, 0.5, m))
-    assert out.gate.item() == pytest.approx(g, abs=1e-12)
-    assert out.metrics() == pytest.approx(
+    x = out.extras
+    assert (x["ce"].item(), x["cringe"].item(), x["margin"].item()) == pytest.approx((2.0, 0.5, m))
+    assert x["gate"].item() == pytest.approx(g, abs=1e-12)
+    assert out.count == 1
+    assert out.metrics == pytest.approx(
         {"cringe/ce": 2.0, "cringe/token_cringe": 0.5, "cringe/gate": g, "cringe/margin": m}
     )
 
@@ -147,7 +149,7 @@ def test_gate_values():
     Here b = 1, τ = 0.5; the winner's log p is 0 and the loser's -M, so the summed margin is M."""
     for m, g in [(1.0, 0.5), (11.0, sig(-20)), (-9.0, sig(20))]:
         out = pairwise_cringe_loss(t([0.0]), t([4.0]), t([-m]), t([4.0]), t([1.0]), b=1.0, tau=0.5)
-        assert out.gate.item() == pytest.approx(g, abs=1e-12)
+        assert out.extras["gate"].item() == pytest.approx(g, abs=1e-12)
     assert sig(-20) < 1e-8 and sig(20) > 1 - 1e-8
 
 

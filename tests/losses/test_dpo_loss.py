@@ -1,6 +1,6 @@
-"""Oracles for ``align.losses.dpo_loss`` (LOSSES.md §1), each derived by hand below.
+"""Oracles for ``align.losses.dpo_loss`` (docs/algorithms.md §1), each derived by hand below.
 
-The running example (LOSSES.md §1): s_θ(w) = -10, s_θ(l) = -12, s_ref(w) = s_ref(l) = -11, β = 0.1.
+The running example (docs/algorithms.md §1): s_θ(w) = -10, s_θ(l) = -12, s_ref(w) = s_ref(l) = -11, β = 0.1.
     r_θ(w) = -10 - (-11) = 1,  r_θ(l) = -12 - (-11) = -1,  h = r_θ(w) - r_θ(l) = 2,  βh = 0.2.
     -log σ(0.2)  = log(1 + e^-0.2) = 0.5981388694
     -log σ(-0.2) = log(1 + e^0.2)  = 0.7981388694   (= 0.5981388694 + 0.2)
@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from align.losses import DPO_LOSS_TYPES, PairwiseLoss, dpo_loss
+from align.losses import DPO_LOSS_TYPES, DPOLossConfig, ListScores, LossOutput, dpo_loss
 
 BETA = 0.1
 LOG_SIG_POS = -0.5981388693815918  # log σ(0.2)
@@ -24,9 +24,14 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def one_pair(loss_type: str = "sigmoid", *, policy=(-10.0, -12.0), ref=(-11.0, -11.0), **kw) -> PairwiseLoss:
+def dpo(policy, ref, labels, mask, *, lengths=None, **config) -> LossOutput:
+    """``dpo_loss`` on plain ``[B, K]`` tensors; ``config`` holds DPOLossConfig's fields."""
+    return dpo_loss(ListScores(policy, labels, mask, lengths=lengths, ref_logps=ref), DPOLossConfig(**config))
+
+
+def one_pair(loss_type: str = "sigmoid", *, policy=(-10.0, -12.0), ref=(-11.0, -11.0), **kw) -> LossOutput:
     """A single chosen/rejected list: slot 0 preferred (label 1), slot 1 dispreferred (label 0)."""
-    return dpo_loss(
+    return dpo(
         torch.tensor([policy], dtype=torch.float64),
         torch.tensor([ref], dtype=torch.float64),
         torch.tensor([[1.0, 0.0]]),
@@ -37,7 +42,7 @@ def one_pair(loss_type: str = "sigmoid", *, policy=(-10.0, -12.0), ref=(-11.0, -
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The LOSSES.md §1 oracles
+# The docs/algorithms.md §1 oracles
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -148,12 +153,12 @@ def test_ipo_without_lengths_raises():
 def test_implicit_rewards_are_beta_times_logratio_and_detached():
     """chosen β·r_θ(w) = 0.1·1 = 0.1, rejected β·r_θ(l) = 0.1·(-1) = -0.1; margin 0.2; accuracy 1."""
     policy = torch.tensor([[-10.0, -12.0]], requires_grad=True)
-    out = dpo_loss(policy, torch.tensor([[-11.0, -11.0]]), torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=bool))
-    assert out.chosen_rewards.tolist() == pytest.approx([0.1], abs=1e-6)
-    assert out.rejected_rewards.tolist() == pytest.approx([-0.1], abs=1e-6)
-    assert not out.chosen_rewards.requires_grad and not out.rejected_rewards.requires_grad
+    out = dpo(policy, torch.tensor([[-11.0, -11.0]]), torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=bool))
+    assert out.extras["chosen_rewards"].tolist() == pytest.approx([0.1], abs=1e-6)
+    assert out.extras["rejected_rewards"].tolist() == pytest.approx([-0.1], abs=1e-6)
+    assert not out.extras["chosen_rewards"].requires_grad and not out.extras["rejected_rewards"].requires_grad
     assert out.losses.requires_grad
-    m = out.metrics()
+    m = out.metrics
     assert m["rewards/chosen"] == pytest.approx(0.1, abs=1e-6)
     assert m["rewards/rejected"] == pytest.approx(-0.1, abs=1e-6)
     assert m["rewards/margins"] == pytest.approx(0.2, abs=1e-6)
@@ -163,8 +168,8 @@ def test_implicit_rewards_are_beta_times_logratio_and_detached():
 def test_rewards_scale_with_beta():
     """β = 0.5: chosen 0.5·1 = 0.5, rejected 0.5·(-1) = -0.5."""
     out = one_pair(beta=0.5)
-    assert out.chosen_rewards.item() == pytest.approx(0.5)
-    assert out.rejected_rewards.item() == pytest.approx(-0.5)
+    assert out.extras["chosen_rewards"].item() == pytest.approx(0.5)
+    assert out.extras["rejected_rewards"].item() == pytest.approx(-0.5)
 
 
 def test_reward_accuracy_is_strict():
@@ -174,13 +179,13 @@ def test_reward_accuracy_is_strict():
     list 2: policy (-12, -10) → r = (-1, 1), margin -0.2 → wrong
     accuracy 1/3; mean margin (0.2 + 0 - 0.2)/3 = 0; mean chosen (0.1 + 0.1 - 0.1)/3 = 1/30.
     """
-    out = dpo_loss(
+    out = dpo(
         torch.tensor([[-10.0, -12.0], [-10.0, -10.0], [-12.0, -10.0]]),
         torch.full((3, 2), -11.0),
         torch.tensor([[1.0, 0.0]] * 3),
         torch.ones(3, 2, dtype=torch.bool),
     )
-    m = out.metrics()
+    m = out.metrics
     assert m["rewards/accuracies"] == pytest.approx(1 / 3)
     assert m["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
     assert m["rewards/chosen"] == pytest.approx(1 / 30, abs=1e-6)
@@ -189,9 +194,9 @@ def test_reward_accuracy_is_strict():
 
 
 def test_metrics_empty_without_pairs():
-    out = dpo_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[1.0, 1.0]]), torch.ones(1, 2, dtype=bool))
+    out = dpo(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[1.0, 1.0]]), torch.ones(1, 2, dtype=bool))
     assert len(out.pairs) == 0 and out.losses.numel() == 0
-    assert out.metrics() == {}
+    assert out.metrics == {}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,7 +206,7 @@ def test_metrics_empty_without_pairs():
 
 def test_tied_labels_form_no_pair():
     """Labels (2, 1, 1): slot 0 beats slots 1 and 2; the tie 1 = 1 is no pair. So 2 pairs, not 3."""
-    out = dpo_loss(
+    out = dpo(
         torch.tensor([[-10.0, -12.0, -12.0]]),
         torch.full((1, 3), -11.0),
         torch.tensor([[2.0, 1.0, 1.0]]),
@@ -225,7 +230,7 @@ def test_padded_slot_forms_no_pair_and_leaks_no_nan():
     ]:
         policy = torch.tensor([[-10.0, -12.0, nan]], requires_grad=True)
         ref = torch.tensor([[-11.0, -11.0, nan]], requires_grad=True)
-        out = dpo_loss(
+        out = dpo(
             policy,
             ref,
             torch.tensor([[1.0, 0.0, 5.0]]),
@@ -241,13 +246,13 @@ def test_padded_slot_forms_no_pair_and_leaks_no_nan():
         for g in (policy.grad, ref.grad):
             assert torch.isfinite(g).all(), (loss_type, g)
             assert g[0, 2].item() == 0.0
-        m = out.metrics()
+        m = out.metrics
         assert all(math.isfinite(v) for v in m.values())
 
 
 def test_nan_label_in_padded_slot_forms_no_pair():
     """A NaN label on a padded slot: NaN compares False anyway, and the mask removes the slot regardless."""
-    out = dpo_loss(
+    out = dpo(
         torch.tensor([[-10.0, -12.0, 0.0]]),
         torch.tensor([[-11.0, -11.0, 0.0]]),
         torch.tensor([[1.0, 0.0, float("nan")]]),
@@ -265,7 +270,7 @@ def test_ranked_list_of_three_gives_three_pairs():
         (1, 2): h = 2 - (-1) = 3 → -log σ(0.3) = 0.554355
     chosen rewards β·r_w: 0.2, 0.1, 0.2; rejected β·r_l: 0.1, -0.1, -0.1.
     """
-    out = dpo_loss(
+    out = dpo(
         torch.tensor([[-10.0, -9.0, -12.0]]),
         torch.full((1, 3), -11.0),
         torch.tensor([[-1.0, 0.0, -2.0]]),
@@ -277,8 +282,8 @@ def test_ranked_list_of_three_gives_three_pairs():
             out.pairs.winner.tolist(),
             out.pairs.loser.tolist(),
             out.losses.tolist(),
-            out.chosen_rewards.tolist(),
-            out.rejected_rewards.tolist(),
+            out.extras["chosen_rewards"].tolist(),
+            out.extras["rejected_rewards"].tolist(),
         )
     }
     assert set(got) == {(1, 0), (0, 2), (1, 2)}
@@ -293,7 +298,7 @@ def test_batch_of_lists_keeps_each_pair_in_its_own_list():
     list 0: policy (-10, -12) → h = 2 → 0.598139
     list 1: policy (-13, -10), ref (-11, -11), preferred slot 1: h = r_1 - r_0 = 1 - (-2) = 3 → 0.554355
     """
-    out = dpo_loss(
+    out = dpo(
         torch.tensor([[-10.0, -12.0], [-13.0, -10.0]]),
         torch.full((2, 2), -11.0),
         torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
@@ -326,7 +331,7 @@ def test_batch_of_lists_keeps_each_pair_in_its_own_list():
 )
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
-        dpo_loss(
+        dpo(
             torch.tensor([[-10.0, -12.0]]),
             torch.tensor([[-11.0, -11.0]]),
             torch.tensor([[1.0, 0.0]]),
@@ -359,7 +364,7 @@ def test_hand_derived_gradients():
     ]:
         policy = torch.tensor([[-10.0, -12.0]], dtype=torch.float64, requires_grad=True)
         ref = torch.tensor([[-11.0, -11.0]], dtype=torch.float64, requires_grad=True)
-        out = dpo_loss(policy, ref, torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=bool), loss_type=loss_type, **kw)
+        out = dpo(policy, ref, torch.tensor([[1.0, 0.0]]), torch.ones(1, 2, dtype=bool), loss_type=loss_type, **kw)
         out.losses.sum().backward()
         assert policy.grad[0].tolist() == pytest.approx([d_dh, -d_dh], abs=1e-7), loss_type
         assert ref.grad[0].tolist() == pytest.approx([-d_dh, d_dh], abs=1e-7), loss_type
@@ -390,13 +395,13 @@ def test_gradcheck(loss_type, kwargs):
     mask = torch.tensor([[True, True, True], [True, True, False]])
 
     def f(p, r):
-        return dpo_loss(p, r, labels, mask, beta=0.5, loss_type=loss_type, **kwargs).losses
+        return dpo(p, r, labels, mask, beta=0.5, loss_type=loss_type, **kwargs).losses
 
     out = f(policy, ref)
     assert out.shape == (4,)
     beta_h = 0.5 * torch.tensor([0.9, 3.1, 2.2, 2.1], dtype=torch.float64)
     with torch.no_grad():
-        got = dpo_loss(policy, ref, labels, mask, beta=0.5, loss_type=loss_type, **kwargs)
+        got = dpo(policy, ref, labels, mask, beta=0.5, loss_type=loss_type, **kwargs)
         r_w, r_l = got.pairs.take(policy - ref)
     assert sorted((0.5 * (r_w - r_l)).tolist()) == pytest.approx(sorted(beta_h.tolist()), abs=1e-12)
     assert torch.autograd.gradcheck(f, (policy, ref), eps=1e-6, atol=1e-8, rtol=1e-6)

@@ -1,6 +1,6 @@
-"""Oracles for ``align.losses.listwise`` (LOSSES.md §2), each derived by hand below.
+"""Oracles for ``align.losses.listwise`` (docs/algorithms.md §2), each derived by hand below.
 
-The running example (LOSSES.md §2): s = [0.3, 0.1, 0.2], ψ = [1, 0.5, 0].
+The running example (docs/algorithms.md §2): s = [0.3, 0.1, 0.2], ψ = [1, 0.5, 0].
     τ by s descending: slot 0 (0.3) → 1, slot 2 (0.2) → 2, slot 1 (0.1) → 3, so τ = [1, 3, 2].
     G = 2^ψ - 1 = [1, √2 - 1 = 0.414214, 0];  1/D(τ) = 1/log2(1 + τ) = [1, 1/log2 4 = 0.5, 1/log2 3 = 0.630930].
     pairs (ψ_i > ψ_j)  s_i - s_j   log(1 + e^{-(s_i - s_j)})   Δ_ij
@@ -23,12 +23,13 @@ import math
 import pytest
 import torch
 
-from align.losses.dpo import dpo_loss
+from align.losses import DPOLossConfig, LiPOLossConfig, ListScores, dpo_loss
 from align.losses.listwise import (
     LISTWISE_LOSS_TYPES,
     dcg_lambda_weights,
     labels_from_ranks,
     labels_from_scores,
+    lipo_loss,
     listwise_count,
     listwise_loss,
 )
@@ -48,7 +49,7 @@ def ones(b: int, k: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The LOSSES.md §2 oracles
+# The docs/algorithms.md §2 oracles
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -67,9 +68,9 @@ def ones(b: int, k: int) -> torch.Tensor:
 def test_losses_md_oracles(loss_type, normalization, expected, count):
     out = listwise_loss(t(S), t(PSI), ones(1, 3), loss_type=loss_type, normalization=normalization)
     assert out.count == count
-    assert (out.loss_sum / out.count).item() == pytest.approx(expected, abs=1e-5)
+    assert (out.losses.sum() / out.count).item() == pytest.approx(expected, abs=1e-5)
     assert out.mean().item() == pytest.approx(expected, abs=1e-5)
-    assert out.per_list.shape == (1,) and out.per_list.sum().item() == pytest.approx(out.loss_sum.item())
+    assert out.losses.shape == (1,)  # one entry per list, whichever the normalisation
 
 
 def test_dcg_weights_of_the_running_example():
@@ -137,7 +138,8 @@ def test_rax_differs_from_sum_on_a_list_with_fewer_pairs_than_slots():
 
 @pytest.mark.parametrize("winner_slot", [0, 1])
 def test_k2_pair_logistic_and_list_mle_are_dpo(winner_slot):
-    """LOSSES.md §1 example: policy (-10, -12), ref (-11, -11), β = 0.1 → s = β·r = (0.1, -0.1), s_w - s_l = 0.2:
+    """docs/algorithms.md §1 example: policy (-10, -12), ref (-11, -11), β = 0.1 → s = β·r = (0.1, -0.1),
+    s_w - s_l = 0.2:
     pair-logistic = log(1 + e^{-0.2}); list-MLE = -[s_w - logsumexp(s_w, s_l)] - 0 = the same; DPO = 0.598139.
     Also pair-hinge = max(0, 1 - 0.2) = 0.8 = DPO's hinge, and LiPO-λ = Δ·DPO with Δ = |G_1 - G_2|·|1/D(1) - 1/D(2)|
     = 1·(1 - 1/log2 3) = 0.369070 whichever slot the model ranks first.
@@ -147,12 +149,16 @@ def test_k2_pair_logistic_and_list_mle_are_dpo(winner_slot):
     if winner_slot == 1:
         policy, ref, labels = policy[::-1], ref[::-1], labels[::-1]
     policy, ref, labels, mask = t([policy]), t([ref]), t([labels]), ones(1, 2)
-    dpo = dpo_loss(policy, ref, labels, mask, beta=0.1).losses.sum()
-    hinge = dpo_loss(policy, ref, labels, mask, beta=0.1, loss_type="hinge").losses.sum()
+    scores = ListScores(policy, labels, mask, ref_logps=ref)
+    dpo = dpo_loss(scores, DPOLossConfig(beta=0.1)).losses.sum()
+    hinge = dpo_loss(scores, DPOLossConfig(beta=0.1, loss_type="hinge")).losses.sum()
     s = 0.1 * (policy - ref)
     assert dpo.item() == pytest.approx(0.598139, abs=1e-6)
     for loss_type in ("pair_logistic", "list_mle"):
         assert listwise_loss(s, labels, mask, loss_type=loss_type).mean().item() == pytest.approx(dpo.item(), abs=1e-12)
+        # LiPO takes s = β·(log π_θ - log π_ref) from the scores itself
+        lipo = lipo_loss(scores, LiPOLossConfig(beta=0.1, loss_type=loss_type))
+        assert (lipo.count, lipo.mean().item()) == (1, pytest.approx(dpo.item(), abs=1e-12))
     assert listwise_loss(s, labels, mask, loss_type="pair_hinge").mean().item() == pytest.approx(hinge.item())
     lam = listwise_loss(s, labels, mask, loss_type="lambda").mean().item()
     assert lam == pytest.approx((1 - INV_LOG2_3) * dpo.item(), abs=1e-12)
@@ -217,11 +223,11 @@ def test_padded_batch_equals_lists_one_at_a_time(loss_type, normalization):
     for b, (sb, pb) in enumerate(LISTS):
         s[b, : len(sb)], psi[b, : len(pb)], mask[b, : len(sb)] = t(sb), t(pb), True
         one = listwise_loss(t([sb]), t([pb]), ones(1, len(sb)), loss_type=loss_type, normalization=normalization)
-        alone.append(one.loss_sum.item())
+        alone.append(one.losses.sum().item())
         counts += one.count
     out = listwise_loss(s, psi, mask, loss_type=loss_type, normalization=normalization)
-    assert out.per_list.tolist() == pytest.approx(alone, abs=1e-12)
-    assert out.loss_sum.item() == pytest.approx(sum(alone), abs=1e-12)
+    assert out.losses.tolist() == pytest.approx(alone, abs=1e-12)
+    assert out.losses.sum().item() == pytest.approx(sum(alone), abs=1e-12)
     assert out.count == counts == listwise_count(psi, mask, loss_type, normalization)
 
 
@@ -236,8 +242,8 @@ def test_all_tied_list_contributes_zero_with_finite_gradients(loss_type):
     psi = t([[0.5, 0.5, 0.5], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     mask = t([[1, 1, 1], [1, 0, 0], [1, 1, 0]], dtype=torch.bool)
     out = listwise_loss(s, psi, mask, loss_type=loss_type)
-    assert out.per_list[:2].tolist() == [0.0, 0.0]
-    assert out.per_list[2].item() > 0
+    assert out.losses[:2].tolist() == [0.0, 0.0]
+    assert out.losses[2].item() > 0
     assert out.count == 3
     out.mean().backward()
     assert torch.isfinite(s.grad).all()
@@ -250,7 +256,7 @@ def test_a_row_without_valid_slots_is_not_a_list():
     psi, mask = t([[1.0, 0.0], [0.0, 0.0]]), t([[1, 1], [0, 0]], dtype=torch.bool)
     for loss_type in LISTWISE_LOSS_TYPES:
         out = listwise_loss(s, psi, mask, loss_type=loss_type)
-        assert out.count == 1 and out.per_list[1].item() == 0.0
+        assert out.count == 1 and out.losses[1].item() == 0.0
         out.mean().backward()
         assert torch.isfinite(s.grad).all() and s.grad[1].abs().sum() == 0
         s.grad = None
@@ -262,7 +268,7 @@ def test_nothing_to_learn_is_zero_not_nan():
     s, psi = t([[0.1, 0.2]], requires_grad=True), t([[1.0, 1.0]])
     for normalization in ("sum", "rax"):
         out = listwise_loss(s, psi, ones(1, 2), normalization=normalization)
-        assert out.loss_sum.item() == 0.0 and out.mean().item() == 0.0
+        assert out.losses.sum().item() == 0.0 and out.mean().item() == 0.0
     assert listwise_count(psi, ones(1, 2), "lambda", "rax") == 0
 
 
@@ -271,7 +277,7 @@ def test_large_scores_stay_finite(loss_type):
     s = t([[80.0, -90.0, 5.0]], requires_grad=True)
     out = listwise_loss(s, t([[0.0, 1.0, 0.5]]), ones(1, 3), loss_type=loss_type)
     out.mean().backward()
-    assert torch.isfinite(out.loss_sum) and torch.isfinite(s.grad).all()
+    assert torch.isfinite(out.losses.sum()) and torch.isfinite(s.grad).all()
 
 
 def test_list_mle_breaks_label_ties_by_slot_order():
@@ -290,12 +296,12 @@ def test_weights_plug_in():
     """pair_logistic with the DCG weights is LiPO-λ; a constant weight 2 doubles pair_logistic; a [B, K, K] tensor
     works as well as a callable."""
     s, psi, mask = t(S), t(PSI), ones(1, 3)
-    lam = listwise_loss(s, psi, mask).loss_sum.item()
-    assert listwise_loss(s, psi, mask, loss_type="pair_logistic", weights=dcg_lambda_weights).loss_sum.item() == lam
+    lam = listwise_loss(s, psi, mask).losses.sum().item()
+    assert listwise_loss(s, psi, mask, loss_type="pair_logistic", weights=dcg_lambda_weights).losses.sum().item() == lam
     two = torch.full((1, 3, 3), 2.0, dtype=F64)
-    doubled = listwise_loss(s, psi, mask, loss_type="pair_logistic", weights=two).loss_sum.item()
+    doubled = listwise_loss(s, psi, mask, loss_type="pair_logistic", weights=two).losses.sum().item()
     assert doubled == pytest.approx(2 * 1.986932, abs=1e-5)
-    assert listwise_loss(s, psi, mask, weights=lambda s_, p_, m_: two).loss_sum.item() == doubled
+    assert listwise_loss(s, psi, mask, weights=lambda s_, p_, m_: two).losses.sum().item() == doubled
     with pytest.raises(ValueError, match="pairwise"):
         listwise_loss(s, psi, mask, loss_type="list_mle", weights=two)
 
@@ -336,6 +342,6 @@ def test_gradcheck(loss_type):
     mask = t([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.bool)
 
     def f(x):
-        return listwise_loss(x, psi, mask, loss_type=loss_type).per_list
+        return listwise_loss(x, psi, mask, loss_type=loss_type).losses
 
     assert torch.autograd.gradcheck(f, (s,), eps=1e-6, atol=1e-8, rtol=1e-6)

@@ -1,6 +1,6 @@
-"""Oracles for ``align.losses.mmpo`` (LOSSES.md §3), each derived by hand below.
+"""Oracles for ``align.losses.mmpo`` (docs/algorithms.md §3), each derived by hand below.
 
-Running example (LOSSES.md §1): s_θ = (-10, -12), s_ref = (-11, -11) → h = 1 - (-1) = 2; β = 0.1 → βh = 0.2.
+Running example (docs/algorithms.md §1): s_θ = (-10, -12), s_ref = (-11, -11) → h = 1 - (-1) = 2; β = 0.1 → βh = 0.2.
     log σ(0.2) = -0.5981388694,  log σ(-0.2) = -0.7981388694.
 Scores 3 vs 1, γ = 0.5: p = σ(0.5·(3 - 1)) = σ(1) = 0.7310585786, 1 - p = 0.2689414214.
     L = -[p log σ(0.2) + (1 - p) log σ(-0.2)] = 0.7310585786·0.5981388694 + 0.2689414214·0.7981388694
@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from align.losses.dpo import PairwiseLoss, dpo_loss
+from align.losses import DPOLossConfig, ListScores, LossOutput, MMPOLossConfig, dpo_loss
 from align.losses.mmpo import mmpo_loss, rank_margins
 
 F64 = torch.float64
@@ -38,8 +38,17 @@ def ce(p: float, x: float) -> float:
     return -(p * math.log(sig(x)) + (1 - p) * math.log(sig(-x)))
 
 
-def one_pair(scores=((3.0, 1.0),), **kw) -> PairwiseLoss:
-    return mmpo_loss(t(POLICY), t(REF), t(scores), ones(1, 2), **{"beta": 0.1, **kw})
+def mmpo(policy, ref, scores, mask, *, p_override=None, **config) -> LossOutput:
+    """``mmpo_loss`` on plain ``[B, K]`` tensors; ``config`` holds MMPOLossConfig's fields."""
+    return mmpo_loss(ListScores(policy, scores, mask, ref_logps=ref), MMPOLossConfig(**config), p_override=p_override)
+
+
+def dpo(policy, ref, labels, mask, **config) -> LossOutput:
+    return dpo_loss(ListScores(policy, labels, mask, ref_logps=ref), DPOLossConfig(**config))
+
+
+def one_pair(scores=((3.0, 1.0),), **kw) -> LossOutput:
+    return mmpo(t(POLICY), t(REF), t(scores), ones(1, 2), **{"beta": 0.1, **kw})
 
 
 def test_hand_oracle():
@@ -64,10 +73,10 @@ def test_gamma_inf_is_exactly_dpo():
     policy, ref = t([[-10.0, -9.0, -12.0], [-5.0, -6.0, 0.0]]), t([[-11.0, -11.0, -11.0], [-5.5, -5.5, 0.0]])
     scores, mask = t([[-1.0, 0.0, -2.0], [2.0, 7.0, 0.0]]), t([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
     for margins in ("scores", "ranks"):
-        got = mmpo_loss(policy, ref, scores, mask, beta=0.1, gamma=float("inf"), margins=margins)
-        want = dpo_loss(policy, ref, scores, mask, beta=0.1, loss_type="sigmoid")
+        got = mmpo(policy, ref, scores, mask, beta=0.1, gamma=float("inf"), margins=margins)
+        want = dpo(policy, ref, scores, mask, beta=0.1, loss_type="sigmoid")
         assert torch.equal(got.losses, want.losses)
-        assert torch.equal(got.chosen_rewards, want.chosen_rewards)
+        assert torch.equal(got.extras["chosen_rewards"], want.extras["chosen_rewards"])
     assert one_pair(gamma=float("inf")).losses.item() == pytest.approx(0.598139, abs=1e-6)
 
 
@@ -75,7 +84,7 @@ def test_gamma_inf_is_exactly_dpo():
 def test_constant_target_is_cdpo(eps):
     """p = 1 - ε: -(1 - ε) log σ(βh) - ε log σ(-βh), TRL's cDPO (0.618139 at ε = 0.1)."""
     got = one_pair(p_override=1 - eps).losses
-    want = dpo_loss(t(POLICY), t(REF), t([[1.0, 0.0]]), ones(1, 2), beta=0.1, label_smoothing=eps).losses
+    want = dpo(t(POLICY), t(REF), t([[1.0, 0.0]]), ones(1, 2), beta=0.1, label_smoothing=eps).losses
     assert got.item() == pytest.approx(want.item(), abs=1e-12)
 
 
@@ -83,12 +92,12 @@ def test_half_target_is_minimised_at_h_zero():
     """p = 0.5 (what equal margins would give): ∂L/∂h = -β[0.5 σ(-βh) - 0.5 σ(βh)] = 0 at h = 0, L = log 2 there,
     and L(h) > log 2 on both sides."""
     policy = t([[-11.0, -11.0]], requires_grad=True)
-    out = mmpo_loss(policy, t(REF), t([[3.0, 1.0]]), ones(1, 2), beta=0.1, p_override=0.5)
+    out = mmpo(policy, t(REF), t([[3.0, 1.0]]), ones(1, 2), beta=0.1, p_override=0.5)
     out.losses.sum().backward()
     assert out.losses.item() == pytest.approx(math.log(2), abs=1e-12)
     assert policy.grad.abs().max().item() < 1e-12
     for h_w in (-9.0, -13.0):
-        moved = mmpo_loss(t([[h_w, -11.0]]), t(REF), t([[3.0, 1.0]]), ones(1, 2), beta=0.1, p_override=0.5)
+        moved = mmpo(t([[h_w, -11.0]]), t(REF), t([[3.0, 1.0]]), ones(1, 2), beta=0.1, p_override=0.5)
         assert moved.losses.item() > math.log(2)
 
 
@@ -118,7 +127,7 @@ def test_rank_margins_in_the_loss():
         (1, 2): p = σ(2.2·1)   = 0.900250, βh = 0.5
         (0, 2): p = σ(2.2·0.5) = 0.750260, βh = 0.3
     """
-    out = mmpo_loss(t([[1.0, 3.0, -2.0]]), t([[0.0, 0.0, 0.0]]), t([[-2.0, -1.0, -3.0]]), ones(1, 3),
+    out = mmpo(t([[1.0, 3.0, -2.0]]), t([[0.0, 0.0, 0.0]]), t([[-2.0, -1.0, -3.0]]), ones(1, 3),
                     beta=0.1, gamma=2.2, margins="ranks")  # fmt: skip
 
     want = {(1, 0): ce(sig(1.1), 0.2), (1, 2): ce(sig(2.2), 0.5), (0, 2): ce(sig(1.1), 0.3)}
@@ -137,21 +146,21 @@ def test_raw_scores_are_not_normalised():
 
 
 def test_reward_model_shape_trap_is_refused():
-    """Rewards as a (B, 1) column next to (B,) scores would broadcast to B×B (LOSSES.md §3). Every such call raises;
-    the right call — rewards [B, 2], ref 0, β = 1 — gives one loss per pair."""
+    """Rewards as a (B, 1) column next to (B,) scores would broadcast to B×B (docs/algorithms.md §3). Every such call
+    raises; the right call — rewards [B, 2], ref 0, β = 1 — gives one loss per pair."""
     rewards = t([[1.0], [0.5], [-0.2]])
     with pytest.raises(ValueError, match="K >= 2"):
-        mmpo_loss(rewards, torch.zeros_like(rewards), t([[3.0], [2.0], [1.0]]), ones(3, 1), beta=1.0)
+        mmpo(rewards, torch.zeros_like(rewards), t([[3.0], [2.0], [1.0]]), ones(3, 1), beta=1.0)
     with pytest.raises(ValueError):
-        mmpo_loss(rewards, torch.zeros_like(rewards), t([3.0, 2.0, 1.0]), ones(3, 1), beta=1.0)
+        mmpo(rewards, torch.zeros_like(rewards), t([3.0, 2.0, 1.0]), ones(3, 1), beta=1.0)
     with pytest.raises(ValueError):
-        mmpo_loss(t([1.0, 0.5, -0.2]), t([0.0, 0.0, 0.0]), t([3.0, 2.0, 1.0]), torch.ones(3, dtype=bool), beta=1.0)
+        mmpo(t([1.0, 0.5, -0.2]), t([0.0, 0.0, 0.0]), t([3.0, 2.0, 1.0]), torch.ones(3, dtype=bool), beta=1.0)
     with pytest.raises(ValueError):
-        mmpo_loss(t([[1.0, 0.0]] * 3), t([[0.0, 0.0]] * 3), t([[3.0, 1.0]]), ones(3, 2), beta=1.0)
+        mmpo(t([[1.0, 0.0]] * 3), t([[0.0, 0.0]] * 3), t([[3.0, 1.0]]), ones(3, 2), beta=1.0)
 
     # Reward-model use: r = (2, 1), (0, 1), (1, 1) against scores (3, 1), (1, 2), (2, 1), γ = 0.5 → p = σ(1), σ(0.5),
     # σ(0.5); margins r_w - r_l = 1, 1, 0.
-    out = mmpo_loss(t([[2.0, 1.0], [0.0, 1.0], [1.0, 1.0]]), torch.zeros(3, 2, dtype=F64),
+    out = mmpo(t([[2.0, 1.0], [0.0, 1.0], [1.0, 1.0]]), torch.zeros(3, 2, dtype=F64),
                     t([[3.0, 1.0], [1.0, 2.0], [2.0, 1.0]]), ones(3, 2), beta=1.0, gamma=0.5)  # fmt: skip
     assert out.losses.shape == (3,)
 
@@ -171,12 +180,12 @@ def test_padding_and_ties_form_no_pair_and_leak_no_nan():
     nan = float("nan")
     policy = t([[-10.0, -12.0, nan, -10.0]], requires_grad=True)
     ref = t([[-11.0, -11.0, nan, -11.0]])
-    out = mmpo_loss(policy, ref, t([[3.0, 1.0, 9.0, 3.0]]), t([[1, 1, 0, 1]], dtype=torch.bool), beta=0.1, gamma=0.5)
+    out = mmpo(policy, ref, t([[3.0, 1.0, 9.0, 3.0]]), t([[1, 1, 0, 1]], dtype=torch.bool), beta=0.1, gamma=0.5)
     assert sorted(zip(out.pairs.winner.tolist(), out.pairs.loser.tolist())) == [(0, 1), (3, 1)]
     assert out.losses.tolist() == pytest.approx([0.651927, 0.651927], abs=1e-5)
     out.losses.sum().backward()
     assert torch.isfinite(policy.grad).all() and policy.grad[0, 2] == 0
-    assert all(math.isfinite(v) for v in out.metrics().values())
+    assert all(math.isfinite(v) for v in out.metrics.values())
 
 
 @pytest.mark.parametrize("margins", ["scores", "ranks"])
@@ -188,6 +197,6 @@ def test_gradcheck(margins):
     mask = t([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
 
     def f(p, r):
-        return mmpo_loss(p, r, scores, mask, beta=0.5, gamma=1.1, margins=margins).losses
+        return mmpo(p, r, scores, mask, beta=0.5, gamma=1.1, margins=margins).losses
 
     assert torch.autograd.gradcheck(f, (policy, ref), eps=1e-6, atol=1e-8, rtol=1e-6)

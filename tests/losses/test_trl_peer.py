@@ -1,4 +1,4 @@
-"""Peer oracle (LOSSES.md §1): TRL's ``DPOTrainer`` and ``align`` compute the same DPO loss on the same batch.
+"""Peer oracle (docs/algorithms.md §1): TRL's ``DPOTrainer`` and ``align`` compute the same DPO loss on the same batch.
 
 A tiny Llama (random weights) is the reference; the policy is the same model with every weight perturbed, so the
 log-ratios, and h, are not zero. TRL stacks a batch of B pairs as 2B rows, all chosen rows first, then all
@@ -41,7 +41,7 @@ from align.data.example import RankedExample  # noqa: E402
 from align.data.tokenize import tokenize_examples  # noqa: E402
 from align.forward import list_logprobs  # noqa: E402
 from align.logprobs import sequence_logprobs  # noqa: E402
-from align.losses import dpo_loss  # noqa: E402
+from align.losses import DPOLossConfig, ListScores, dpo_loss  # noqa: E402
 from align.models.tiny import TinySpec, build_model, build_tokenizer  # noqa: E402
 
 BETA = 0.1
@@ -161,15 +161,9 @@ def test_dpo_loss_equals_trl_on_the_same_batch(tiny, loss_type):
     policy, ref = our_pair_logps(tiny.policy, batch), our_pair_logps(tiny.ref, batch)
     # TRL's IPO divides each log-ratio by its completion token count (completion_mask.sum, clamped at 1).
     lengths = batch["completion_mask"].sum(1).view(2, -1).T
-    out = dpo_loss(
-        policy,
-        ref,
-        torch.tensor([[1.0, 0.0]] * B),
-        torch.ones(B, 2, dtype=torch.bool),
-        beta=BETA,
-        loss_type=loss_type,
-        lengths=lengths,
-    )
+    scores = ListScores(policy, torch.tensor([[1.0, 0.0]] * B), torch.ones(B, 2, dtype=torch.bool), lengths=lengths,
+                        ref_logps=ref)
+    out = dpo_loss(scores, DPOLossConfig(beta=BETA, loss_type=loss_type))
     assert len(out.pairs) == B
     assert out.pairs.winner.tolist() == [0] * B  # one pair per row, chosen (slot 0) over rejected (slot 1)
     ours = out.losses.mean().item()
@@ -180,7 +174,7 @@ def test_dpo_loss_equals_trl_on_the_same_batch(tiny, loss_type):
     assert ours == pytest.approx(trl_loss, rel=1e-5)
 
     # TRL's logged metrics are batch means of the same quantities.
-    m = out.metrics()
+    m = out.metrics
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
         assert m[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-6), key
     assert m["rewards/accuracies"] == pytest.approx(metrics["rewards/accuracies"])
@@ -233,7 +227,8 @@ def test_tokenization_and_full_path_equal_trl(tiny, fmt):
     torch.testing.assert_close(ours_batch["lengths"], trl_batch["completion_mask"].sum(1).view(2, -1).T)
 
     # 3. The loss.
-    out = dpo_loss(pol, ref, ours_batch["labels"], ours_batch["list_mask"], beta=BETA)
+    scores = ListScores(pol, ours_batch["labels"], ours_batch["list_mask"], ref_logps=ref)
+    out = dpo_loss(scores, DPOLossConfig(beta=BETA))
     with torch.no_grad():
         trl_loss = trainer.compute_loss(trainer.model, trl_batch).item()
     assert out.losses.mean().item() == pytest.approx(trl_loss, rel=1e-5)

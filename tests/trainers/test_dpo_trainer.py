@@ -11,7 +11,7 @@ from transformers import TrainingArguments
 from align.data.example import RankedExample
 from align.data.tokenize import TokenizedList, tokenize_examples
 from align.forward import score_lists
-from align.losses import dpo_loss
+from align.losses import ListScores, dpo_loss
 from align.models import load_model, load_tokenizer
 from align.trainers import DPOLossConfig, DPOTrainer, ListDataset
 
@@ -64,7 +64,8 @@ def test_gradient_accumulation_invariance(small_model_dir, tmp_path):
 
     batch = ListCollator(tok.pad_token_id)([{"list": t, "ref_logps": r} for t, r in zip(lists, refs)])
     manual.train()
-    out = dpo_loss(list_logprobs(manual, batch), batch["ref_logps"], batch["labels"], batch["list_mask"], beta=0.5)
+    scores = ListScores(list_logprobs(manual, batch), batch["labels"], batch["list_mask"], ref_logps=batch["ref_logps"])
+    out = dpo_loss(scores, DPOLossConfig(beta=0.5))
     assert len(out.pairs) == sum(len(t.response_ids) * (len(t.response_ids) - 1) // 2 for t in lists) == 24
     out.losses.mean().backward()
     with torch.no_grad():

@@ -13,11 +13,14 @@ from align.pipeline import run_training
 from align.trainers import (
     CringeLossConfig,
     CringeTrainer,
+    DPOLossConfig,
+    DPOTrainer,
     LiPOLossConfig,
     LiPOTrainer,
     ListDataset,
     MMPOLossConfig,
     MMPOTrainer,
+    PreferenceTrainer,
 )
 from tests.conftest import HH, OASST
 from tests.trainers.test_dpo_trainer import _lists
@@ -101,3 +104,40 @@ def test_lipo_and_dpo_share_the_reference_cache(small_model_dir, tmp_path):
                        tmp_path / "d", progress=False)
     assert dpo["reference_cache"]["key"] == lipo["reference_cache"]["key"]
     assert dpo["reference_cache"]["computed"] == 0 and dpo["reference_cache"]["hits"] > 0
+
+
+PAIR_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"}
+LOGPS = {"logps/chosen", "logps/rejected"}
+
+
+@pytest.mark.parametrize(("cls", "config", "keys"), [
+    (DPOTrainer, DPOLossConfig(), PAIR_METRICS | LOGPS),
+    (MMPOTrainer, MMPOLossConfig(), PAIR_METRICS | LOGPS),
+    (CringeTrainer, CringeLossConfig(b=0.0, tau=1.0), {"cringe/ce", "cringe/gate"} | LOGPS),
+    (LiPOTrainer, LiPOLossConfig(), {"rewards/best", "rewards/mean"}),
+], ids=lambda x: getattr(x, "__name__", ""))
+def test_each_trainer_logs_its_loss_metrics_and_the_shared_ones(cls, config, keys, small_model_dir, tmp_path):
+    """The loss reports its own metrics; the base adds the pairs' policy log-probs and the ranking metrics."""
+    tok = load_tokenizer(str(small_model_dir))
+    lists = _lists(tok, n=4)
+    refs = [[-30.0] * len(t.response_ids) for t in lists]
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    model = load_model(str(small_model_dir)).train()
+    trainer = cls(model, args, config, ListDataset(lists, refs if cls.needs_reference else None), processing_class=tok)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    loss = trainer.compute_loss(model, batch)
+    assert torch.isfinite(loss)
+    logged = set(trainer._metrics["train"])
+    assert keys <= logged and "ranking/kendall_tau" in logged
+    assert (LOGPS <= logged) == (cls is not LiPOTrainer)
+
+
+def test_a_trainer_refuses_another_loss_config(small_model_dir, tmp_path):
+    tok = load_tokenizer(str(small_model_dir))
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    with pytest.raises(TypeError, match="DPOTrainer needs a DPOLossConfig, got LiPOLossConfig"):
+        DPOTrainer(load_model(str(small_model_dir)), args, LiPOLossConfig(), ListDataset(_lists(tok, n=2)),
+                   processing_class=tok)
+    with pytest.raises(TypeError, match="PreferenceTrainer sets no loss spec"):
+        PreferenceTrainer(load_model(str(small_model_dir)), args, DPOLossConfig(), ListDataset(_lists(tok, n=2)),
+                          processing_class=tok)

@@ -105,7 +105,7 @@ def test_bt_pair_loss_matches_hand(trainer):
     r = [[1.3, -0.4], [0.2, 0.9]]
     out = _objective(trainer, RewardLossConfig(loss_type="bt"), r, [[1.0, 0.0], [0.0, 1.0]])
     assert out.count == 2
-    assert out.loss_sum.item() == pytest.approx(_nls(1.3 + 0.4) + _nls(0.9 - 0.2), rel=1e-6)
+    assert out.losses.sum().item() == pytest.approx(_nls(1.3 + 0.4) + _nls(0.9 - 0.2), rel=1e-6)
     assert out.metrics["rewards/accuracies"] == 1.0
 
 
@@ -117,7 +117,7 @@ def test_bt_every_labelled_pair_is_a_term_and_ties_and_padding_form_none(trainer
     expected_pairs = [(0, 0, 1), (0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2), (2, 0, 1)]
     assert out.count == len(expected_pairs) == 6
     want = sum(_nls(r[b][i] - r[b][j]) for b, i, j in expected_pairs)
-    assert out.loss_sum.item() == pytest.approx(want, rel=1e-6)
+    assert out.losses.sum().item() == pytest.approx(want, rel=1e-6)
 
 
 def test_mmpo_gamma_inf_is_bt(trainer):
@@ -127,9 +127,9 @@ def test_mmpo_gamma_inf_is_bt(trainer):
     mmpo = _objective(trainer, cfg, r, labels)
     bt = _objective(trainer, RewardLossConfig(loss_type="bt"), r, labels)
     assert mmpo.count == bt.count == 5
-    assert mmpo.loss_sum.item() == pytest.approx(bt.loss_sum.item(), rel=1e-6)
+    assert mmpo.losses.sum().item() == pytest.approx(bt.losses.sum().item(), rel=1e-6)
     finite = _objective(trainer, RewardLossConfig(loss_type="mmpo", gamma=1.0), r, labels)
-    assert abs(finite.loss_sum.item() - bt.loss_sum.item()) > 1e-3  # a finite γ is a different loss
+    assert abs(finite.losses.sum().item() - bt.losses.sum().item()) > 1e-3  # a finite γ is a different loss
 
 
 @pytest.mark.parametrize("margins", ["scores", "ranks"])
@@ -143,7 +143,7 @@ def test_mmpo_soft_targets_match_hand(trainer, margins):
         p, h = _sig(0.7 * (m[i] - m[j])), r[0][i] - r[0][j]
         want += p * _nls(h) + (1 - p) * _nls(-h)
     assert out.count == 3
-    assert out.loss_sum.item() == pytest.approx(want, rel=1e-6)
+    assert out.losses.sum().item() == pytest.approx(want, rel=1e-6)
 
 
 @pytest.mark.parametrize("loss_type", ["bt", "mmpo"])
@@ -158,7 +158,7 @@ def test_center_rewards_adds_squared_sum_per_pair(trainer, loss_type):
     pairs = [(0, 0, 1), (0, 0, 2), (0, 1, 2), (1, 0, 1)]
     extra = c * sum((r[b][i] + r[b][j]) ** 2 for b, i, j in pairs)
     assert centred.count == plain.count == len(pairs)
-    assert centred.loss_sum.item() == pytest.approx(plain.loss_sum.item() + extra, rel=1e-6)
+    assert centred.losses.sum().item() == pytest.approx(plain.losses.sum().item() + extra, rel=1e-6)
 
 
 def test_list_mle_on_two_items_is_bt(trainer):
@@ -167,7 +167,7 @@ def test_list_mle_on_two_items_is_bt(trainer):
     mle = _objective(trainer, RewardLossConfig(loss_type="list_mle"), r, labels)
     bt = _objective(trainer, RewardLossConfig(loss_type="bt"), r, labels)
     assert mle.count == bt.count == 4  # one pair per list, one list per pair
-    assert mle.loss_sum.item() == pytest.approx(bt.loss_sum.item(), rel=1e-6)
+    assert mle.losses.sum().item() == pytest.approx(bt.losses.sum().item(), rel=1e-6)
 
 
 def test_list_mle_is_plackett_luce_with_padding(trainer):
@@ -178,7 +178,7 @@ def test_list_mle_is_plackett_luce_with_padding(trainer):
     a, b, c = r[0][1], r[0][2], r[0][0]
     pl3 = -(a - math.log(math.exp(a) + math.exp(b) + math.exp(c))) - (b - math.log(math.exp(b) + math.exp(c)))
     assert out.count == 2
-    assert out.loss_sum.item() == pytest.approx(pl3 + _nls(-1.0 - 1.0), rel=1e-6)
+    assert out.losses.sum().item() == pytest.approx(pl3 + _nls(-1.0 - 1.0), rel=1e-6)
     assert out.metrics["rewards/best"] == pytest.approx((a + (-1.0)) / 2, rel=1e-6)
 
 
@@ -188,7 +188,7 @@ def test_lambda_on_two_items_matches_hand(trainer):
     # ψ = (0.75, 0.25); the model ranks slot 1 first, so |1/D(τ_0) - 1/D(τ_1)| = 1 - 1/log2(3).
     delta = abs((2**0.75 - 1) - (2**0.25 - 1)) * (1 - 1 / math.log2(3))
     assert out.count == 1
-    assert out.loss_sum.item() == pytest.approx(delta * _nls(0.2 - 0.9), rel=1e-6)
+    assert out.losses.sum().item() == pytest.approx(delta * _nls(0.2 - 0.9), rel=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, match", [
