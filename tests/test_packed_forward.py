@@ -107,6 +107,7 @@ def test_per_token_values_and_selected_logits(small_model_dir):
     with torch.no_grad():
         ref = policy_forward(model, plain, keep_logits=True)
         _, ref_tok = sequence_logprobs(ref.logits, plain["input_ids"], plain["loss_mask"], per_token=True)
+    with torch.inference_mode():  # how the scoring loops run
         out = packed_forward(model, packed, per_token=True)
     mask = plain["loss_mask"][:, 1:].bool()
     per_response = out.per_response(packed)
