@@ -1,4 +1,10 @@
-"""The policy / reference forward over collated lists, with and without gradients."""
+"""The policy / reference forward over collated lists, with and without gradients.
+
+Two layouts: :func:`policy_forward` takes :class:`align.data.collate.ListCollator` batches (one padded row
+``prompt + response`` per response, full logits); :func:`packed_forward` takes
+:class:`align.data.packing.PackedListCollator` batches (each prompt once, no padding between lists, log-probs
+from the hidden states in chunks, never the full-vocabulary logits) and gives the same values.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from align.data.collate import ListCollator, to_list_layout
+from align.data.packing import packed_attention_mask
 from align.data.tokenize import TokenizedList
 from align.distributed import full_weights, score_sharded
-from align.logprobs import sequence_logprobs
+from align.logprobs import UnsupportedHeadError, chunked_token_logprobs, output_head, segment_sums, sequence_logprobs
 
 
 @dataclass
@@ -141,3 +150,148 @@ def sharded_scores(model: torch.nn.Module, lists: Sequence[TokenizedList], *, re
 
     with full_weights(model, engine_managed):
         return score_sharded(score, lists, batch_size=batch_size, dummy_forward=dummy)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared-prompt packed forward
+# ---------------------------------------------------------------------------------------------------------------
+
+# Architectures whose forward is ``lm_head(norm(decoder(...)))`` and whose decoder hands a 4D mask to every layer
+# unchanged (transformers' create_causal_mask returns a 4D mask as is) with rotary positions from position_ids;
+# each is checked against policy_forward in tests/test_packed_forward.py. Add one only with such a test.
+PACKED_MODEL_TYPES: tuple[str, ...] = ("llama", "qwen2", "qwen3", "mistral")
+# Attention implementations that apply an arbitrary 4D mask: sdpa (boolean) and eager (additive). Flash-attention
+# takes no mask (only per-sequence boundaries) and flex_attention needs a BlockMask.
+PACKED_ATTENTION: tuple[str, ...] = ("sdpa", "eager")
+
+
+class PackingUnsupportedError(ValueError):
+    """The model cannot run the packed layout exactly; use :func:`policy_forward` instead."""
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` without DDP, DeepSpeed, FSDP or torch.compile wrappers."""
+    if isinstance(model, PreTrainedModel) or hasattr(model, "peft_config"):
+        return model  # the usual single-process case: no need to import deepspeed to check
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model)
+
+
+def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers causal LM inside distributed wrappers and a PEFT model (LoRA layers stay in place)."""
+    m = _unwrap(model)
+    return m.get_base_model() if hasattr(m, "peft_config") and hasattr(m, "get_base_model") else m
+
+
+def _sliding_window(config: Any) -> int | None:
+    """The attention window some layers use (Mistral, Qwen2/3 with use_sliding_window), else None."""
+    types = getattr(config, "layer_types", None)
+    if types and "sliding_attention" not in types:
+        return None
+    return getattr(config, "sliding_window", None)
+
+
+def packed_unsupported_reason(model: torch.nn.Module, batch: dict[str, torch.Tensor] | None = None, *,
+                              chunked: bool = True) -> str | None:
+    """Why :func:`packed_forward` cannot reproduce :func:`policy_forward` on ``model`` (None when it can).
+
+    One line, for a fallback log. Checks the architecture (``PACKED_MODEL_TYPES``), the attention implementation
+    (``PACKED_ATTENTION``), PEFT prompt-learning adapters (virtual tokens shift every position), a sliding window
+    shorter than the batch's longest ``prompt + response`` (the 4D mask replaces the window; when every sequence
+    fits in it the window changes nothing), and with ``chunked`` the LM head (:func:`align.logprobs.output_head`).
+    """
+    peft_config = getattr(_unwrap(model), "active_peft_config", None)
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        return f"the PEFT adapter ({peft_config.peft_type}) adds virtual tokens"
+    lm = _causal_lm(model)
+    config = getattr(lm, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in PACKED_MODEL_TYPES:
+        return f"model type {model_type!r} is not one checked with the packed layout {PACKED_MODEL_TYPES}"
+    attn = getattr(config, "_attn_implementation", None)
+    if attn not in PACKED_ATTENTION:
+        return f"attention implementation {attn!r} cannot take a custom 4D mask (needs one of {PACKED_ATTENTION})"
+    window = _sliding_window(config)
+    if window is not None and batch is not None and int(batch["max_sequence_tokens"]) > window:
+        return f"a sequence of {int(batch['max_sequence_tokens'])} tokens exceeds the sliding window {window}"
+    if chunked:
+        try:
+            output_head(lm)
+        except UnsupportedHeadError as e:
+            return str(e)
+    return None
+
+
+@dataclass
+class PackedOutput:
+    """One packed forward over a batch of lists.
+
+    Attributes:
+        logps: ``[B, K]`` summed response log-probs (0 on padded slots), as :attr:`PolicyOutput.logps`.
+        token_logps: ``[T]`` float32 log-prob of every scored response token (order of the batch's ``token_*``
+            keys: response by response) when asked for, else None.
+        hidden: ``[R, W, H]`` final hidden states of the packed rows (for :meth:`response_logits`).
+        head: the model's output head module.
+    """
+
+    logps: torch.Tensor
+    token_logps: torch.Tensor | None
+    hidden: torch.Tensor
+    head: torch.nn.Module
+
+    def per_response(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """``token_logps`` split into one ``[len]`` tensor per response, responses in ``row_list`` order."""
+        if self.token_logps is None:
+            raise ValueError("run packed_forward(..., per_token=True) for per-token log-probs")
+        counts = torch.bincount(batch["token_response"], minlength=batch["row_list"].numel())
+        return list(self.token_logps.split(counts.tolist()))
+
+    def response_logits(self, batch: dict[str, torch.Tensor], responses: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Next-token logits at the scored tokens of the given responses only (e.g. Cringe's losers).
+
+        Args:
+            responses: ``[n]`` response indices (positions in ``row_list``).
+
+        Returns:
+            ``logits [T_sel, V]`` (model dtype, differentiable), ``targets [T_sel]`` the tokens they predict and
+            ``owner [T_sel]`` the response of each; in the batch's token order.
+        """
+        keep = torch.isin(batch["token_response"], responses)
+        rows = self.hidden[batch["token_row"][keep], batch["token_pos"][keep]]
+        return self.head(rows), batch["token_target"][keep], batch["token_response"][keep]
+
+
+def packed_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, per_token: bool = False,
+                   chunked: bool = True, chunk_size: int = 1024) -> PackedOutput:
+    """Summed response log-probs ``[B, K]`` of a :class:`align.data.packing.PackedListCollator` batch.
+
+    The model runs once over the packed rows with the block mask and the rows' position ids (through its own
+    ``forward``, so DDP / DeepSpeed / PEFT wrappers do their work), returning only the final hidden states and
+    one position's logits; the log-probs of the response tokens then come from those hidden states: with
+    ``chunked``, :func:`align.logprobs.chunked_token_logprobs` (``chunk_size`` tokens of ``[c, V]`` logits at a
+    time); else the head on the ``[T, H]`` scored positions at once (``[T, V]`` logits, still no padding or prompt
+    positions). Equal to :func:`policy_forward` on the same lists (tests/test_packed_forward.py).
+
+    Raises :class:`PackingUnsupportedError` when :func:`packed_unsupported_reason` gives a reason.
+    """
+    reason = packed_unsupported_reason(model, batch, chunked=chunked)
+    if reason:
+        raise PackingUnsupportedError(reason)
+    lm = _causal_lm(model)
+    eager = lm.config._attn_implementation == "eager"
+    mask = packed_attention_mask(batch, lm.get_input_embeddings().weight.dtype if eager else None)
+    out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
+                use_cache=False, logits_to_keep=1, output_hidden_states=-1)
+    hidden = out.hidden_states[-1]  # [R, W, H], after the final norm
+    index = batch["token_row"] * hidden.shape[1] + batch["token_pos"]
+    targets = batch["token_target"]
+    if chunked:
+        weight, bias = output_head(lm)
+        tok = chunked_token_logprobs(hidden, weight, targets, index, bias, chunk_size=chunk_size)
+    else:
+        logits = lm.get_output_embeddings()(hidden.reshape(-1, hidden.shape[-1]).index_select(0, index))
+        tok = -F.cross_entropy(logits.float(), targets, reduction="none")
+    sums = segment_sums(tok, batch["token_response"], batch["row_list"].numel())
+    return PackedOutput(to_list_layout(sums, batch), tok if per_token else None, hidden, lm.get_output_embeddings())

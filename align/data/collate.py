@@ -33,7 +33,7 @@ class ListCollator:
         width = max(len(p) + len(r) for _, _, p, r in rows)
         if self.pad_to_multiple_of:
             width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
-        n, B, K = len(rows), len(lists), max(len(t.response_ids) for t in lists)
+        n = len(rows)
         input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((n, width), dtype=torch.long)
         loss_mask = torch.zeros((n, width), dtype=torch.long)
@@ -42,31 +42,39 @@ class ListCollator:
             input_ids[i, : len(seq)] = torch.tensor(seq)
             attention_mask[i, : len(seq)] = 1
             loss_mask[i, len(p) : len(seq)] = 1
-        labels = torch.zeros((B, K), dtype=torch.float32)
-        list_mask = torch.zeros((B, K), dtype=torch.bool)
-        lengths = torch.zeros((B, K), dtype=torch.long)
-        for b, t in enumerate(lists):
-            k = len(t.response_ids)
-            labels[b, :k] = torch.tensor(t.scores)
-            list_mask[b, :k] = True
-            lengths[b, :k] = torch.tensor([len(r) for r in t.response_ids])
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "loss_mask": loss_mask,
             "row_list": torch.tensor([b for b, *_ in rows]),
             "row_slot": torch.tensor([k for _, k, *_ in rows]),
-            "labels": labels,
-            "list_mask": list_mask,
-            "lengths": lengths,
-            "index": torch.tensor([it.get("index", -1) for it in items]),
+            **list_layout(items),
         }
-        if items[0].get("ref_logps") is not None:
-            ref = torch.full((B, K), math.nan, dtype=torch.float32)
-            for b, it in enumerate(items):
-                ref[b, : len(it["ref_logps"])] = torch.as_tensor(it["ref_logps"], dtype=torch.float32)
-            batch["ref_logps"] = ref
         return batch
+
+
+def list_layout(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """The ``[B, K]`` part of a batch of list items (K = longest list; padded slots masked): ``labels``,
+    ``list_mask``, ``lengths`` (response tokens), ``index`` ``[B]`` (-1 when absent) and, when the items carry
+    them, ``ref_logps`` (NaN on padded slots)."""
+    lists: list[TokenizedList] = [it["list"] for it in items]
+    B, K = len(lists), max(len(t.response_ids) for t in lists)
+    labels = torch.zeros((B, K), dtype=torch.float32)
+    list_mask = torch.zeros((B, K), dtype=torch.bool)
+    lengths = torch.zeros((B, K), dtype=torch.long)
+    for b, t in enumerate(lists):
+        k = len(t.response_ids)
+        labels[b, :k] = torch.tensor(t.scores)
+        list_mask[b, :k] = True
+        lengths[b, :k] = torch.tensor([len(r) for r in t.response_ids])
+    out = {"labels": labels, "list_mask": list_mask, "lengths": lengths,
+           "index": torch.tensor([it.get("index", -1) for it in items])}
+    if items[0].get("ref_logps") is not None:
+        ref = torch.full((B, K), math.nan, dtype=torch.float32)
+        for b, it in enumerate(items):
+            ref[b, : len(it["ref_logps"])] = torch.as_tensor(it["ref_logps"], dtype=torch.float32)
+        out["ref_logps"] = ref
+    return out
 
 
 def to_list_layout(values: torch.Tensor, batch: dict[str, torch.Tensor], fill: float = 0.0) -> torch.Tensor:
