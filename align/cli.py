@@ -26,8 +26,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from align.config import ConfigError
     from align.data.example import DataError
     from align.reference import CacheError
+    from align.trainers.guards import NonFiniteError
 
-    return (ConfigError, DataError, CacheError, FileNotFoundError, ValueError, OSError)
+    return (ConfigError, DataError, CacheError, NonFiniteError, FileNotFoundError, ValueError, OSError)
 
 
 def _fmt(v: Any) -> str:

@@ -109,6 +109,8 @@ class TrainSection:
     ``warmup_steps`` below 1 is a fraction of the total steps (transformers 5 dropped ``warmup_ratio`` for this).
     ``max_steps`` -1 trains for ``num_train_epochs``. ``push_to_hub`` needs ``hub_model_id``: the trainer's own
     output directory is ``<output_dir>/checkpoints``, which would otherwise name the hub repository.
+    ``on_non_finite`` is align's own (not a ``TrainingArguments`` field): ``error`` stops a run at a NaN or
+    infinite loss or gradient, naming the step and the batch's rows; ``skip`` skips and counts it.
     """
 
     learning_rate: float = 5e-6
@@ -136,6 +138,8 @@ class TrainSection:
     report_to: str | list[str] = "none"
     push_to_hub: bool = False
     hub_model_id: str | None = None
+    on_non_finite: Literal["error", "skip"] = "error"  # align's own: a NaN/inf loss or gradient stops the run or
+    # is skipped and counted (align.trainers.guards); not passed to TrainingArguments
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -501,6 +505,7 @@ ALIGN_SETS: dict[str, str] = {
     "resume_from_checkpoint": "use `align train --resume`",
     "ddp_find_unused_parameters": "every trainable parameter gets a gradient in align's objectives (always false)",
 }
+# Set by align only where it applies (so a user may still set it): dataloader_pin_memory (false without a GPU).
 
 
 def _sections() -> dict[str, type]:
@@ -628,13 +633,15 @@ def training_kwargs(recipe: Recipe, output_dir: str | Path) -> dict[str, Any]:
     import torch
 
     t = recipe.train
-    kw = {k: v for k, v in vars(t).items() if k not in ("extra", "gradient_checkpointing")}
+    kw = {k: v for k, v in vars(t).items() if k not in ("extra", "gradient_checkpointing", "on_non_finite")}
     new_name = "activation_checkpointing" in training_argument_fields()
     kw["activation_checkpointing" if new_name else "gradient_checkpointing"] = t.gradient_checkpointing
     kw.update(t.extra)
     kw["ddp_find_unused_parameters"] = False  # every trainable parameter gets a gradient: skip DDP's extra pass
     kw.update(output_dir=str(Path(output_dir) / "checkpoints"), logging_first_step=True, save_strategy="steps",
               use_cpu=not torch.cuda.is_available(), disable_tqdm=False, remove_unused_columns=False)
+    if not torch.cuda.is_available():
+        kw.setdefault("dataloader_pin_memory", False)  # nothing to pin to; torch warns at every data loader
     return kw
 
 
@@ -701,7 +708,7 @@ def model_context_length(model_config: Any) -> tuple[int, str] | None:
     return None
 
 
-def read_model_config(name: str, *, local_only: bool = False) -> Any:
+def read_model_config(name: str, *, local_only: bool = False, key: str = "model.name_or_path") -> Any:
     """A model's config without its weights: ``transformers.AutoConfig`` (the raw ``config.json`` for an
     architecture this transformers does not know). ``embedded:tiny`` answers from its spec without building it.
     With ``local_only``, None when the config is not on this machine."""
@@ -713,7 +720,16 @@ def read_model_config(name: str, *, local_only: bool = False) -> Any:
         from align.models.tiny import TinySpec
 
         return dataclasses.asdict(TinySpec())
-    path = resolve_model_path(name)
+    if local_only and not Path(name).expanduser().exists():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+        except ValueError:  # not even a valid hub id (a path that does not exist)
+            cached = False
+        if not cached:
+            return None  # not on this machine: the check is left to the load, which names the problem
+    path = resolve_model_path(name, key)
     try:
         return AutoConfig.from_pretrained(path, local_files_only=local_only)
     except ValueError:  # an architecture unknown to this transformers: the raw config.json still says its context
@@ -756,8 +772,9 @@ def preflight(recipe: Recipe, *, training: bool = True) -> None:
     Meant to run before any data or weights load (a hub model's ``config.json`` is fetched if not cached)."""
     if training:
         check_device(recipe)
-    for name in dict.fromkeys(n for n in (recipe.model.name_or_path, recipe.model.reference) if n):
-        check_lengths_against_model(recipe, read_model_config(name), model=name)
+    for key, name in (("model.name_or_path", recipe.model.name_or_path), ("model.reference", recipe.model.reference)):
+        if name:
+            check_lengths_against_model(recipe, read_model_config(name, key=key), model=name)
 
 
 # ---------------------------------------------------------------------------------------------------------------

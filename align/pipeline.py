@@ -186,7 +186,7 @@ def recipe_reference(recipe: Recipe, policy: torch.nn.Module, tokenizer, data: P
           "on_corrupt": r.on_corrupt, "source": Path(recipe.data.train).name, "progress": progress}
     if not recipe.model.reference:
         return reference_for(policy, tokenizer, model_name=recipe.model.name_or_path, **kw)
-    ref = load_model(recipe.model.reference, recipe.model.dtype)
+    ref = load_model(recipe.model.reference, recipe.model.dtype, key="model.reference")
     if not is_zero3_partitioned(ref):
         ref = ref.to(next(policy.parameters()).device)
     ref.eval()
@@ -219,6 +219,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
     # TrainingArguments first: under `accelerate launch` it sets up the process group (and ZeRO-3 partitioning
     # at model load), so everything below runs split across ranks instead of once per rank.
     args = training_arguments(recipe, out)
+    args.disable_tqdm = not progress
     tokenizer, data, start_model, policy, sft_seconds = prepare_policy(recipe, search_dirs, progress, args.device)
     if is_main():
         write_json(out / "recipe.json", recipe_dict)  # the settings in effect (see prepare_output_dir)
@@ -235,7 +236,13 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
 
     trainer: PreferenceTrainer = algo.trainer(
         policy, args, recipe.loss, ListDataset(data.train), ListDataset(data.eval) if data.eval else None,
-        processing_class=tokenizer, reference=reference, reference_is_policy=not recipe.model.reference)
+        processing_class=tokenizer, reference=reference, reference_is_policy=not recipe.model.reference,
+        on_non_finite=recipe.train.on_non_finite)
+    if not progress:  # quiet means quiet: no progress bar, no printed log lines (trackers still get them)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
     add_run_info(trainer, {"recipe": to_dict(recipe), "data": data.to_dict(),
                            "reference_cache": lambda: trainer.reference_stats.to_dict()})
     last = run_state.resume_from
@@ -277,6 +284,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         "world_size": args.world_size,
         "command": command,
         "resume": run_state.to_dict(),
+        "non_finite_steps": trainer.guard.events,
     }
     if is_main():
         write_json(out / "summary.json", summary)

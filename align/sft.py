@@ -111,7 +111,8 @@ def _train(model, tokenizer, rows: list[dict], stage: SFTStage, root: Path, key:
                      per_device_train_batch_size=stage.batch_size, warmup_steps=stage.warmup_steps,
                      lr_scheduler_type="cosine", logging_steps=max(stage.max_steps // 5, 1), save_strategy="no",
                      report_to="none", bf16=False, use_cpu=not _has_gpu(), max_length=max_length, seed=seed,
-                     activation_checkpointing=False, dataset_num_proc=None)
+                     activation_checkpointing=False, dataset_num_proc=None,
+                     disable_tqdm=os.environ.get("TQDM_DISABLE") == "1")  # align.quiet() sets it
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
     trainer.save_model(str(tmp))

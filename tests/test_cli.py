@@ -195,3 +195,95 @@ def test_train_refuses_bad_settings_before_loading(tmp_path, capsys):
     assert main(["train", "recipes/dpo_tiny.yaml", "loss.beta=.inf", "--output-dir", str(out)]) == 2
     assert "align train: error: loss.beta: got inf; allowed: a finite number > 0" in capsys.readouterr().err
     assert not out.exists()  # nothing was written: the recipe failed before the run started
+
+
+def test_a_hub_id_that_cannot_be_had_names_the_key_and_says_what_to_do(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), HF_HOME=str(tmp_path / "hf"))
+    for args, key in ((["train", "recipes/dpo_tiny.yaml", "model.name_or_path=nobody/no-such-model"],
+                       "model.name_or_path"),
+                      (["eval", "--model", "nobody/no-such-model", "--data", str(OASST)], "--model")):
+        p = subprocess.run([sys.executable, "-m", "align", *args], cwd=REPO, env=env, capture_output=True, text=True)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+        assert f"{key}: 'nobody/no-such-model'" in p.stderr and "hf download" in p.stderr
+        assert "HF_HUB_OFFLINE=1" in p.stderr
+
+
+def test_resume_says_from_where_and_what_changed_and_a_used_dir_is_refused(small_model_dir, tmp_path, capsys,
+                                                                            caplog):
+    import logging
+
+    args = ["train", "recipes/dpo_tiny.yaml", "--output-dir", str(tmp_path / "r"),
+            f"model.name_or_path={small_model_dir}", f"data.train={HH}", "data.max_rows=24",
+            "data.max_prompt_length=32", "data.max_response_length=16", "sft.enabled=false", "train.save_steps=2",
+            "eval.enabled=false", f"reference.cache_dir={tmp_path / 'rc'}"]
+    assert main([*args, "train.max_steps=2"]) == 0
+    capsys.readouterr()
+    assert main([*args, "train.max_steps=3", "loss.beta=0.3"]) == 2  # a used output dir, no --resume
+    assert "holds another run" in capsys.readouterr().err
+    with caplog.at_level(logging.INFO):
+        assert main([*args, "train.max_steps=4", "train.learning_rate=1e-2", "--resume"]) == 0
+    err = caplog.text
+    assert "resuming from" in err and "checkpoint-2" in err
+    assert "train.learning_rate changed" in err and "ignored" in err
+    assert "missing keys" not in err  # the tied lm_head is not reported as missing
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["resume"]["resumed_from"].endswith("checkpoint-2")
+    assert summary["resume"]["changed_settings"]["train.max_steps"]["effect"] == "takes effect"
+    saved = json.loads((tmp_path / "r" / "recipe.json").read_text())
+    assert saved["train"]["learning_rate"] != 1e-2 and saved["train"]["max_steps"] == 4  # what actually ran
+    assert main([*args, "train.max_steps=2", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["resume"]["resumed_from"] is None
+
+
+def test_cache_list_and_prune_on_a_cache_with_two_entries(small_model_dir, tmp_path, capsys):
+    import time
+
+    base = ["cache", "recipes/dpo_tiny.yaml", f"model.name_or_path={small_model_dir}", f"data.train={HH}",
+            "data.max_rows=12", "data.max_prompt_length=32", "data.max_response_length=16", "sft.enabled=false",
+            f"reference.cache_dir={tmp_path / 'rc'}"]
+    assert main(base) == 0
+    first = json.loads(capsys.readouterr().out)["reference_cache"]["key"]
+    assert main([*base, "model.dtype=bfloat16"]) == 0  # another reference identity: a second cache
+    second = json.loads(capsys.readouterr().out)["reference_cache"]["key"]
+    assert first != second
+    assert main(["cache", "list", "--cache-dir", str(tmp_path / "rc"), "--json"]) == 0
+    listed = {c["key"]: c for c in json.loads(capsys.readouterr().out)["caches"]}
+    assert set(listed) == {first, second}
+    assert all(c["entries"] > 0 and c["bytes"] > 0 and c["sources"] == [HH.name] for c in listed.values())
+    assert main(["cache", "list", "--cache-dir", str(tmp_path / "rc")]) == 0
+    assert "| key | model |" in capsys.readouterr().out
+    # age: make the first look unused for 40 days; prune older than 30 removes only it (a dry run first)
+    old = time.time() - 40 * 86400
+    import os
+
+    os.utime(tmp_path / "rc" / first / "last_used", (old, old))
+    assert main(["cache", "prune", "--cache-dir", str(tmp_path / "rc"), "--older-than", "30", "--dry-run"]) == 0
+    assert "would remove " + first in capsys.readouterr().out and (tmp_path / "rc" / first).exists()
+    assert main(["cache", "prune", "--cache-dir", str(tmp_path / "rc"), "--older-than", "30"]) == 0
+    assert not (tmp_path / "rc" / first).exists() and (tmp_path / "rc" / second).exists()
+    # unreferenced: no summary.json names the second cache
+    runs = tmp_path / "runs" / "x"
+    runs.mkdir(parents=True)
+    (runs / "summary.json").write_text(json.dumps({"reference_cache": {"key": "other"}}))
+    assert main(["cache", "prune", "--cache-dir", str(tmp_path / "rc"), "--unreferenced", str(tmp_path / "runs")]) == 0
+    assert not (tmp_path / "rc" / second).exists()
+    assert main(["cache", "prune", "--cache-dir", str(tmp_path / "rc")]) == 2  # nothing said: refused
+
+
+def test_eval_per_example_and_no_bootstrap(small_model_dir, tmp_path):
+    out, per = tmp_path / "e.json", tmp_path / "per.jsonl"
+    assert main(["eval", "--model", str(small_model_dir), "--reference", str(small_model_dir), "--data", str(OASST),
+                 "--max-prompt-length", "48", "--max-response-length", "32", "--bootstrap", "0", "--no-plots",
+                 "--per-example", str(per), "--output", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["ci"] == {} and r["confidence"]["resamples"] == 0  # --bootstrap 0: no intervals at all
+    rows = [json.loads(line) for line in per.read_text().splitlines()]
+    assert len(rows) == r["n_lists"] and set(rows[0]["scores"]) == {"logprob", "logprob_mean", "implicit"}
+    assert sum(x["metrics"]["implicit"]["pairs"] for x in rows) == r["n_pairs"]
+    assert all(len(x["scores"]["logprob"]) == len(x["labels"]) for x in rows)

@@ -263,11 +263,12 @@ def test_training_kwargs_build_training_arguments_without_warnings(tmp_path):
     r = load_recipe(REPO / "recipes/dpo_tiny.yaml", ["train.extra.dataloader_num_workers=1", "train.optim=adamw_torch",
                                                      "train.warmup_steps=0.25"])
     kw = training_kwargs(r, tmp_path)
-    own = {f.name for f in dataclasses.fields(TrainSection)} - {"extra", "gradient_checkpointing"}
+    own = {f.name for f in dataclasses.fields(TrainSection)} - {"extra", "gradient_checkpointing", "on_non_finite"}
     assert set(kw) == own | set(r.train.extra) | {"output_dir", "logging_first_step", "save_strategy", "use_cpu",
                                                    "disable_tqdm", "remove_unused_columns", "activation_checkpointing",
-                                                   "ddp_find_unused_parameters"}
-    assert set(kw) - own - set(r.train.extra) <= set(ALIGN_SETS)  # every key align sets is refused in train.extra
+                                                   "ddp_find_unused_parameters", "dataloader_pin_memory"}
+    # every key align sets is refused in train.extra, but the default it only fills in where it applies
+    assert set(kw) - own - set(r.train.extra) - {"dataloader_pin_memory"} <= set(ALIGN_SETS)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         args = TrainingArguments(**kw)
@@ -309,8 +310,8 @@ def test_training_kwargs_build_training_arguments_without_warnings(tmp_path):
                                       "'cosine'\\?$"),
     ("train.optim=adamw8bit", r"re:^train.optim: expected one of \['adamw_torch', .*, \.\.\. \(\d+ in all\)\], "
                               r"got 'adamw8bit'; did you mean 'adamw_8bit'\?$"),
-    ("algorithm=dpp", "algorithm: unknown 'dpp'; choose from ['cringe', 'dpo', 'grpo', 'lipo', 'mmpo', 'reward']; did you "
-                      "mean 'dpo'?"),
+    ("algorithm=dpp", "algorithm: unknown 'dpp'; choose from ['cringe', 'dpo', 'grpo', 'lipo', 'mmpo', 'reward']; "
+                      "did you mean 'dpo'?"),
     ("output_dir=runs/{name}", "output_dir: 'runs/{name}' may contain only the placeholder {algorithm}"),
 ])
 def test_unknown_keys_point_to_the_align_key(override, message):

@@ -75,14 +75,24 @@ def load_examples(
     kept), "corrupt parquet data", or in a directory "unreadable file".
     A source that cannot be read at all is a one-line ``DataError``.
     """
-    if format != "auto" and format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; expected 'auto' or one of {sorted(FORMATS)}")
     if max_rows is not None and max_rows < 0:
         raise ValueError(f"max_rows must be >= 0, got {max_rows}")
+    return examples_from_rows(itertools.islice(read_rows(source, split), max_rows), format=format, strict=strict,
+                              columns=columns, source_name=os.fspath(source))
+
+
+def examples_from_rows(rows: Iterable[Any], *, format: str = "auto", strict: bool = False,
+                       columns: Mapping[str, str] | None = None, source_name: str = "rows"
+                       ) -> tuple[list[RankedExample], LoadReport]:
+    """:func:`load_examples` on rows already in memory: dicts (a ``datasets.Dataset``, a list of dicts) or
+    ``(row number, row, where)`` triples as the source readers yield them."""
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; expected 'auto' or one of {sorted(FORMATS)}")
     mapping = check_columns(columns)
     report = LoadReport()
     examples: list[RankedExample] = []
-    for n, row, where in itertools.islice(read_rows(source, split), max_rows):
+    triples = (r if isinstance(r, tuple) and len(r) == 3 else (i, r, "") for i, r in enumerate(rows))
+    for n, row, where in triples:
         report.rows_read += 1
         name, items = (None, [row.reason]) if isinstance(row, BadRow) else convert_row(row, format, n, mapping)
         for item in items:
@@ -101,7 +111,7 @@ def load_examples(
     for reason, count in sorted(report.skipped.items()):
         level = logging.INFO if reason in NOTES else logging.WARNING
         log.log(level, "skipped %d %s: %s", count, "replies" if reason in NOTES else "rows", reason)
-    log.info("%s: %d rows read, %d examples (%s)", os.fspath(source), report.rows_read, report.examples,
+    log.info("%s: %d rows read, %d examples (%s)", source_name, report.rows_read, report.examples,
              _formats_text(report))
     return examples, report
 

@@ -37,6 +37,7 @@ def score_report(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
     point = aggregate(per)
     out: dict[str, Any] = {k: point[k].item() for k in METRIC_KEYS}
     out.update(n_pairs=int(per["n_pairs"].sum()), n_lists_ranked=int(per["has_pair"].sum()))
+    out["ci"] = {}  # no resamples: no intervals (not a default set of them)
     if weights is not None:
         boot = aggregate(per, weights)
         out["ci"] = {k: percentile_interval(boot[k], level) for k in METRIC_KEYS}

@@ -75,11 +75,11 @@ def _choose_scorer(req: EvalRequest, reward: bool, reference: str | None) -> str
 
 def _reference_logps(name: str, tokenizer, lists, req: EvalRequest) -> tuple[torch.Tensor, dict[str, Any]]:
     """π_ref's log-probs of every response through the shared cache (entries training computed are hits)."""
-    ref_tok = load_tokenizer(name)
+    ref_tok = load_tokenizer(name, key="--reference")
     if ref_tok.get_vocab() != tokenizer.get_vocab():
         raise ValueError(f"reference {name} has another tokenizer than {req.model}: its log-probs would not be "
                          "of the same token sequences")
-    ref_model = load_model(name, req.dtype)
+    ref_model = load_model(name, req.dtype, key="--reference")
     if torch.cuda.is_available():
         ref_model = ref_model.cuda()
     try:
@@ -128,7 +128,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
                              "the log-likelihood alone")
         reference = None
     scorer = _choose_scorer(req, reward, reference)
-    tokenizer = load_tokenizer(req.model)
+    tokenizer = load_tokenizer(req.model, key="--model")
     lists, trunc = tokenize_examples(examples, tokenizer, max_prompt_length=req.max_prompt_length,
                                      max_response_length=req.max_response_length)
     data = {**report.to_dict(), "split": req.split, "eval_fraction": req.eval_fraction if req.split != "all" else None,
@@ -148,7 +148,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
         scorers = {"reward-model": finite_or_nan(reward_scores(model, lists, **kw))}
         logps = None
     else:
-        model = check_finite_weights(load_model(req.model, req.dtype), req.model)
+        model = check_finite_weights(load_model(req.model, req.dtype, key="--model"), req.model)
         model = model.cuda() if torch.cuda.is_available() else model
         logps, _ = score_lists(model, lists, desc="eval", **kw)
     del model

@@ -28,28 +28,76 @@ def align_home() -> Path:
     return Path(os.environ.get("ALIGN_HOME", Path.home() / ".cache" / "align"))
 
 
-def resolve_model_path(name: str) -> str:
-    """``embedded:tiny`` → the built local directory; anything else is passed through to ``from_pretrained``."""
+def resolve_model_path(name: str, key: str = "model.name_or_path") -> str:
+    """``embedded:tiny`` → the built local directory; a local path as it is; a hub id once it is known to be
+    loadable (see :func:`check_hub_id`)."""
     if name == EMBEDDED:
         from align.models.tiny import ensure_tiny
 
         return str(ensure_tiny(align_home() / "models"))
+    if not Path(name).expanduser().exists():
+        check_hub_id(name, key)
     return name
 
 
-def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    """Load a tokenizer and make sure it has a pad token (falls back to eos)."""
-    tok = AutoTokenizer.from_pretrained(resolve_model_path(name))
+_HUB_REACHABLE: bool | None = None
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """One quick TCP connection to the hub (cached per process), instead of Transformers' 30–50 s of retries."""
+    global _HUB_REACHABLE
+    if _HUB_REACHABLE is None:
+        import socket
+        from urllib.parse import urlparse
+
+        from huggingface_hub import constants
+
+        url = urlparse(constants.ENDPOINT)
+        try:
+            with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+                _HUB_REACHABLE = True
+        except OSError:
+            _HUB_REACHABLE = False
+    return _HUB_REACHABLE
+
+
+def check_hub_id(name: str, key: str = "model.name_or_path") -> None:
+    """A name that is not a local path is a hub id: fine if it is in the local Hugging Face cache or the hub can be
+    reached; else a clear error naming ``key`` and the id and saying what to do."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith((".json", ".bin"))
+    if looks_like_path:
+        raise ValueError(f"{key}: no such directory: {name} (looked from {Path.cwd()})")
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid hub id either
+        raise ValueError(f"{key}: no such directory, and not a hub id: {name}") from None
+    if cached or (not constants.HF_HUB_OFFLINE and _hub_reachable()):
+        if cached and not constants.HF_HUB_OFFLINE and not _hub_reachable():
+            os.environ["HF_HUB_OFFLINE"] = "1"  # use the cached copy at once instead of retrying for a minute
+            constants.HF_HUB_OFFLINE = True
+        return
+    raise ValueError(f"{key}: {name!r} is neither a local directory nor in the Hugging Face cache, and the hub "
+                     f"{'is switched off (HF_HUB_OFFLINE=1)' if constants.HF_HUB_OFFLINE else 'cannot be reached'}. "
+                     f"Download it once where there is network (`hf download {name}`), copy it here and point {key} "
+                     "at the local directory; or run where the hub is reachable.")
+
+
+def load_tokenizer(name: str, key: str = "model.name_or_path") -> PreTrainedTokenizerBase:
+    """Load a tokenizer and make sure it has a pad token (falls back to eos); ``key`` names the setting in errors."""
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(name, key))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_model(name: str, dtype: str = "float32") -> PreTrainedModel:
-    """Load a causal LM in ``dtype`` (``float32`` | ``bfloat16`` | ``float16`` | ``auto``)."""
+def load_model(name: str, dtype: str = "float32", key: str = "model.name_or_path") -> PreTrainedModel:
+    """Load a causal LM in ``dtype`` (``float32`` | ``bfloat16`` | ``float16`` | ``auto``); ``key`` names the
+    setting in errors."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    return AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=DTYPES[dtype])
+    return AutoModelForCausalLM.from_pretrained(resolve_model_path(name, key), dtype=DTYPES[dtype])
 
 
 def is_adapter(name: str) -> bool:
@@ -86,7 +134,7 @@ MODEL_INFO = "align_model.json"  # written beside every model `align train` save
 def read_model_info(name: str) -> dict:
     """What ``align train`` recorded beside a saved model (kind, algorithm, β, the reference it was trained
     against), or ``{}`` for any other model."""
-    path = Path(resolve_model_path(name)) / MODEL_INFO
+    path = Path(resolve_model_path(name, "--model")) / MODEL_INFO
     if not path.is_file():
         return {}
     try:
@@ -100,7 +148,7 @@ def read_model_info(name: str) -> dict:
 
 def is_reward_model(name: str) -> bool:
     """True if ``name``'s config declares a sequence-classification architecture (a scalar-head reward model)."""
-    config = AutoConfig.from_pretrained(resolve_model_path(name))
+    config = AutoConfig.from_pretrained(resolve_model_path(name, "--model"))
     return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
 
 

@@ -79,6 +79,7 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
     run_state = prepare_output_dir(out, recipe_dict, resume=resume, overwrite=overwrite)
     torch.manual_seed(recipe.train.seed)
     args = training_arguments(recipe, out)
+    args.disable_tqdm = not progress
     c: GRPOLossConfig = recipe.loss
     tokenizer = load_tokenizer(recipe.model.name_or_path)
     train, held, report, truncated = load_prompt_data(recipe, tokenizer, search_dirs)
@@ -107,9 +108,15 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
     do_eval = recipe.eval.enabled and bool(held)
     eval_before = evaluate_by_sampling(policy, tokenizer, held, sources, **eval_kw) if do_eval else None
 
-    trainer = GRPOTrainer(policy, args, c, PromptDataset(train), None, processing_class=tokenizer, rewards=sources)
+    trainer = GRPOTrainer(policy, args, c, PromptDataset(train), None, processing_class=tokenizer, rewards=sources,
+                          on_non_finite=recipe.train.on_non_finite)
     data_report = {**report.to_dict(), "train_prompts": len(train), "eval_prompts": len(held),
                    "prompts_truncated": truncated}
+    if not progress:  # quiet means quiet: no progress bar, no printed log lines (trackers still get them)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
     add_run_info(trainer, {"recipe": to_dict(recipe), "data": data_report})
     last = run_state.resume_from
     t_train = time.perf_counter()
@@ -149,6 +156,7 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
         "world_size": args.world_size,
         "command": command,
         "resume": run_state.to_dict(),
+        "non_finite_steps": trainer.guard.events,
     }
     if is_main():
         write_json(out / "summary.json", summary)

@@ -28,6 +28,7 @@ from align.losses import ListScores, LossOutput, LossSpec
 from align.losses.metrics import pair_logps_metrics
 from align.metrics import list_metrics
 from align.reference import CacheStats, ReferenceProvider, reference_for
+from align.trainers.guards import GradientGuardCallback, NonFiniteGuard
 
 log = logging.getLogger("align")
 
@@ -47,6 +48,26 @@ class ListDataset(Dataset):
         ref = None if self.ref_logps is None else self.ref_logps[i]
         return {"list": self.lists[i], "ref_logps": ref, "index": i}
 
+    @classmethod
+    def from_rows(cls, rows: Any, tokenizer: Any, *, max_prompt_length: int = 512, max_response_length: int = 512,
+                  format: str = "auto", columns: dict[str, str] | None = None) -> ListDataset:
+        """Lists from rows in any format the loaders read (a ``datasets.Dataset``, a list of dicts): TRL's
+        ``prompt``/``chosen``/``rejected``, HH dialogues, ranked lists, OASST trees. Bad rows are skipped and counted
+        (``self.report``), as when a file is loaded."""
+        from align.data.loaders import examples_from_rows
+        from align.data.tokenize import tokenize_examples
+
+        if tokenizer is None:
+            raise ValueError("a dataset of rows needs the tokenizer (processing_class) to become token lists")
+        examples, report = examples_from_rows(rows, format=format, columns=columns, source_name="dataset")
+        lists, truncation = tokenize_examples(examples, tokenizer, max_prompt_length=max_prompt_length,
+                                              max_response_length=max_response_length)
+        if not lists:
+            raise ValueError(f"no usable lists in the dataset (skipped: {dict(report.skipped) or 'none'})")
+        ds = cls(lists)
+        ds.report, ds.truncation = report, truncation
+        return ds
+
     def with_reference(self, provider: ReferenceProvider) -> None:
         """Fill ``ref_logps`` from ``provider`` (every entry must be available or computable)."""
         self.ref_logps = provider.list_logps(self.lists)
@@ -62,13 +83,17 @@ class PreferenceTrainer(Trainer):
         model: the policy (a causal LM, PEFT-wrapped or not).
         args: ``transformers.TrainingArguments``.
         loss_config: an instance of the spec's config dataclass (e.g. :class:`align.losses.DPOLossConfig`).
-        train_dataset / eval_dataset: :class:`ListDataset`. When ``needs_reference`` and they carry no reference
-            log-probs, they are filled from ``reference`` before the first step.
+        train_dataset / eval_dataset: :class:`ListDataset`, or rows in any format the loaders read (a
+            ``datasets.Dataset`` or a list of dicts, tokenized here with ``max_prompt_length`` and
+            ``max_response_length``). When ``needs_reference`` and they carry no reference log-probs, they are filled
+            from ``reference`` before the first step.
         processing_class: the tokenizer (saved with checkpoints; its pad id pads batches).
         reference: where reference log-probs come from; default: the policy's starting weights (a PEFT policy in
             reference mode) through the on-disk cache (:func:`align.reference.reference_for`).
         reference_is_policy: the reference is the policy's starting point, so step 0 checks that their log-probs
             agree (default: True when the trainer builds the default reference itself).
+        on_non_finite: ``error`` (a NaN/inf loss or gradient stops the run, naming the step and rows) or ``skip``
+            (skip and count it; see :mod:`align.trainers.guards`).
     """
 
     spec: ClassVar[LossSpec | None] = None
@@ -85,7 +110,14 @@ class PreferenceTrainer(Trainer):
 
     def __init__(self, model, args, loss_config, train_dataset: ListDataset, eval_dataset: ListDataset | None = None,
                  processing_class=None, *, reference: ReferenceProvider | None = None,
-                 reference_is_policy: bool | None = None, **kwargs):
+                 reference_is_policy: bool | None = None, on_non_finite: str = "error",
+                 max_prompt_length: int = 512, max_response_length: int = 512, **kwargs):
+        # TRL-style construction: rows (a datasets.Dataset or a list of dicts) become token lists here
+        train_dataset, eval_dataset = (
+            d if d is None or isinstance(d, ListDataset) or type(self).online else
+            ListDataset.from_rows(d, processing_class, max_prompt_length=max_prompt_length,
+                                  max_response_length=max_response_length)
+            for d in (train_dataset, eval_dataset))
         if self.spec is None and type(self).objective is PreferenceTrainer.objective:
             raise TypeError(f"{type(self).__name__} sets no loss spec and overrides no objective")
         if self.spec is not None and not isinstance(loss_config, self.spec.config):
@@ -108,6 +140,8 @@ class PreferenceTrainer(Trainer):
         self.reference_is_policy = bool(reference_is_policy)
         self.reference_stats = CacheStats()
         self.reference_check: dict[str, float] | None = None  # step 0: policy log-probs against the reference
+        self.guard = NonFiniteGuard(on_non_finite)
+        self.add_callback(GradientGuardCallback(self.guard, self))
 
     # --- the reference ---------------------------------------------------------------------------------------------
     def _datasets_missing_reference(self) -> list[ListDataset]:
@@ -229,6 +263,8 @@ class PreferenceTrainer(Trainer):
         loss = out.losses.sum() / num_items_in_batch
         if mode == "train" and self.args.world_size > 1:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it
+        if mode == "train":
+            loss = self.guard.check_loss(loss, model, self.state.global_step + 1, self.source_rows(inputs))
         metrics = dict(out.metrics)
         if out.pairs is not None and self.model_kind == "policy":  # a reward model's scores are no log-probs
             metrics.update(pair_logps_metrics(out.pairs, policy.logps))
@@ -243,6 +279,25 @@ class PreferenceTrainer(Trainer):
         if mode == "train":
             self._tokens_seen += int(inputs["attention_mask"].sum())
         return (loss, {"policy_logps": policy.logps.detach()}) if return_outputs else loss
+
+    def _issue_warnings_after_load(self, load_result):
+        # A checkpoint stores a tied weight (lm_head = embeddings) once; its other name is not really missing.
+        seen: dict[int, str] = {}
+        tied = set()
+        for name, p in self.model.named_parameters(remove_duplicate=False):
+            if p.data_ptr() in seen:
+                tied.update((name, seen[p.data_ptr()]))
+            seen.setdefault(p.data_ptr(), name)
+        missing = [k for k in load_result.missing_keys if k not in tied]
+        if len(missing) != len(load_result.missing_keys):
+            self.model.tie_weights()
+        return super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
+    def source_rows(self, inputs: dict[str, torch.Tensor]) -> list[int]:
+        """The data-file rows of a training batch's lists (for messages)."""
+        ds = self.train_dataset
+        return [ds.lists[int(i)].row for i in inputs.get("index", torch.zeros(0)).tolist()
+                if 0 <= int(i) < len(getattr(ds, "lists", []))]
 
     def tokens_per_second(self) -> float:
         """Non-padding tokens through the policy per second of training (this process; evaluation excluded)."""

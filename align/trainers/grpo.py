@@ -271,6 +271,8 @@ class GRPOTrainer(PreferenceTrainer):
         loss = res.losses.sum() / n
         if model.training and self.args.world_size > 1 and c.loss_type != "bnpo":
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it
+        if model.training:
+            loss = self.guard.check_loss(loss, model, self.state.global_step + 1, [])
         for k, v in res.metrics.items():
             self._metrics["train" if model.training else "eval"][k].append(v)
         if model.training:

@@ -128,7 +128,7 @@ def test_informative_scorer_interval_excludes_chance():
 def test_score_report_without_weights_has_no_ci_and_level_narrows():
     labels, mask = _balanced_pairs()
     scores = torch.tensor([[1.0, 0.0]]).expand(N, 2)
-    assert "ci" not in score_report(scores, labels, mask)
+    assert score_report(scores, labels, mask)["ci"] == {}  # no resamples: no intervals
     w = bootstrap_weights(N, 500, seed=0)
     wide = score_report(scores, labels, mask, weights=w)["ci"]["pairwise_accuracy"]
     narrow = score_report(scores, labels, mask, weights=w, level=0.5)["ci"]["pairwise_accuracy"]

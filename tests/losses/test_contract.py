@@ -47,7 +47,7 @@ CASES = {
                RewardLossConfig(loss_type="mmpo", margins="ranks"), RewardLossConfig(loss_type="list_mle"),
                RewardLossConfig(loss_type="lambda")],
 }
-ROLLOUT_LOSSES: set[str] = set()  # losses over rollouts compute from their own record and are checked in their tests
+ROLLOUT_LOSSES: set[str] = {"grpo"}  # losses over rollouts compute from their own record and are checked in their tests
 PARAMS = [(name, i) for name, configs in CASES.items() for i in range(len(configs))]
 
 

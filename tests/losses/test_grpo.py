@@ -139,3 +139,18 @@ def test_equals_trls_grpo_loss(loss_type, beta):
         assert out.metrics[f"clip_ratio/{side}"] == pytest.approx(trl_metrics[f"clip_ratio/{side}_mean"], abs=1e-6)
     if beta:
         assert out.metrics["kl"] == pytest.approx(trl_metrics["kl"], rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dapo", "dr_grpo"])
+def test_the_registered_spec_counts_before_the_forward_and_names_its_unit(loss_type):
+    from align.losses import GRPO, GRPOLossConfig, RolloutScores
+
+    config = GRPOLossConfig(rewards=[{"function": "tests.test_config:constant_reward"}], loss_type=loss_type,
+                            max_completion_length=5, beta=0.1)
+    g = torch.Generator().manual_seed(1)
+    logps = -torch.rand(4, 5, generator=g)
+    mask = (torch.rand(4, 5, generator=g) > 0.3).long()
+    out = GRPO.compute(RolloutScores(logps, torch.randn(4, generator=g), mask, ref_logps=logps + 0.1), config)
+    assert GRPO.count(None, mask, config) == out.count
+    assert GRPO.unit_of(config) == ("sequence" if loss_type in ("grpo", "dr_grpo") else "token")
+    assert not GRPO.needs_reference and GRPO.token_level  # its reference scores samples live: no cache

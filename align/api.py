@@ -1,0 +1,111 @@
+"""The Python API: the command line's jobs as functions, for notebooks and scripts.
+
+    import align
+
+    recipe = align.load_recipe("recipes/dpo_tiny.yaml", ["train.max_steps=20", "loss.beta=0.2"])
+    summary = align.train(recipe, output_dir="runs/notebook", quiet=True)
+    report = align.evaluate(summary["model_dir"], "../shared/data/hh_rlhf_harmless_base.jsonl.gz", split="eval")
+    stats = align.build_reference_cache("recipes/lipo_tiny.yaml")
+
+Each returns the same dictionary the command writes as JSON (``summary.json``, ``align eval --output``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from align.config import Recipe, load_recipe
+
+__all__ = ["build_reference_cache", "evaluate", "load_recipe", "quiet", "train"]
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool = True) -> Iterator[None]:
+    """No progress bars and only warnings from align, Transformers and datasets for the duration of the block."""
+    if not enabled:
+        yield
+        return
+    import datasets
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    loggers = [logging.getLogger(n) for n in ("align", "align.data", "align.reference", "align.sft")]
+    levels = [lg.level for lg in loggers]
+    hf_level = transformers.logging.get_verbosity()
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    transformers.logging.set_verbosity_warning()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    disable_progress_bars()
+    old_tqdm = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        transformers.logging.set_verbosity(hf_level)
+        transformers.utils.logging.enable_progress_bar()
+        datasets.enable_progress_bars()
+        enable_progress_bars()
+        if old_tqdm is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old_tqdm
+
+
+def _recipe(recipe: str | os.PathLike | Recipe, overrides: Sequence[str] | None) -> tuple[Recipe, list[Path]]:
+    if isinstance(recipe, Recipe):
+        if overrides:
+            raise ValueError("overrides apply to a recipe file; change a Recipe object's fields directly")
+        return recipe, [Path.cwd()]
+    return load_recipe(recipe, list(overrides or [])), [Path(recipe).resolve().parent, Path.cwd()]
+
+
+def train(recipe: str | os.PathLike | Recipe, overrides: Sequence[str] | None = None, *,
+          output_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
+          quiet: bool = False) -> dict[str, Any]:
+    """Run a recipe (a YAML path with dotted ``overrides``, or a :class:`~align.config.Recipe`), as ``align train``
+    does; returns the ``summary.json`` dictionary. ``quiet`` silences progress bars and info logs."""
+    from align.pipeline import run_training
+
+    r, search = _recipe(recipe, overrides)
+    with _quiet(quiet):
+        return run_training(r, output_dir, resume=resume, overwrite=overwrite, search_dirs=search,
+                            progress=not quiet)
+
+
+def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, quiet: bool = False,
+             **options: Any) -> dict[str, Any]:
+    """``align eval --model MODEL --data DATA`` as a function; ``options`` are the fields of
+    :class:`align.evaluation.run.EvalRequest` (``scorer``, ``reference``, ``split``, ``max_rows``,
+    ``resamples``, ``per_example``, ...). Returns the dictionary ``--output`` writes."""
+    from align.evaluation.run import EvalRequest, run_eval
+
+    with _quiet(quiet):
+        return run_eval(EvalRequest(model=str(model), data=str(data), progress=not quiet, **options))
+
+
+def build_reference_cache(recipe: str | os.PathLike | Recipe, overrides: Sequence[str] | None = None, *,
+                          quiet: bool = False) -> dict[str, Any]:
+    """``align cache RECIPE`` as a function: fill (or verify) the reference cache of a recipe's data; returns
+    ``{"reference_cache": {...}, "data": {...}}``."""
+    from align.pipeline import prepare_policy, recipe_reference
+
+    r, search = _recipe(recipe, overrides)
+    with _quiet(quiet):
+        tokenizer, data, _, policy, _ = prepare_policy(r, search, progress=not quiet)
+        reference = recipe_reference(r, policy, tokenizer, data, progress=not quiet)
+        if reference is None:
+            raise ValueError(f"algorithm {r.algorithm!r} uses no reference model: there is no cache to build")
+        stats = reference.prefetch(data.train + data.eval) if reference.live is not None else reference.stats
+    return {"reference_cache": stats.to_dict(), "data": data.to_dict()}
+
+
+_quiet = quiet
