@@ -4,7 +4,6 @@ pass@k for every source whose rewards are 0/1."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,16 +13,7 @@ from align.data.prompts import TokenizedPrompt
 from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
 from align.online.generation import Samples, sample
 from align.online.scoring import RewardSource
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """The unbiased pass@k of Chen et al. 2021 ("Evaluating Large Language Models Trained on Code", Eq. 1) from n
-    samples of which c are correct: 1 − C(n−c, k)/C(n, k), computed as a product to stay exact for large n."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+from align.tasks.common import pass_at_k
 
 
 def score_samples(samples: Samples, prompts: Sequence[TokenizedPrompt], sources: Sequence[RewardSource], *,

@@ -54,10 +54,11 @@ def load_prompt_data(recipe: Recipe, tokenizer: Any, search_dirs: Sequence[str |
 
 
 def completion_rows(prompts: Sequence[TokenizedPrompt]) -> list[dict]:
-    """TRL prompt-completion rows from prompts that carry a reference ``completion`` (a task's correct answer)."""
+    """TRL prompt-completion rows from prompts that carry a reference ``completion`` (or, as the built-in tasks'
+    rows do, an ``answer`` that is the completion)."""
     rows = []
     for p in prompts:
-        text = p.example.columns.get("completion")
+        text = p.example.columns.get("completion") or p.example.columns.get("answer")
         if isinstance(text, str) and text:
             prompt = p.example.prompt
             rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": text}]}

@@ -194,7 +194,8 @@ class GRPOTrainer(PreferenceTrainer):
                 batch["ref_token_logps"] = self._reference_token_logps(batch)
         if c.unlikeliness > 0:
             rewards = unlikeliness(rewards, mean_logps, None, beta_rank=c.unlikeliness)
-        adv, zero = group_advantages(rewards, None, scale=c.scale_rewards)
+        grouped = group_advantages(rewards, None, scale=c.scale_rewards)
+        adv, zero = grouped.advantages, grouped.zero_std
         count = 0.0
         offset = 0
         for batch, b in zip(batches, prompt_batches):
