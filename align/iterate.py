@@ -127,11 +127,15 @@ def run_iterate(recipe: Recipe, output_dir: str | Path | None = None, *, resume:
         state["rounds"][str(k)] = done
         write_json(out / "state.json", state)
     rounds = [state["rounds"][str(k)]["metrics"] for k in range(it.rounds)]
-    first = rounds[0]["samples"]["reward_mean"] if rounds else None
+    evals = [state.get("eval_initial")] + [r.get("eval") for r in rounds]
     summary = {"algorithm": f"iterate-{recipe.algorithm}", "rounds": rounds, "final_model": current,
-               "eval_initial": state.get("eval_initial"), "sample_reward_first": first,
-               "reward_curve": [r["samples"]["reward_mean"] for r in rounds] + (
-                   [rounds[-1]["eval"]["reward"]] if rounds and "eval" in rounds[-1] else []),
+               "eval_initial": state.get("eval_initial"),
+               "sample_reward_first": rounds[0]["samples"]["reward_mean"] if rounds else None,
+               # the weighted reward of each round's own samples (what that round trained on)
+               "reward_curve": [r["samples"]["reward_mean"] for r in rounds],
+               # each source's mean reward on the held-out prompts: before round 0, then after every round
+               "eval_reward_curve": {s.name: [e["reward"].get(s.name) if e else None for e in evals]
+                                     for s in sources},
                "data": report.to_dict()}
     write_json(out / "summary.json", summary)
     return summary

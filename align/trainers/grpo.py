@@ -256,8 +256,14 @@ class GRPOTrainer(PreferenceTrainer):
 
     def _reference_token_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ref = self.live_reference
+        t0 = time.perf_counter()
         with ref.session():
-            return self._token_logps(ref.model, batch)
+            values = self._token_logps(ref.model, batch)
+        n = int(batch["input_ids"].shape[0])  # one entry per sampled (prompt, completion)
+        ref.stats.computed += n
+        ref.stats.computed_here += n
+        ref.stats.seconds += time.perf_counter() - t0
+        return values
 
     # --- the loss -------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -268,7 +274,8 @@ class GRPOTrainer(PreferenceTrainer):
         logps = token_logprobs(out.logits, inputs["input_ids"])  # [N, L-1]
         res = self.spec.compute(RolloutScores(logps, inputs["advantages"], inputs["completion_mask"],
                                               inputs.get("old_logps"), inputs.get("ref_token_logps")), c)
-        n = num_items_in_batch if num_items_in_batch is not None else max(res.count, 1.0)
+        # a step whose every token is masked (all groups dropped or truncated) has count 0: its loss is 0, not 0/0
+        n = num_items_in_batch.clamp(min=1) if torch.is_tensor(num_items_in_batch) else max(res.count, 1.0)
         loss = res.losses.sum() / n
         if model.training and self.args.world_size > 1 and c.loss_type != "bnpo":
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it

@@ -5,6 +5,7 @@ chosen point. ``python -m tests.reliability.killer POINT N -- align-arguments ..
     step N        at the start of training step N (checkpoints of earlier steps are whole)
     save N        while checkpoint-N is written: its weights are on disk, its optimizer state is not
     sft N         at SFT step N, in the middle of the stage (its temporary copy is left behind)
+    round N       between rounds of ``align iterate``: when round N (0-based) starts sampling
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ def main() -> None:
             return real_save(self, output_dir)
 
         Trainer._save_optimizer_and_scheduler = save
+    elif point == "round":
+        import align.iterate as iterate
+
+        real_round = iterate._sample_round
+
+        def sample_round(k, *a, **kw):
+            if k == n:
+                _die()
+            return real_round(k, *a, **kw)
+
+        iterate._sample_round = sample_round
     else:
         raise SystemExit(f"unknown point {point}")
     from align.cli import main as align_main
