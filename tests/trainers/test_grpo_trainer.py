@@ -71,3 +71,35 @@ def test_equal_rewards_give_zero_advantage_and_no_nan(small_model_dir, tmp_path,
     # zero advantage and β = 0: the loss and its gradient are exactly 0, never NaN
     assert [h["loss"] for h in history] == [0.0, 0.0] and all(h["grad_norm"] == 0.0 for h in history)
     assert s["non_finite_steps"] == []
+
+
+def test_one_step_moves_probability_toward_above_average_samples(small_model_dir, tmp_path, monkeypatch):
+    """The whole path (sampling, rewards, advantages, row layout, loss, optimizer step): after one plain SGD step,
+    the samples with positive advantage gained log-probability relative to those with negative advantage."""
+    import torch
+
+    seen = {}
+    real = grpo_module.GRPOTrainer._make_rollout
+
+    def recording(self, prompt_batches):
+        rollout = real(self, prompt_batches)
+        seen["trainer"], seen["rollout"] = self, rollout
+        seen["before"] = [self._token_logps(self.model, b).sum(-1) for b in rollout.batches]
+        return rollout
+
+    monkeypatch.setattr(grpo_module.GRPOTrainer, "_make_rollout", recording)
+    recipe = _recipe(small_model_dir, tmp_path, reward="length",
+                     **{"train.max_steps": 1, "train.optim": "sgd", "train.learning_rate": 0.5,
+                        "train.max_grad_norm": 0, "train.per_device_train_batch_size": 4,
+                        "loss.num_generations": 8, "loss.max_completion_length": 12})
+    run_grpo(recipe, tmp_path / "run", progress=False)
+    trainer, rollout = seen["trainer"], seen["rollout"]
+    up, down = [], []
+    for batch, before in zip(rollout.batches, seen["before"]):
+        delta = trainer._token_logps(trainer.model, batch).sum(-1) - before
+        adv = batch["advantages"]
+        up.append(delta[adv > 0])
+        down.append(delta[adv < 0])
+    up, down = torch.cat(up), torch.cat(down)
+    assert up.numel() and down.numel()
+    assert up.mean() > down.mean() + 0.05, (up.mean(), down.mean())
