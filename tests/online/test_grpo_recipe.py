@@ -15,7 +15,9 @@ def test_grpo_rank_tiny_raises_the_true_reward(tmp_path):
     recipe = load_recipe(REPO / "recipes" / "grpo_rank_tiny.yaml")
     s = run_grpo(recipe, tmp_path / "run", progress=False)
     curve = s["reward_curve"]
-    assert len(curve) == s["steps"] // recipe.train.logging_steps + (s["steps"] % recipe.train.logging_steps > 0)
+    logged = [h for h in json.loads((tmp_path / "run" / "log_history.json").read_text()) if "loss" in h]
+    assert s["steps"] == 40 and len(curve) == len(logged) >= s["steps"] // recipe.train.logging_steps  # per logged step
+    assert curve == [h["reward/mean"] for h in logged]
     assert s["reward_mean_first"] == curve[0] and s["reward_mean_last"] == curve[-1]
     # the training reward (graded score of the policy's own samples, 16 prompts x 8 per step) is noisy step to
     # step; compare the first and the last quarter of the run
