@@ -335,17 +335,18 @@ def log_once(message: str) -> None:
 
 @dataclass
 class ForwardCollator:
-    """Packed shared-prompt rows (:class:`PackedListCollator`) when ``packed``, else padded rows
-    (:class:`ListCollator`); a packed batch whose longest ``prompt + response`` exceeds ``window`` (a sliding
-    attention window the block mask would override) is collated padded instead."""
+    """Packed shared-prompt rows (:class:`PackedListCollator`, up to ``max_row_tokens`` per row) when ``packed``,
+    else padded rows (:class:`ListCollator`); a packed batch whose longest ``prompt + response`` exceeds ``window``
+    (a sliding attention window the block mask would override) is collated padded instead."""
 
     pad_token_id: int
     packed: bool = True
     window: int | None = None
+    max_row_tokens: int | None = None
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.packed:
-            batch = PackedListCollator(self.pad_token_id)(items)
+            batch = PackedListCollator(self.pad_token_id, max_row_tokens=self.max_row_tokens)(items)
             if self.window is None or int(batch["max_sequence_tokens"]) <= self.window:
                 return batch
             log_once(f"padded forward for batches with a sequence longer than the sliding window {self.window} "
@@ -391,7 +392,11 @@ def lists_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], plan: 
     ``block_ids``): ``[B, K]`` summed log-probs; with ``per_token`` each response's token log-probs; a token-level
     loss gets ``logits`` (padded, with ``keep_logits``) or ``response_logits`` (packed)."""
     if "block_ids" in batch:
-        chunked = plan.chunked if plan is not None else packed_unsupported_reason(model, chunked=True) is None
+        chunked = plan is None or plan.chunked
+        head = packed_unsupported_reason(model, chunked=True) if chunked else None  # e.g. partitioned since the plan
+        if head:
+            log_once(f"packed forward takes log-probs from the model's own logits, not the chunked head: {head}")
+            chunked = False
         out = packed_forward(model, batch, per_token=per_token, chunked=chunked, model_logits=not chunked)
         return PolicyOutput(out.logps, None, out.per_response(batch) if per_token else None,
                             partial(out.response_logits, batch))
