@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -21,10 +21,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from align.data.collate import ListCollator, to_list_layout
-from align.data.packing import packed_attention_mask
+from align.data.packing import PackedListCollator, packed_attention_mask
 from align.data.tokenize import TokenizedList
 from align.distributed import full_weights, score_sharded
-from align.data.packing import PackedListCollator
 from align.logprobs import UnsupportedHeadError, chunked_token_logprobs, output_head, segment_sums, sequence_logprobs
 
 log = logging.getLogger("align")

@@ -188,8 +188,8 @@ def packing_sweep(a) -> None:
              f"(`embedded:tiny`), float32. Data: {a.lists} OASST prompts per K (lists built as the script's "
              f"docstring says), prompts ≤ {a.max_prompt_length} and responses ≤ {a.max_response_length} tokens, "
              f"{a.batch_lists} lists per step, one epoch, medians of {a.reps} alternating runs per arm.", "",
-             "| K | steps/epoch | tokens/list (prompt + response per response) | fed tokens/list, on | fed tokens/list, "
-             "off | padding on | padding off | s/epoch on | s/epoch off | speed-up |",
+             "| K | steps/epoch | tokens/list (prompt + response per response) | fed tokens/list, on "
+             "| fed tokens/list, off | padding on | padding off | s/epoch on | s/epoch off | speed-up |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k, on, off, steps in rows:
         lines.append(f"| {k} | {steps} | {on['sequence_tokens_per_list']:.0f} | {on['fed_tokens_per_list']:.0f} | "
