@@ -245,7 +245,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
                       batch_size=a.batch_size, max_prompt_length=a.max_prompt_length,
                       max_response_length=a.max_response_length, dtype=a.dtype, cache_dir=a.cache_dir,
                       betas=tuple(a.betas), alpha=a.alpha, beta=a.beta, ndcg_k=a.ndcg_k, resamples=a.bootstrap,
-                      level=a.confidence, seed=a.seed, plots_dir=plots, per_example=a.per_example)
+                      level=a.confidence, seed=a.seed, plots_dir=plots, per_example=a.per_example,
+                      packing=not a.no_packing)
     result = run_eval(req)
     if a.output:
         Path(a.output).parent.mkdir(parents=True, exist_ok=True)
@@ -417,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-response-length", type=_ranged(int, 1), default=512)
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     e.add_argument("--cache-dir", help="reference cache root (default $ALIGN_HOME/reference)")
+    e.add_argument("--no-packing", action="store_true",
+                   help="score one padded row per response instead of each prompt once with its responses packed")
     e.set_defaults(fn=cmd_eval)
 
     r = sub.add_parser("report", help="a Markdown page with plots summarising a finished run",

@@ -140,6 +140,8 @@ class TrainSection:
     hub_model_id: str | None = None
     on_non_finite: Literal["error", "skip"] = "error"  # align's own: a NaN/inf loss or gradient stops the run or
     # is skipped and counted (align.trainers.guards); not passed to TrainingArguments
+    packing: bool = True  # align's own: each list's prompt once, lists packed per row, chunked log-probs (policy
+    # training, reference cache, evaluation); false: one padded row per response. Not passed to TrainingArguments
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -633,7 +635,8 @@ def training_kwargs(recipe: Recipe, output_dir: str | Path) -> dict[str, Any]:
     import torch
 
     t = recipe.train
-    kw = {k: v for k, v in vars(t).items() if k not in ("extra", "gradient_checkpointing", "on_non_finite")}
+    kw = {k: v for k, v in vars(t).items()
+          if k not in ("extra", "gradient_checkpointing", "on_non_finite", "packing")}
     new_name = "activation_checkpointing" in training_argument_fields()
     kw["activation_checkpointing" if new_name else "gradient_checkpointing"] = t.gradient_checkpointing
     kw.update(t.extra)

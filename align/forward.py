@@ -8,9 +8,11 @@ from the hidden states in chunks, never the full-vocabulary logits) and gives th
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -19,10 +21,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from align.data.collate import ListCollator, to_list_layout
-from align.data.packing import packed_attention_mask
+from align.data.packing import PackedListCollator, packed_attention_mask
 from align.data.tokenize import TokenizedList
 from align.distributed import full_weights, score_sharded
 from align.logprobs import UnsupportedHeadError, chunked_token_logprobs, output_head, segment_sums, sequence_logprobs
+
+log = logging.getLogger("align")
 
 
 @dataclass
@@ -32,11 +36,16 @@ class PolicyOutput:
     Attributes:
         logps: ``[B, K]`` summed response log-probs (0 on padded slots).
         logits: ``[N, L, V]`` the raw logits, row ``r`` being list ``row_list[r]``, slot ``row_slot[r]``; kept
-            only when asked for (token-level objectives such as Cringe), else None.
+            only when asked for (token-level objectives such as Cringe) in the padded layout, else None.
+        token_logps: per response (``row_list`` order) its ``[len]`` float32 token log-probs, when asked for.
+        response_logits: in the packed layout, :meth:`PackedOutput.response_logits` bound to the batch: the
+            next-token logits at the scored tokens of given responses (what a token-level loss reads there).
     """
 
     logps: torch.Tensor
     logits: torch.Tensor | None = None
+    token_logps: list[torch.Tensor] | None = None
+    response_logits: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
 
 def policy_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep_logits: bool = False) -> PolicyOutput:
@@ -66,21 +75,18 @@ def list_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
     return policy_forward(model, batch).logps
 
 
-def _eval_batches(model: torch.nn.Module, lists: Sequence[TokenizedList], batch_size: int, pad_token_id: int,
-                  progress: bool, desc: str) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
-    """``(list indices, batch, model output)`` over ``lists`` in eval mode, longest lists first (less padding; peak
-    memory shows at once); the model's train/eval mode is restored afterwards."""
+def _eval_batches(model: torch.nn.Module, lists: Sequence[TokenizedList], batch_size: int, collate: Any,
+                  progress: bool, desc: str) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """``(list indices, batch on the model's device)`` over ``lists`` in eval mode, longest lists first (less
+    padding; peak memory shows at once); the model's train/eval mode is restored afterwards."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    collate = ListCollator(pad_token_id)
     order = sorted(range(len(lists)), key=lambda i: -lists[i].num_tokens)
     try:
         for b in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress):
             idx = order[b : b + batch_size]
-            batch = {k: v.to(device) for k, v in collate([{"list": lists[i]} for i in idx]).items()}
-            yield idx, batch, model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                    use_cache=False)
+            yield idx, {k: v.to(device) for k, v in collate([{"list": lists[i]} for i in idx]).items()}
     finally:
         model.train(was_training)
 
@@ -94,7 +100,8 @@ def reward_scores(model: torch.nn.Module, lists: Sequence[TokenizedList], *, bat
                   pad_token_id: int = 0, progress: bool = False, desc: str = "rewards") -> torch.Tensor:
     """Rewards ``[n, K_max]`` (NaN on empty slots) of every response under a reward model, in eval mode."""
     values = _empty(lists)
-    for idx, batch, out in _eval_batches(model, lists, batch_size, pad_token_id, progress, desc):
+    for idx, batch in _eval_batches(model, lists, batch_size, ListCollator(pad_token_id), progress, desc):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         layout = to_list_layout(out.logits[:, 0].float(), batch, fill=math.nan).cpu()
         values[idx, : layout.shape[1]] = layout
     return values
@@ -110,28 +117,30 @@ def score_lists(
     per_token: bool = False,
     progress: bool = False,
     desc: str = "scoring",
+    packing: bool = True,
 ) -> tuple[torch.Tensor, list[list[torch.Tensor]] | None]:
     """Summed log-probs ``[n, K_max]`` (NaN on empty slots) of every response, in eval mode, no gradients.
 
-    Lists are run longest first. With ``per_token`` also returns, for each list, one tensor of per-token
-    log-probs per response.
+    Lists are run longest first, in the shared-prompt packed layout when ``packing`` and the model can take it
+    (:func:`packing_plan`; else one padded row per response, as with ``packing=False``). With ``per_token`` also
+    returns, for each list, one tensor of per-token log-probs per response.
     """
+    plan = packing_plan(model, enabled=packing)
     values = _empty(lists)
     tokens: list[list[torch.Tensor]] | None = [[] for _ in lists] if per_token else None
-    for idx, batch, out in _eval_batches(model, lists, batch_size, pad_token_id, progress, desc):
-        sums, per_tok = sequence_logprobs(out.logits, batch["input_ids"], batch["loss_mask"], per_token=True)
-        layout = to_list_layout(sums.float(), batch, fill=math.nan).cpu()
+    for idx, batch in _eval_batches(model, lists, batch_size, plan.collator(pad_token_id), progress, desc):
+        out = lists_forward(model, batch, plan, per_token=per_token)
+        layout = out.logps.float().masked_fill(~batch["list_mask"], math.nan).cpu()
         values[idx, : layout.shape[1]] = layout
         if tokens is not None:
-            mask = batch["loss_mask"][:, 1:].bool()
-            for r in range(per_tok.shape[0]):  # rows are in list order, slot order
-                tokens[idx[int(batch["row_list"][r])]].append(per_tok[r][mask[r]].float().cpu())
+            for r, values_r in enumerate(out.token_logps):  # rows are in list order, slot order
+                tokens[idx[int(batch["row_list"][r])]].append(values_r.float().cpu())
     return values, tokens
 
 
 def sharded_scores(model: torch.nn.Module, lists: Sequence[TokenizedList], *, reward: bool = False,
                    batch_size: int = 16, pad_token_id: int = 0, engine_managed: bool = False,
-                   progress: bool = False, desc: str = "scoring") -> torch.Tensor:
+                   progress: bool = False, desc: str = "scoring", packing: bool = True) -> torch.Tensor:
     """:func:`score_lists` (or :func:`reward_scores`) in a distributed run: the lists are split across ranks, every
     rank gets all ``[n, K_max]`` values. In one process it is the plain call. Under ZeRO-3 every rank must call it
     (see :func:`align.distributed.score_sharded`); ``engine_managed`` as in :func:`align.distributed.full_weights`.
@@ -142,7 +151,7 @@ def sharded_scores(model: torch.nn.Module, lists: Sequence[TokenizedList], *, re
             return reward_scores(model, items, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress,
                                  desc=desc), None
         return score_lists(model, items, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress,
-                           desc=desc)[0], None
+                           desc=desc, packing=packing)[0], None
 
     def dummy() -> None:
         with torch.no_grad():
@@ -231,14 +240,17 @@ class PackedOutput:
         logps: ``[B, K]`` summed response log-probs (0 on padded slots), as :attr:`PolicyOutput.logps`.
         token_logps: ``[T]`` float32 log-prob of every scored response token (order of the batch's ``token_*``
             keys: response by response) when asked for, else None.
-        hidden: ``[R, W, H]`` final hidden states of the packed rows (for :meth:`response_logits`).
+        hidden: ``[R, W, H]`` final hidden states of the packed rows (for :meth:`response_logits`); None when the
+            log-probs came from the model's own logits.
         head: the model's output head module.
+        logits: ``[R, W, V]`` the model's own logits of the packed rows (``model_logits=True``), else None.
     """
 
     logps: torch.Tensor
     token_logps: torch.Tensor | None
-    hidden: torch.Tensor
+    hidden: torch.Tensor | None
     head: torch.nn.Module
+    logits: torch.Tensor | None = None
 
     def per_response(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """``token_logps`` split into one ``[len]`` tensor per response, responses in ``row_list`` order."""
@@ -259,12 +271,13 @@ class PackedOutput:
             ``owner [T_sel]`` the response of each; in the batch's token order.
         """
         keep = torch.isin(batch["token_response"], responses)
-        rows = self.hidden[batch["token_row"][keep], batch["token_pos"][keep]]
-        return self.head(rows), batch["token_target"][keep], batch["token_response"][keep]
+        at = batch["token_row"][keep], batch["token_pos"][keep]
+        logits = self.logits[at] if self.logits is not None else self.head(self.hidden[at])
+        return logits, batch["token_target"][keep], batch["token_response"][keep]
 
 
 def packed_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, per_token: bool = False,
-                   chunked: bool = True, chunk_size: int = 1024) -> PackedOutput:
+                   chunked: bool = True, chunk_size: int = 1024, model_logits: bool = False) -> PackedOutput:
     """Summed response log-probs ``[B, K]`` of a :class:`align.data.packing.PackedListCollator` batch.
 
     The model runs once over the packed rows with the block mask and the rows' position ids (through its own
@@ -272,26 +285,124 @@ def packed_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, pe
     one position's logits; the log-probs of the response tokens then come from those hidden states: with
     ``chunked``, :func:`align.logprobs.chunked_token_logprobs` (``chunk_size`` tokens of ``[c, V]`` logits at a
     time); else the head on the ``[T, H]`` scored positions at once (``[T, V]`` logits, still no padding or prompt
-    positions). Equal to :func:`policy_forward` on the same lists (tests/test_packed_forward.py).
+    positions). With ``model_logits`` the model computes its own ``[R, W, V]`` logits instead and the head never
+    runs outside its forward (what a ZeRO-3-partitioned head needs). Equal to :func:`policy_forward` on the same
+    lists (tests/test_packed_forward.py).
 
     Raises :class:`PackingUnsupportedError` when :func:`packed_unsupported_reason` gives a reason.
     """
-    reason = packed_unsupported_reason(model, batch, chunked=chunked)
+    reason = packed_unsupported_reason(model, batch, chunked=chunked and not model_logits)
     if reason:
         raise PackingUnsupportedError(reason)
     lm = _causal_lm(model)
     eager = lm.config._attn_implementation == "eager"
     mask = packed_attention_mask(batch, lm.get_input_embeddings().weight.dtype if eager else None)
-    out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
-                use_cache=False, logits_to_keep=1, output_hidden_states=-1)
-    hidden = out.hidden_states[-1]  # [R, W, H], after the final norm
-    index = batch["token_row"] * hidden.shape[1] + batch["token_pos"]
-    targets = batch["token_target"]
-    if chunked:
-        weight, bias = output_head(lm)
-        tok = chunked_token_logprobs(hidden, weight, targets, index, bias, chunk_size=chunk_size)
+    targets, head = batch["token_target"], lm.get_output_embeddings()
+    if model_logits:
+        out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
+                    use_cache=False)
+        hidden, logits = None, out.logits
+        tok = -F.cross_entropy(logits[batch["token_row"], batch["token_pos"]].float(), targets, reduction="none")
     else:
-        logits = lm.get_output_embeddings()(hidden.reshape(-1, hidden.shape[-1]).index_select(0, index))
-        tok = -F.cross_entropy(logits.float(), targets, reduction="none")
+        out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
+                    use_cache=False, logits_to_keep=1, output_hidden_states=-1)
+        hidden, logits = out.hidden_states[-1], None  # [R, W, H], after the final norm
+        index = batch["token_row"] * hidden.shape[1] + batch["token_pos"]
+        if chunked:
+            weight, bias = output_head(lm)
+            tok = chunked_token_logprobs(hidden, weight, targets, index, bias, chunk_size=chunk_size)
+        else:
+            rows = head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, index))
+            tok = -F.cross_entropy(rows.float(), targets, reduction="none")
     sums = segment_sums(tok, batch["token_response"], batch["row_list"].numel())
-    return PackedOutput(to_list_layout(sums, batch), tok if per_token else None, hidden, lm.get_output_embeddings())
+    return PackedOutput(to_list_layout(sums, batch), tok if per_token else None, hidden, head, logits)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Choosing the layout: packed where the model can take it, else padded rows, with one logged line saying why
+# ---------------------------------------------------------------------------------------------------------------
+
+_LOGGED: set[str] = set()
+
+
+def log_once(message: str) -> None:
+    """Log ``message`` at INFO the first time this process sees it (fallback notes, not one per batch)."""
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        log.info(message)
+
+
+@dataclass
+class ForwardCollator:
+    """Packed shared-prompt rows (:class:`PackedListCollator`, up to ``max_row_tokens`` per row) when ``packed``,
+    else padded rows (:class:`ListCollator`); a packed batch whose longest ``prompt + response`` exceeds ``window``
+    (a sliding attention window the block mask would override) is collated padded instead."""
+
+    pad_token_id: int
+    packed: bool = True
+    window: int | None = None
+    max_row_tokens: int | None = None
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.packed:
+            batch = PackedListCollator(self.pad_token_id, max_row_tokens=self.max_row_tokens)(items)
+            if self.window is None or int(batch["max_sequence_tokens"]) <= self.window:
+                return batch
+            log_once(f"padded forward for batches with a sequence longer than the sliding window {self.window} "
+                     "(the packed block mask would replace the window)")
+        return ListCollator(self.pad_token_id)(items)
+
+
+@dataclass(frozen=True)
+class PackingPlan:
+    """How lists go through a model: ``packed`` rows or padded ones; in the packed layout, log-probs from the
+    ``chunked`` head (else from the model's own logits); ``reason`` says why something is off (None: all on)."""
+
+    packed: bool
+    chunked: bool = True
+    window: int | None = None
+    reason: str | None = None
+
+    def collator(self, pad_token_id: int) -> ForwardCollator:
+        """The collator of this layout."""
+        return ForwardCollator(pad_token_id, self.packed, self.window)
+
+
+def packing_plan(model: torch.nn.Module, enabled: bool = True) -> PackingPlan:
+    """The layout for ``model``: packed unless ``enabled`` is False or :func:`packed_unsupported_reason` gives a
+    reason (then padded, with one logged line saying why); the chunked head unless the head cannot take it (a
+    ZeRO-3-partitioned or adapted head, post-processed logits: then the model's own logits, logged likewise)."""
+    if not enabled:
+        return PackingPlan(False, reason="turned off (train.packing: false)")
+    reason = packed_unsupported_reason(model, chunked=False)
+    if reason:
+        log_once(f"shared-prompt packed forward off, padded rows instead: {reason}")
+        return PackingPlan(False, reason=reason)
+    window = _sliding_window(getattr(_causal_lm(model), "config", None))
+    head = packed_unsupported_reason(model, chunked=True)
+    if head:
+        log_once(f"packed forward takes log-probs from the model's own logits, not the chunked head: {head}")
+    return PackingPlan(True, chunked=head is None, window=window, reason=head)
+
+
+def lists_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], plan: PackingPlan | None = None, *,
+                  keep_logits: bool = False, per_token: bool = False) -> PolicyOutput:
+    """One forward over every response of ``batch`` in whichever layout it was collated in (a packed batch has
+    ``block_ids``): ``[B, K]`` summed log-probs; with ``per_token`` each response's token log-probs; a token-level
+    loss gets ``logits`` (padded, with ``keep_logits``) or ``response_logits`` (packed)."""
+    if "block_ids" in batch:
+        chunked = plan is None or plan.chunked
+        head = packed_unsupported_reason(model, chunked=True) if chunked else None  # e.g. partitioned since the plan
+        if head:
+            log_once(f"packed forward takes log-probs from the model's own logits, not the chunked head: {head}")
+            chunked = False
+        out = packed_forward(model, batch, per_token=per_token, chunked=chunked, model_logits=not chunked)
+        return PolicyOutput(out.logps, None, out.per_response(batch) if per_token else None,
+                            partial(out.response_logits, batch))
+    if not per_token:
+        return policy_forward(model, batch, keep_logits=keep_logits)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    sums, per_tok = sequence_logprobs(out.logits, batch["input_ids"], batch["loss_mask"], per_token=True)
+    mask = batch["loss_mask"][:, 1:].bool()
+    tokens = [per_tok[r][mask[r]] for r in range(per_tok.shape[0])]
+    return PolicyOutput(to_list_layout(sums, batch), out.logits if keep_logits else None, tokens)

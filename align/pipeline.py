@@ -183,7 +183,8 @@ def recipe_reference(recipe: Recipe, policy: torch.nn.Module, tokenizer, data: P
         return None
     r = recipe.reference
     kw = {"cache_dir": r.cache_dir, "batch_size": r.batch_size, "shard_size": r.shard_size,
-          "on_corrupt": r.on_corrupt, "source": Path(recipe.data.train).name, "progress": progress}
+          "on_corrupt": r.on_corrupt, "source": Path(recipe.data.train).name, "progress": progress,
+          "packing": recipe.train.packing}
     if not recipe.model.reference:
         return reference_for(policy, tokenizer, model_name=recipe.model.name_or_path, **kw)
     ref = load_model(recipe.model.reference, recipe.model.dtype, key="model.reference")
@@ -232,12 +233,12 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
     if do_eval and algo.model_kind == "reward":  # the head is random: a chance-level baseline
         eval_before = evaluate_reward_model(policy, data.eval, **eval_kw)
     elif do_eval and (reference is None or recipe.model.reference):
-        eval_before = evaluate_policy(policy, data.eval, **eval_kw)
+        eval_before = evaluate_policy(policy, data.eval, packing=recipe.train.packing, **eval_kw)
 
     trainer: PreferenceTrainer = algo.trainer(
         policy, args, recipe.loss, ListDataset(data.train), ListDataset(data.eval) if data.eval else None,
         processing_class=tokenizer, reference=reference, reference_is_policy=not recipe.model.reference,
-        on_non_finite=recipe.train.on_non_finite)
+        on_non_finite=recipe.train.on_non_finite, packing=recipe.train.packing)
     if not progress:  # quiet means quiet: no progress bar, no printed log lines (trackers still get them)
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -260,7 +261,8 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         eval_after = evaluate_reward_model(trainer.model, data.eval, engine_managed=engine, **eval_kw)
     elif do_eval:
         eval_after = evaluate_policy(trainer.model, data.eval, ref_logps=None if eval_refs is None else
-                                     pad_values(eval_refs), engine_managed=engine, **eval_kw)
+                                     pad_values(eval_refs), engine_managed=engine, packing=recipe.train.packing,
+                                     **eval_kw)
     model_dir = save_trained(trainer, recipe, out, start_model)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {
@@ -285,6 +287,9 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         "command": command,
         "resume": run_state.to_dict(),
         "non_finite_steps": trainer.guard.events,
+        **{"padding_fraction": None, "tokens_per_step": None, **trainer.token_stats("run")},
+        "packing": {"packed": trainer.packing.packed, "chunked_head": trainer.packing.packed and
+                    trainer.packing.chunked, "reason": trainer.packing.reason},
     }
     if is_main():
         write_json(out / "summary.json", summary)

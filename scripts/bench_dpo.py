@@ -13,11 +13,23 @@ Each configuration runs in its own subprocess (``--worker``), so its peak RSS is
 ``ru_maxrss_mb``, but in a child it is at least the parent's peak: Linux carries the RSS high-water mark across
 fork/vfork + exec, so every worker would read at least what the parent process that built the model held.) The
 configurations alternate across repetitions (rep 1: all four in this order, rep 2: all four, ...) and the
-report takes medians. Only the training loop is timed for steps/s (from the Trainer's ``on_train_begin`` to
-``on_train_end``: model load, tokenization and the reference pass are outside); the reference pass is timed on
-its own: align's cache build (or warm load), TRL's precompute (``DPOTrainer._precompute_ref_logps``). The cold
-run also times one bare no-grad forward of the reference over the same data in the same batches as the cache
-build (after one untimed warm-up batch, which the cache build then also benefits from).
+report takes medians. steps/s is steady state, measured the same way on both sides: the first
+``--timing-warmup`` optimizer steps (one-time costs: lazy initialisation, allocator growth, first-call kernel
+selection) are run but not timed, and the clock runs from the end of the last warm-up step to the end of the last
+step (``on_step_end`` callbacks); the whole loop's rate is kept as ``steps_per_second_all``. Before any clock
+both sides import their libraries and run the one-time DeepSpeed accelerator detection (which transformers
+otherwise triggers lazily inside the first step). The reference pass is timed on its own: align's cache build
+(or warm load), TRL's precompute (``DPOTrainer._precompute_ref_logps``). The cold run also times one bare no-grad
+forward of the reference over the same data in the same batches as the cache build (one padded row per sequence,
+logits only, after one untimed warm-up batch, which the cache build then also benefits from);
+``cache_build_vs_bare_forward`` compares the build's scoring time (``cache.ensure_seconds``: the forwards and
+log-probs, not the one-time weight fingerprint, which is in ``setup_seconds``) with it.
+
+align's forward is switchable (``--align-layout``): ``packed`` (default: each pair's prompt once, several pairs per
+row, no padding between them), ``per_list`` (the prompt once, one pair per row: padded rows) or ``padded`` (one
+padded row per sequence, as TRL); ``--no-chunked-logprobs`` takes the packed layout's log-probs from the model's
+full logits instead of the chunked head. ``--model-shape bigvocab`` swaps in the large-vocabulary model (the
+same body with 2 layers and Qwen2's 151,936-token vocabulary, as scripts/bench_forward.py).
 
 Same data: HH rows are loaded with ``align.data.loaders.load_examples`` and tokenized once with
 ``align.data.tokenize.tokenize_examples`` (``truncation="drop"``: pairs over the prompt/response limits are left
@@ -35,14 +47,14 @@ for both). The per-step training losses of TRL and align are compared over the f
 (``loss_agreement``); the model is a random init, so the policy equals the reference at step 1 (loss = ln 2) and
 the agreement after that is what says the updates are the same.
 
-Targets (reported, not enforced): align warm >= 1.5x TRL live and >= 1.1x TRL precompute in steps/s, peak memory
-<= 0.7x TRL live, cache build <= 1.1x one bare reference forward.
+Targets (reported, not enforced): align warm >= 1.6x TRL live and >= 1.3x TRL precompute in steps/s, peak memory
+<= 0.65x TRL live (<= 0.5x on the large-vocabulary model), cache build <= 0.8x one bare reference forward.
 
 GPU mode (``--device cuda``): a Qwen2-0.5B-shaped random model in bfloat16, HH prompts lengthened to ~1-2k tokens
 by prefixing the preceding HH dialogues as earlier turns (``--context-dialogues``), peak memory from
 ``torch.cuda.max_memory_allocated``, and MFU = 6 * N * tokens / seconds / (``--peak-tflops`` * 1e12).
 
-    python scripts/bench_dpo.py --quick                         # smoke run, < 2 minutes, writes no docs
+    python scripts/bench_dpo.py --quick                         # the same model, fewer steps: < 3 minutes
     python scripts/bench_dpo.py --output bench_dpo.json         # the benchmark: table to docs/benchmarks.md
     python scripts/bench_dpo.py --device cuda --dry-run         # print the GPU plan without running it
 """
@@ -50,6 +62,7 @@ by prefixing the preceding HH dialogues as earlier turns (``--context-dialogues`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -74,16 +87,21 @@ CONFIGS = ("trl_live", "trl_precompute", "align_cold", "align_warm")
 LABELS = {"trl_live": "TRL live reference", "trl_precompute": "TRL precompute_ref_log_probs",
           "align_cold": "align, cold cache (build + train)", "align_warm": "align, warm cache"}
 # ratio key -> (comparison, target)
-TARGETS = {"align_warm_vs_trl_live": (">=", 1.5), "align_warm_vs_trl_precompute": (">=", 1.1),
-           "peak_memory_vs_trl_live": ("<=", 0.7), "cache_build_vs_bare_forward": ("<=", 1.1)}
+TARGETS = {"align_warm_vs_trl_live": (">=", 1.6), "align_warm_vs_trl_precompute": (">=", 1.3),
+           "peak_memory_vs_trl_live": ("<=", 0.65), "cache_build_vs_bare_forward": ("<=", 0.8)}
+BIGVOCAB_MEMORY_TARGET = 0.5  # peak_memory_vs_trl_live on the large-vocabulary model
+ALIGN_LAYOUTS = ("packed", "per_list", "padded")
 
-# Model shapes. cpu: a Llama of ~27 M parameters with the embedded 4096-token tokenizer (compute dominates on
-# CPU); quick: a much smaller one; cuda: Qwen2-0.5B's dimensions (its 151,936-row embedding included).
+# Model shapes. cpu (and quick, so that its ratios are the full run's): a Llama of ~27 M parameters with the
+# embedded 4096-token tokenizer (compute dominates on CPU); bigvocab: a 2-layer body with Qwen2's vocabulary;
+# cuda: Qwen2-0.5B's dimensions (its 151,936-row embedding included).
 MODELS = {
     "cpu": {"arch": "llama", "hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 8,
             "num_attention_heads": 8, "num_key_value_heads": 8},
-    "quick": {"arch": "llama", "hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2},
+    "quick": {"arch": "llama", "hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 8,
+              "num_attention_heads": 8, "num_key_value_heads": 8},
+    "bigvocab": {"arch": "llama", "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 2,
+                 "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 151936},
     "cuda": {"arch": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
              "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "rope_theta": 1e6,
              "rms_norm_eps": 1e-6, "max_position_embeddings": 4096},
@@ -91,11 +109,14 @@ MODELS = {
 # Run settings per mode; any flag given on the command line wins.
 DEFAULTS = {
     "cpu": {"reps": 3, "steps": 16, "batch_size": 8, "max_prompt_length": 128, "max_response_length": 128,
-            "context_dialogues": 1, "learning_rate": 1e-4, "dtype": "float32", "loss_steps": 10},
-    "quick": {"reps": 1, "steps": 4, "batch_size": 2, "max_prompt_length": 64, "max_response_length": 64,
-              "context_dialogues": 1, "learning_rate": 1e-4, "dtype": "float32", "loss_steps": 4},
+            "context_dialogues": 1, "learning_rate": 1e-4, "dtype": "float32", "loss_steps": 10,
+            "timing_warmup": 2},
+    "quick": {"reps": 1, "steps": 6, "batch_size": 8, "max_prompt_length": 128, "max_response_length": 128,
+              "context_dialogues": 1, "learning_rate": 1e-4, "dtype": "float32", "loss_steps": 6,
+              "timing_warmup": 2},
     "cuda": {"reps": 3, "steps": 30, "batch_size": 4, "max_prompt_length": 1792, "max_response_length": 256,
-             "context_dialogues": 8, "learning_rate": 1e-5, "dtype": "bfloat16", "loss_steps": 10},
+             "context_dialogues": 8, "learning_rate": 1e-5, "dtype": "bfloat16", "loss_steps": 10,
+             "timing_warmup": 3},
 }
 
 
@@ -113,7 +134,7 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
     for k in d:
         if getattr(args, k, None) is not None:
             d[k] = getattr(args, k)
-    model = dict(MODELS[mode])
+    model = dict(MODELS["bigvocab" if args.model_shape == "bigvocab" else mode])
     if args.model_layers is not None:
         model["num_hidden_layers"] = args.model_layers
     if args.model_hidden is not None:
@@ -135,7 +156,8 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
         "ref_batch_size": args.ref_batch_size or d["batch_size"], "beta": args.beta, "seed": args.seed,
         "gradient_checkpointing": bool(args.gradient_checkpointing), "threads": args.threads,
         "data": str(args.data), "tokenizer": args.tokenizer, "configs": configs, "markdown": markdown,
-        "output": args.output, "peak_tflops": args.peak_tflops, **d,
+        "output": args.output, "peak_tflops": args.peak_tflops, "model_shape": args.model_shape,
+        "align_layout": args.align_layout, "chunked_logprobs": not args.no_chunked_logprobs, **d,
     }
 
 
@@ -171,7 +193,7 @@ def build_model_dir(plan: dict[str, Any], tokenizer, out: Path) -> tuple[Path, i
 
     m = plan["model"]
     if m["arch"] == "llama":  # align's own embedded-model builder, at the benchmark's size
-        spec = TinySpec(vocab_size=len(tokenizer), hidden_size=m["hidden_size"],
+        spec = TinySpec(vocab_size=max(m.get("vocab_size", 0), len(tokenizer)), hidden_size=m["hidden_size"],
                         intermediate_size=m["intermediate_size"], num_hidden_layers=m["num_hidden_layers"],
                         num_attention_heads=m["num_attention_heads"], num_key_value_heads=m["num_key_value_heads"],
                         max_position_embeddings=max(1024, plan["max_prompt_length"] + plan["max_response_length"]),
@@ -244,11 +266,12 @@ def prepare_data(plan: dict[str, Any], tokenizer) -> dict[str, Any]:
     return {"items": items, "trl_rows": trl_rows, "info": info}
 
 
-def trained_tokens(items: list[dict], steps: int, batch: int) -> tuple[int, int]:
-    """(non-padding tokens, padded tokens) through the policy over ``steps`` sequential, drop-last batches."""
+def trained_tokens(items: list[dict], steps: int, batch: int, first: int = 0) -> tuple[int, int]:
+    """(non-padding tokens, padded tokens) of the one-row-per-sequence layout over steps ``first..steps-1`` of the
+    sequential, drop-last batches."""
     per_epoch = len(items) // batch
     real = padded = 0
-    for s in range(steps):
+    for s in range(first, steps):
         b = items[(s % per_epoch) * batch : (s % per_epoch + 1) * batch]
         lengths = [len(it["prompt_ids"]) + len(r) for it in b for r in it["response_ids"]]
         real += sum(lengths)
@@ -329,15 +352,28 @@ def _quiet(trainer) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
+def timing_warmup(spec: dict[str, Any], steps: int) -> int:
+    """Untimed warm-up steps: ``timing_warmup``, leaving at least one timed step."""
+    return max(0, min(spec.get("timing_warmup", 0), steps - 1))
+
+
 def _loop_result(trainer, timer, spec: dict[str, Any], items: list[dict]) -> dict[str, Any]:
+    """Steady-state rates: steps after the warm-up, from the end of the last warm-up step (the loop's start when
+    there is none) to the end of the last step; the same on both sides."""
     steps = trainer.state.global_step
     seconds = timer.end - timer.begin
-    real, padded = trained_tokens(items, steps, spec["batch_size"])
+    w = timing_warmup(spec, steps)
+    start = timer.step_ends[w - 1] if w else timer.begin
+    timed = timer.step_ends[-1] - start
+    real, padded = trained_tokens(items, steps, spec["batch_size"], first=w)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
     after_first = (steps - 1) / (timer.end - timer.step_ends[0]) if steps > 1 else None
-    return {"steps": steps, "train_seconds": seconds, "steps_per_second": steps / seconds,
+    return {"steps": steps, "timed_steps": steps - w, "warmup_steps": w, "train_seconds": seconds,
+            "timed_seconds": timed, "steps_per_second": (steps - w) / timed, "steps_per_second_all": steps / seconds,
             "steps_per_second_after_first": after_first, "tokens": real, "padded_tokens": padded,
-            "tokens_per_second": real / seconds, "losses": losses}
+            "tokens_per_second": real / timed, "step_seconds": [b - a for a, b in zip(
+                [timer.begin, *timer.step_ends[:-1]], timer.step_ends)], "losses": losses,
+            "token_stats": trainer.token_stats("run") if hasattr(trainer, "token_stats") else None}
 
 
 def _bare_forward_seconds(model, lists, batch_size: int, pad_token_id: int, device: str) -> float:
@@ -378,9 +414,11 @@ def _run_align(cold: bool, spec, policy, tokenizer, items, out: dict[str, Any]) 
     lists = [TokenizedList(tuple(it["prompt_ids"]), tuple(tuple(r) for r in it["response_ids"]),
                            tuple(it["scores"]), it["row"]) for it in items]
 
+    layout = spec.get("align_layout", "packed")
+
     def reference():
         return reference_for(policy, tokenizer, cache_dir=spec["cache_dir"], batch_size=spec["ref_batch_size"],
-                             progress=False)
+                             progress=False, packing=layout != "padded")
 
     n_entries = sum(len(t.response_ids) for t in lists)
     if cold:
@@ -406,7 +444,13 @@ def _run_align(cold: bool, spec, policy, tokenizer, items, out: dict[str, Any]) 
     t0 = time.perf_counter()
     args = TrainingArguments(**_training_kwargs(spec, str(Path(spec["run_dir"]) / "align")))
     trainer = DPOTrainer(policy, args, DPOLossConfig(beta=spec["beta"]), ListDataset(lists, refs),
-                         processing_class=tokenizer, callbacks=[timer])
+                         processing_class=tokenizer, callbacks=[timer], packing=layout != "padded")
+    if layout == "per_list":  # the prompt once, but one pair per row (padded rows, no packing of pairs)
+        trainer.data_collator = dataclasses.replace(trainer.data_collator, max_row_tokens=1)
+    if not spec.get("chunked_logprobs", True):
+        trainer.packing = dataclasses.replace(trainer.packing, chunked=False)
+    out["forward"] = {"layout": layout, "packed": trainer.packing.packed, "chunked": trainer.packing.chunked,
+                      "reason": trainer.packing.reason}
     _quiet(trainer)
     out["init_seconds"] = time.perf_counter() - t0
     trainer.train()
@@ -480,6 +524,7 @@ def run_worker(config: str, spec: dict[str, Any]) -> dict[str, Any]:
     else:
         import align.pipeline  # noqa: F401
         import align.trainers  # noqa: F401
+    one_time_init()
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     device = spec["device"]
@@ -504,6 +549,18 @@ def run_worker(config: str, spec: dict[str, Any]) -> dict[str, Any]:
     out["peak_rss_above_imports_mb"] = out["peak_rss_mb"] - out["rss_after_imports_mb"]
     out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     return out
+
+
+def one_time_init() -> None:
+    """What either side would otherwise do lazily inside its first step, done before any clock, on both sides:
+    importing the Trainer's optional back-ends and DeepSpeed's accelerator detection."""
+    import transformers.trainer  # noqa: F401
+
+    try:
+        from deepspeed.accelerator import get_accelerator
+    except ImportError:
+        return
+    get_accelerator()
 
 
 def spawn_worker(config: str, spec_file: Path, result_file: Path, log_file: Path,
@@ -578,7 +635,10 @@ def summarize(plan: dict[str, Any], results: dict[str, list[dict]], data_info: d
         med = {k: _median(runs, k) for k in ("steps_per_second", "steps_per_second_after_first", "tokens_per_second",
                                               "peak_rss_mb", "peak_gpu_mb", "setup_seconds", "train_seconds",
                                               "init_seconds", "rss_after_imports_mb", "rss_after_model_load_mb",
-                                              "peak_rss_above_imports_mb", "bare_forward_seconds")}
+                                              "peak_rss_above_imports_mb", "bare_forward_seconds",
+                                              "steps_per_second_all", "timed_seconds")}
+        med["cache_build_seconds"] = _median([{"v": r["cache"]["ensure_seconds"]} for r in runs if "cache" in r],
+                                             "v")
         med["setup_plus_train_seconds"] = _median(
             [{"v": r["setup_seconds"] + r["train_seconds"]} for r in runs], "v")
         if plan["device"] == "cuda":
@@ -594,7 +654,7 @@ def summarize(plan: dict[str, Any], results: dict[str, list[dict]], data_info: d
         "align_warm_vs_trl_live": _ratio(warm, med("trl_live", "steps_per_second")),
         "align_warm_vs_trl_precompute": _ratio(warm, med("trl_precompute", "steps_per_second")),
         "peak_memory_vs_trl_live": _ratio(med("align_warm", mem_key), med("trl_live", mem_key)),
-        "cache_build_vs_bare_forward": _ratio(med("align_cold", "setup_seconds"),
+        "cache_build_vs_bare_forward": _ratio(med("align_cold", "cache_build_seconds"),
                                               med("align_cold", "bare_forward_seconds")),
     }
     # Not the issue's ratios, context for them: RSS above the interpreter + libraries baseline of each process
@@ -608,9 +668,16 @@ def summarize(plan: dict[str, Any], results: dict[str, list[dict]], data_info: d
                                                                 med("align_cold", "setup_plus_train_seconds")),
         "cache_build_vs_trl_precompute": _ratio(med("align_cold", "setup_seconds"),
                                                 med("trl_precompute", "setup_seconds")),
+        "cache_setup_with_fingerprint_vs_bare_forward": _ratio(med("align_cold", "setup_seconds"),
+                                                               med("align_cold", "bare_forward_seconds")),
+        "align_warm_vs_trl_live_whole_loop": _ratio(med("align_warm", "steps_per_second_all"),
+                                                    med("trl_live", "steps_per_second_all")),
     }
     targets = {}
-    for k, (op, goal) in TARGETS.items():
+    goals = dict(TARGETS)
+    if plan.get("model_shape") == "bigvocab":
+        goals["peak_memory_vs_trl_live"] = ("<=", BIGVOCAB_MEMORY_TARGET)
+    for k, (op, goal) in goals.items():
         v = ratios[k]
         targets[k] = {"target": f"{op} {goal}", "met": None if v is None else (v >= goal if op == ">=" else v <= goal)}
     for name in configs:  # per-row ratios for the table
@@ -647,7 +714,8 @@ def summarize(plan: dict[str, Any], results: dict[str, list[dict]], data_info: d
         "settings": {k: plan[k] for k in ("mode", "device", "dtype", "reps", "steps", "batch_size", "ref_batch_size",
                                           "max_prompt_length", "max_response_length", "rows", "learning_rate", "beta",
                                           "seed", "gradient_checkpointing", "context_dialogues", "configs",
-                                          "peak_tflops")},
+                                          "peak_tflops", "timing_warmup", "model_shape", "align_layout",
+                                          "chunked_logprobs")},
         "model": {**plan["model"], "parameters": n_params},
         "data": {**data_info, "tokens_trained": real, "padded_tokens_trained": padded},
         "memory_measure": mem_key,
@@ -676,7 +744,8 @@ def render_markdown(summary: dict[str, Any], command: str = "") -> str:
     mem = "peak GPU MB" if summary["memory_measure"] == "peak_gpu_mb" else "peak RSS MB"
     lines = [f"# DPO training: align vs TRL {v['trl']} ({summary['date'][:10]})", ""]
     if summary["quick"]:
-        lines += ["**Quick smoke run: a tiny model and a few steps. These numbers are not a result.**", ""]
+        lines += ["**Quick smoke run: the full run's model and batch, few steps and one repetition; its ratios track "
+                  "the full run's, its absolute numbers rest on few steps.**", ""]
     arch = "Qwen2" if m["arch"] == "qwen2" else "Llama"
     lines += [
         f"Machine: {mach['platform']}, {mach['cpu_count']} CPUs (torch threads {mach['torch_threads']})"
@@ -688,7 +757,12 @@ def render_markdown(summary: dict[str, Any], command: str = "") -> str:
         f"datasets {v['datasets']}, accelerate {v['accelerate']}, align {v['align']}.",
         f"Model: {arch}-shaped, random init, {m['parameters'] / 1e6:.1f} M parameters (hidden {m['hidden_size']}, "
         f"{m['num_hidden_layers']} layers, {m['num_attention_heads']} heads / {m['num_key_value_heads']} KV, "
-        f"intermediate {m['intermediate_size']}), {s['dtype']}, tokenizer: align's embedded BPE.",
+        f"intermediate {m['intermediate_size']}"
+        + (f", vocabulary {m['vocab_size']:,}" if m.get("vocab_size") else "")
+        + f"), {s['dtype']}, tokenizer: align's embedded BPE.",
+        f"align's forward: layout {s.get('align_layout', 'packed')}, chunked log-probs "
+        f"{'on' if s.get('chunked_logprobs', True) else 'off'} (see the script's docstring). steps/s is steady "
+        f"state: the first {s.get('timing_warmup', 0)} steps of every run are not timed, on both sides.",
         f"Data: HH-RLHF harmless slice, {d['pairs']} pairs (pairs over {s['max_prompt_length']} prompt / "
         f"{s['max_response_length']} response tokens left out"
         + (f", {s['context_dialogues'] - 1} earlier dialogues prefixed to each prompt" if s["context_dialogues"] > 1
@@ -723,7 +797,8 @@ def render_markdown(summary: dict[str, Any], command: str = "") -> str:
     names = {"align_warm_vs_trl_live": "align warm steps/s ÷ TRL live steps/s",
              "align_warm_vs_trl_precompute": "align warm steps/s ÷ TRL precompute steps/s",
              "peak_memory_vs_trl_live": f"align warm {mem} ÷ TRL live {mem}",
-             "cache_build_vs_bare_forward": "align cache build s ÷ one bare no-grad reference forward s"}
+             "cache_build_vs_bare_forward": "align cache build scoring s ÷ one bare no-grad padded reference "
+                                            "forward s"}
     for k, label in names.items():
         t = summary["targets"][k]
         met = "—" if t["met"] is None else ("met" if t["met"] else "not met")
@@ -744,7 +819,8 @@ def render_markdown(summary: dict[str, Any], command: str = "") -> str:
             lines.append(f"In {s['dtype']} the two sides round differently (TRL's tiled fused LM head vs align's full "
                          "logits upcast to float32 before the log-softmax), so expect agreement at that precision "
                          "(~1e-3), not float32's ~1e-6.")
-    lines += ["", "steps/s times the training loop only (Trainer on_train_begin → on_train_end); setup is the "
+    lines += ["", "steps/s times the training loop only, after the untimed warm-up steps (from the end of the last "
+              "warm-up step to the end of the last step); setup is the "
               "reference pass: align's cache build (cold) or cache load and verify (warm), TRL's "
               "precompute_ref_log_probs pass; tokens/s counts non-padding tokens through the policy. Peak memory "
               "is each configuration's own process (its VmHWM on CPU, torch.cuda.max_memory_allocated on GPU)."]
@@ -779,7 +855,7 @@ def run_benchmark(plan: dict[str, Any], work: Path, *, in_process: bool = False,
     results: dict[str, list[dict]] = {c: [] for c in plan["configs"]}
     base = {k: plan[k] for k in ("device", "dtype", "steps", "batch_size", "ref_batch_size", "learning_rate", "beta",
                                  "seed", "gradient_checkpointing", "threads", "max_prompt_length",
-                                 "max_response_length")}
+                                 "max_response_length", "timing_warmup", "align_layout", "chunked_logprobs")}
     for rep in range(plan["reps"]):
         spec = {**base, "model_dir": str(model_dir), "data_file": str(data_file),
                 "cache_dir": str(work / f"cache-rep{rep}"), "run_dir": str(work / f"runs-rep{rep}")}
@@ -803,8 +879,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_argument_group("mode and output")
     g.add_argument("--quick", action="store_true",
-                   help="smoke run: a ~1 M-parameter model, 4 steps of 2 pairs, 1 repetition (< 2 minutes on 2 "
-                        "cores); does not write docs/benchmarks.md unless --markdown is given")
+                   help="short run: the full run's model and batch, 6 steps (2 untimed) of 8 pairs, 1 repetition "
+                        "(< 3 minutes on 2 cores); does not write docs/benchmarks.md unless --markdown is given")
+    g.add_argument("--model-shape", choices=["default", "bigvocab"], default="default",
+                   help="bigvocab: a 2-layer Llama body with Qwen2's 151,936-token vocabulary (CPU)")
+    g.add_argument("--align-layout", choices=ALIGN_LAYOUTS, default="packed",
+                   help="align's forward: packed (shared prompt, pairs packed per row; default), per_list (shared "
+                        "prompt, one pair per row) or padded (one padded row per sequence)")
+    g.add_argument("--no-chunked-logprobs", action="store_true",
+                   help="packed layouts: log-probs from the model's full logits instead of the chunked head")
     g.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cpu (default): a ~27 M-parameter Llama, float32. cuda: a Qwen2-0.5B-shaped model in "
                         "bfloat16, ~1-2k tokens per sequence, MFU reported")
@@ -823,14 +906,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "one subprocess each (debugging only: peak RSS is then not per configuration)")
     r = ap.add_argument_group("run settings (defaults depend on the mode: cpu / --quick / cuda)")
     r.add_argument("--reps", type=int, help="repetitions of the four configurations (3 / 1 / 3)")
-    r.add_argument("--steps", type=int, help="optimizer steps per run (16 / 4 / 30)")
-    r.add_argument("--batch-size", type=int, help="pairs per step, both trainers (8 / 2 / 4)")
+    r.add_argument("--steps", type=int, help="optimizer steps per run, warm-up included (16 / 6 / 30)")
+    r.add_argument("--timing-warmup", type=int, help="first steps run but not timed, on both sides (2 / 2 / 3)")
+    r.add_argument("--batch-size", type=int, help="pairs per step, both trainers (8 / 8 / 4)")
     r.add_argument("--ref-batch-size", type=int, help="pairs per batch of the reference pass: align's cache build, "
                    "TRL's precompute and the bare forward (default: --batch-size)")
-    r.add_argument("--max-prompt-length", type=int, help="prompt token limit; longer pairs are left out (128 / 64 / "
+    r.add_argument("--max-prompt-length", type=int, help="prompt token limit; longer pairs are left out (128 / 128 / "
                    "1792)")
     r.add_argument("--max-response-length", type=int, help="response token limit; longer pairs are left out (128 / "
-                   "64 / 256)")
+                   "128 / 256)")
     r.add_argument("--rows", type=int, help="HH pairs used (the first usable ones; default steps x batch size, each "
                    "pair seen once). The reference pass covers all of them")
     r.add_argument("--context-dialogues", type=int, help="prefix each HH prompt with the preceding k-1 dialogues as "
@@ -841,7 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the model init and of both trainers (default 0)")
     r.add_argument("--dtype", choices=["float32", "bfloat16"], help="model dtype (float32 on cpu, bfloat16 on cuda)")
     r.add_argument("--loss-steps", type=int, help="N: compare TRL's and align's losses over the first N steps "
-                   "(10 / 4 / 10)")
+                   "(10 / 6 / 10)")
     r.add_argument("--gradient-checkpointing", action="store_true", help="turn gradient checkpointing on for both "
                    "trainers (default off for both; TRL's own default is on)")
     r.add_argument("--threads", type=int, help="torch threads in each worker (default: torch's default)")

@@ -6,6 +6,16 @@ on what it is paired with). Reports wall time per epoch and held-out ranking met
 equal optimizer steps and at equal training time. Evaluation time is excluded from the training clock.
 
     python scripts/bench_listwise.py [--epochs 3] [--quick] [--output FILE.json] [--markdown docs/bench_listwise.md]
+
+``--packing-sweep`` measures something else: LiPO-λ with the shared-prompt packed forward on vs off
+(``packing=True/False``) on lists of K = 2, 4 and 8 responses: tokens fed to the model per list (padding included),
+the padding share, and seconds per epoch (steady state: the first step is run but not timed, the rest scaled to the
+epoch). OASST has few prompts with 4 or more replies (2 with 8), so a K-list is a prompt with its own best replies
+and, where it has fewer than K, replies of the following prompts ranked below its own: the speed depends only on
+the shapes (one prompt, K responses), and the values do not matter. Arms alternate (on, off, on, off) and each
+configuration starts from the same weights.
+
+    python scripts/bench_listwise.py --packing-sweep [--lists 48] [--reps 2] [--output FILE.json]
 """
 
 from __future__ import annotations
@@ -92,13 +102,123 @@ def at_time(curve, seconds):
     return min(curve, key=lambda p: abs(p["train_seconds"] - seconds))
 
 
+def k_lists(lists: list[TokenizedList], k: int, n: int) -> list[TokenizedList]:
+    """``n`` lists of exactly ``k`` responses: each prompt's own replies, best first, then replies of the following
+    prompts (ranked below its own) where it has fewer than ``k``."""
+    out = []
+    for i, t in enumerate(lists[:n]):
+        own = sorted(range(len(t.response_ids)), key=lambda j: -t.scores[j])
+        responses = [t.response_ids[j] for j in own]
+        j = i + 1
+        while len(responses) < k:
+            responses += lists[j % len(lists)].response_ids
+            j += 1
+        out.append(TokenizedList(t.prompt_ids, tuple(responses[:k]), tuple(float(-r) for r in range(k)), t.row))
+    return out
+
+
+class StepClock(TrainerCallback):
+    """End time of every optimizer step."""
+
+    def __init__(self):
+        self.begin, self.ends = 0.0, []
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.begin = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        self.ends.append(time.perf_counter())
+
+
+def sweep_run(lists, refs, packing: bool, model_dir, tok, batch: int, out: Path) -> dict:
+    """One epoch of LiPO-λ on ``lists``; steady-state seconds per epoch and the tokens fed."""
+    torch.manual_seed(0)
+    model = load_model(model_dir)
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, num_train_epochs=1,
+                             learning_rate=5e-4, logging_steps=1000, save_strategy="no", report_to="none",
+                             use_cpu=True, seed=0, disable_tqdm=True, dataloader_pin_memory=False)
+    clock = StepClock()
+    trainer = LiPOTrainer(model, args, LiPOLossConfig(beta=0.05), ListDataset(lists, refs), processing_class=tok,
+                          callbacks=[clock], packing=packing)
+    trainer.train()
+    steps = len(clock.ends)
+    stats = trainer.token_stats("run")
+    fed = stats["tokens_per_step"] * steps
+    real = sum(len(t.prompt_ids) * len(t.response_ids) + sum(map(len, t.response_ids)) for t in lists)
+    return {"packing": packing, "packed": trainer.packing.packed, "steps": steps,
+            "seconds_per_epoch": (clock.ends[-1] - clock.ends[0]) * steps / max(steps - 1, 1),
+            "fed_tokens_per_list": fed / len(lists), "sequence_tokens_per_list": real / len(lists),
+            "padding_fraction": stats["padding_fraction"]}
+
+
+def packing_sweep(a) -> None:
+    """LiPO-λ with the shared-prompt packed forward on vs off, K = 2, 4, 8 (see the module docstring)."""
+    import statistics
+
+    from align.data.loaders import load_examples
+    from align.data.tokenize import tokenize_examples
+    from align.forward import score_lists
+
+    oasst = REPO.parent / "shared" / "data" / "oasst_en_trees.jsonl"
+    model_dir = str(resolve_model_path("embedded:tiny"))
+    tok = load_tokenizer(model_dir)
+    examples, _ = load_examples(str(oasst))
+    base, _ = tokenize_examples(examples, tok, max_prompt_length=a.max_prompt_length,
+                                max_response_length=a.max_response_length)
+    out = Path("/tmp/align_bench_listwise_sweep")
+    rows, raw = [], {}
+    for k in (2, 4, 8):
+        lists = k_lists(base, k, a.lists)
+        ref, _ = score_lists(load_model(model_dir), lists, batch_size=16)
+        refs = [ref[i].tolist() for i in range(len(lists))]
+        runs = {True: [], False: []}
+        for rep in range(a.reps):
+            for packing in (True, False) if rep % 2 == 0 else (False, True):
+                runs[packing].append(sweep_run(lists, refs, packing, model_dir, tok, a.batch_lists,
+                                               out / f"k{k}-{packing}-{rep}"))
+                print(f"K={k} packing={packing} rep {rep}: {runs[packing][-1]}", flush=True)
+        raw[k] = runs
+        med = {p: {key: statistics.median(r[key] for r in runs[p]) for key in
+                   ("seconds_per_epoch", "fed_tokens_per_list", "sequence_tokens_per_list", "padding_fraction")}
+               for p in runs}
+        rows.append((k, med[True], med[False], runs[True][0]["steps"]))
+    lines = [f"## LiPO-λ with the shared-prompt forward on vs off ({date.today()})", "",
+             f"Machine: {platform.machine()}, {torch.get_num_threads()} threads (shared with other jobs), torch "
+             f"{torch.__version__}, transformers {transformers.__version__}. Model: the embedded tiny Llama "
+             f"(`embedded:tiny`), float32. Data: {a.lists} OASST prompts per K (lists built as the script's "
+             f"docstring says), prompts ≤ {a.max_prompt_length} and responses ≤ {a.max_response_length} tokens, "
+             f"{a.batch_lists} lists per step, one epoch, medians of {a.reps} alternating runs per arm.", "",
+             "| K | steps/epoch | tokens/list (prompt + response per response) | fed tokens/list, on "
+             "| fed tokens/list, off | padding on | padding off | s/epoch on | s/epoch off | speed-up |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for k, on, off, steps in rows:
+        lines.append(f"| {k} | {steps} | {on['sequence_tokens_per_list']:.0f} | {on['fed_tokens_per_list']:.0f} | "
+                     f"{off['fed_tokens_per_list']:.0f} | {on['padding_fraction']:.1%} | "
+                     f"{off['padding_fraction']:.1%} | {on['seconds_per_epoch']:.2f} | "
+                     f"{off['seconds_per_epoch']:.2f} | {off['seconds_per_epoch'] / on['seconds_per_epoch']:.2f}x |")
+    table = "\n".join(lines)
+    print(table)
+    if a.output:
+        Path(a.output).write_text(json.dumps({"table": rows, "runs": {str(k): {str(p): v for p, v in r.items()}
+                                                                        for k, r in raw.items()}}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--packing-sweep", action="store_true",
+                    help="LiPO-λ with the shared-prompt forward on vs off on lists of K = 2, 4, 8")
+    ap.add_argument("--lists", type=int, default=48, help="--packing-sweep: prompts per K")
+    ap.add_argument("--reps", type=int, default=2, help="--packing-sweep: runs per arm")
+    ap.add_argument("--batch-lists", type=int, default=4, help="--packing-sweep: lists per step")
+    ap.add_argument("--max-prompt-length", type=int, default=96)
+    ap.add_argument("--max-response-length", type=int, default=64)
     ap.add_argument("--epochs", type=float, default=3)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 epoch on 24 lists")
     ap.add_argument("--output", help="write results as JSON")
     ap.add_argument("--markdown", help="write the table as markdown (e.g. docs/bench_listwise.md)")
     a = ap.parse_args()
+    if a.packing_sweep:
+        return packing_sweep(a)
     oasst = REPO.parent / "shared" / "data" / "oasst_en_trees.jsonl"
     recipe = load_recipe(REPO / "recipes/lipo_tiny.yaml", [f"data.train={oasst}"]
                          + (["data.max_train_examples=24", "sft.max_steps=5"] if a.quick else []))

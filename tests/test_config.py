@@ -263,7 +263,8 @@ def test_training_kwargs_build_training_arguments_without_warnings(tmp_path):
     r = load_recipe(REPO / "recipes/dpo_tiny.yaml", ["train.extra.dataloader_num_workers=1", "train.optim=adamw_torch",
                                                      "train.warmup_steps=0.25"])
     kw = training_kwargs(r, tmp_path)
-    own = {f.name for f in dataclasses.fields(TrainSection)} - {"extra", "gradient_checkpointing", "on_non_finite"}
+    own = {f.name for f in dataclasses.fields(TrainSection)} - {"extra", "gradient_checkpointing", "on_non_finite",
+                                                                "packing"}
     assert set(kw) == own | set(r.train.extra) | {"output_dir", "logging_first_step", "save_strategy", "use_cpu",
                                                    "disable_tqdm", "remove_unused_columns", "activation_checkpointing",
                                                    "ddp_find_unused_parameters", "dataloader_pin_memory"}

@@ -81,11 +81,12 @@ def ranking_report(policy_logps: torch.Tensor, lists: Sequence[TokenizedList],
 
 def evaluate_policy(model: torch.nn.Module, lists: Sequence[TokenizedList], *, ref_logps: torch.Tensor | None = None,
                     batch_size: int = 16, pad_token_id: int = 0, progress: bool = True, engine_managed: bool = False,
-                    **kwargs: Any) -> dict[str, Any]:
+                    packing: bool = True, **kwargs: Any) -> dict[str, Any]:
     """Score every response of ``lists`` with ``model`` and return :func:`ranking_report`. In a distributed run the
-    lists are split across ranks (every rank must call it) and every rank gets the whole report."""
+    lists are split across ranks (every rank must call it) and every rank gets the whole report. ``packing``: the
+    shared-prompt packed layout where the model takes it."""
     logps = sharded_scores(model, lists, batch_size=batch_size, pad_token_id=pad_token_id, progress=progress,
-                           engine_managed=engine_managed, desc="eval")
+                           engine_managed=engine_managed, desc="eval", packing=packing)
     return ranking_report(logps, lists, ref_logps, **kwargs)
 
 

@@ -58,6 +58,7 @@ class EvalRequest:
     seed: int = 0
     plots_dir: str | None = None
     per_example: str | None = None
+    packing: bool = True  # score in the shared-prompt packed layout where the model takes it
     progress: bool = True
 
 
@@ -84,7 +85,8 @@ def _reference_logps(name: str, tokenizer, lists, req: EvalRequest) -> tuple[tor
         ref_model = ref_model.cuda()
     try:
         reference = reference_for(ref_model, tokenizer, cache_dir=req.cache_dir, batch_size=req.batch_size,
-                                  source=Path(req.data).name, model_name=name, progress=req.progress)
+                                  source=Path(req.data).name, model_name=name, progress=req.progress,
+                                  packing=req.packing)
         stats = reference.prefetch(lists)
         return pad_values(reference.list_logps(lists)), stats.to_dict()
     finally:
@@ -150,7 +152,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     else:
         model = check_finite_weights(load_model(req.model, req.dtype, key="--model"), req.model)
         model = model.cuda() if torch.cuda.is_available() else model
-        logps, _ = score_lists(model, lists, desc="eval", **kw)
+        logps, _ = score_lists(model, lists, desc="eval", packing=req.packing, **kw)
     del model
     gc.collect()
 

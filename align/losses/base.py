@@ -63,7 +63,11 @@ class ListScores:
         logits: ``[N, L, V]`` the policy's logits of every response row, for token-level losses; else None.
         input_ids: ``[N, L]`` each row's token ids (prompt + response, padded), with ``logits``.
         loss_mask: ``[N, L]`` True on response tokens, with ``logits``.
-        row_list / row_slot: ``[N]`` the list b and the slot k of each row, with ``logits``.
+        row_list / row_slot: ``[N]`` the list b and the slot k of each row (response), with ``logits`` or
+            ``response_logits``.
+        response_logits: in the packed layout (no ``[N, L, V]`` logits), ``f(responses [n])`` giving the next-token
+            logits ``[T, V]`` at the scored tokens of those responses (indices into ``row_list``), the tokens
+            ``[T]`` they predict and the response ``[T]`` of each; for token-level losses; else None.
     """
 
     policy_logps: torch.Tensor
@@ -76,6 +80,7 @@ class ListScores:
     loss_mask: torch.Tensor | None = None
     row_list: torch.Tensor | None = None
     row_slot: torch.Tensor | None = None
+    response_logits: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
     def __post_init__(self) -> None:
         self.mask = self.mask.bool()

@@ -216,25 +216,33 @@ def cringe_loss(scores: ListScores, config: CringeLossConfig) -> LossOutput:
     The token-level Cringe loss is computed only on rows that are some pair's loser.
 
     Args:
-        scores: ``policy_logps``, ``labels``, ``mask``, ``lengths`` (``[B, K]``) and the rows' ``logits``
-            ``[N, L, V]``, ``input_ids`` and ``loss_mask`` ``[N, L]``, ``row_list`` and ``row_slot`` ``[N]``.
+        scores: ``policy_logps``, ``labels``, ``mask``, ``lengths`` (``[B, K]``), ``row_list`` and ``row_slot``
+            ``[N]``, and either the rows' ``logits`` ``[N, L, V]`` with ``input_ids`` and ``loss_mask`` ``[N, L]``
+            (padded layout) or ``response_logits`` (packed layout).
         config: α, b, τ, k, the margin and whether the gate is detached.
 
     Returns:
         :class:`LossOutput` of :func:`pairwise_cringe_loss`, with the pairs.
     """
     c = config
-    missing = [k for k in ("logits", "input_ids", "loss_mask", "row_list", "row_slot", "lengths")
-               if getattr(scores, k) is None]
+    packed = scores.logits is None and scores.response_logits is not None
+    need = ("row_list", "row_slot", "lengths") + (() if packed else ("logits", "input_ids", "loss_mask"))
+    missing = [k for k in need if getattr(scores, k) is None]
     if missing:
         raise ValueError(f"cringe_loss is token-level: ListScores lacks {', '.join(missing)}")
     pairs = preference_pairs(scores.labels, scores.mask)
     row_of = scores.row_of()  # [B, K]
     rows = row_of[pairs.batch, pairs.loser].unique()  # [R] token Cringe only where a row is some pair's loser
-    token = cringe_token_losses(scores.logits[rows, :-1], scores.input_ids[rows, 1:],
-                                scores.loss_mask[rows, 1:].bool(), k=c.k)  # [R, L-1]
-    per_row = torch.zeros(row_of.numel(), dtype=token.dtype, device=token.device)
-    per_row[rows] = token.sum(-1)
+    if packed:  # the losers' scored tokens only, as one flat sequence; each token's loss summed into its row
+        logits, targets, owner = scores.response_logits(rows)
+        token = cringe_token_losses(logits[None], targets[None], torch.ones_like(targets, dtype=torch.bool)[None],
+                                    k=c.k)[0]  # [T]
+        per_row = torch.zeros(row_of.numel(), dtype=token.dtype, device=token.device).index_add(0, owner, token)
+    else:
+        token = cringe_token_losses(scores.logits[rows, :-1], scores.input_ids[rows, 1:],
+                                    scores.loss_mask[rows, 1:].bool(), k=c.k)  # [R, L-1]
+        per_row = torch.zeros(row_of.numel(), dtype=token.dtype, device=token.device)
+        per_row[rows] = token.sum(-1)
     w_logps, l_logps = pairs.take(scores.policy_logps)
     w_len, l_len = pairs.take(scores.lengths)
     out = pairwise_cringe_loss(w_logps, w_len, l_logps, l_len, per_row[row_of[pairs.batch, pairs.loser]],

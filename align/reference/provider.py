@@ -92,11 +92,13 @@ class LiveReference(ReferenceProvider):
         engine_managed: the model runs inside a DeepSpeed engine (ZeRO-3 gathers parameters per layer itself);
             else a ZeRO-3 partitioned model has its full weights gathered while it scores.
         store: write every scored entry through to this store (buffered; call :meth:`flush`).
+        packing: score in the shared-prompt packed layout where the model takes it (:func:`align.forward.score_lists`).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, adapter: str | None = None, batch_size: int = 16,
-                 per_token: bool = False, engine_managed: bool = False, store: ReferenceStore | None = None):
-        self.model, self.tokenizer, self.adapter = model, tokenizer, adapter
+                 per_token: bool = False, engine_managed: bool = False, store: ReferenceStore | None = None,
+                 packing: bool = True):
+        self.model, self.tokenizer, self.adapter, self.packing = model, tokenizer, adapter, packing
         self.batch_size, self.per_token, self.engine_managed, self.store = batch_size, per_token, engine_managed, store
         self.pad_token_id = getattr(tokenizer, "pad_token_id", None) or 0
         self.stats = CacheStats()
@@ -155,7 +157,8 @@ class LiveReference(ReferenceProvider):
             return []
         with self.session():
             values, tokens = score_lists(self.model, lists, batch_size=self.batch_size,
-                                         pad_token_id=self.pad_token_id, per_token=self.per_token)
+                                         pad_token_id=self.pad_token_id, per_token=self.per_token,
+                                         packing=self.packing)
         out = []
         for i, t in enumerate(lists):
             k = len(t.response_ids)

@@ -20,10 +20,9 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer
 
-from align.data.collate import ListCollator
 from align.data.tokenize import TokenizedList
 from align.distributed import gather_objects
-from align.forward import PolicyOutput, policy_forward
+from align.forward import PackingPlan, PolicyOutput, lists_forward, log_once, packing_plan
 from align.losses import ListScores, LossOutput, LossSpec
 from align.losses.metrics import pair_logps_metrics
 from align.metrics import list_metrics
@@ -94,6 +93,9 @@ class PreferenceTrainer(Trainer):
             agree (default: True when the trainer builds the default reference itself).
         on_non_finite: ``error`` (a NaN/inf loss or gradient stops the run, naming the step and rows) or ``skip``
             (skip and count it; see :mod:`align.trainers.guards`).
+        packing: the shared-prompt packed forward (each list's prompt once, several lists per row, log-probs from
+            the hidden states in chunks; :func:`align.forward.packing_plan`), where the model can take it; False:
+            one padded row per response. A reward model always runs padded rows.
     """
 
     spec: ClassVar[LossSpec | None] = None
@@ -111,7 +113,7 @@ class PreferenceTrainer(Trainer):
     def __init__(self, model, args, loss_config, train_dataset: ListDataset, eval_dataset: ListDataset | None = None,
                  processing_class=None, *, reference: ReferenceProvider | None = None,
                  reference_is_policy: bool | None = None, on_non_finite: str = "error",
-                 max_prompt_length: int = 512, max_response_length: int = 512, **kwargs):
+                 max_prompt_length: int = 512, max_response_length: int = 512, packing: bool = True, **kwargs):
         # TRL-style construction: rows (a datasets.Dataset or a list of dicts) become token lists here
         train_dataset, eval_dataset = (
             d if d is None or isinstance(d, ListDataset) or type(self).online else
@@ -125,13 +127,17 @@ class PreferenceTrainer(Trainer):
                             f"got {type(loss_config).__name__}")
         args.remove_unused_columns = False  # our items are lists, not model kwargs
         pad_id = getattr(processing_class, "pad_token_id", None) or 0
+        self.packing: PackingPlan = self._packing_plan(model, packing)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                         data_collator=ListCollator(pad_id), processing_class=processing_class, **kwargs)
+                         data_collator=self.packing.collator(pad_id), processing_class=processing_class, **kwargs)
         self.loss_config = loss_config
         # compute_loss divides by the global item count itself (see _get_num_items_in_batch).
         self.loss_is_scaled_for_ga = True
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._tokens_seen = 0
+        # tokens in the model's input rows (padding included) and padding tokens: over the run, since the last log
+        self._fed = {"run": [0, 0], "log": [0, 0]}
+        self._micro_batches = {"run": 0, "log": 0}
         self._train_start: float | None = None
         self._train_end: float | None = None
         # The reference: given, or (built when first needed) the policy's own starting weights, cached on disk.
@@ -184,6 +190,7 @@ class PreferenceTrainer(Trainer):
             # The checkpoint's weights are loaded inside Trainer.train: the reference must be taken before that.
             self.prepare_reference()
         self._train_start, self._train_end, self._tokens_seen = time.perf_counter(), None, 0
+        self._fed, self._micro_batches = {"run": [0, 0], "log": [0, 0]}, {"run": 0, "log": 0}
         try:
             return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:
@@ -222,10 +229,12 @@ class PreferenceTrainer(Trainer):
             if "ref_logps" not in inputs:
                 raise ValueError(f"{type(self).__name__} needs reference log-probs and the batch has none")
             ref = inputs["ref_logps"]
+        padded = "loss_mask" in inputs  # a packed batch's input_ids are packed rows, not one row per response
         return ListScores(policy_logps=policy.logps, labels=inputs["labels"], mask=inputs["list_mask"],
                           lengths=inputs.get("lengths"), ref_logps=ref, logits=policy.logits,
-                          input_ids=inputs.get("input_ids"), loss_mask=inputs.get("loss_mask"),
-                          row_list=inputs.get("row_list"), row_slot=inputs.get("row_slot"))
+                          input_ids=inputs["input_ids"] if padded else None, loss_mask=inputs.get("loss_mask"),
+                          row_list=inputs.get("row_list"), row_slot=inputs.get("row_slot"),
+                          response_logits=policy.response_logits)
 
     def objective(self, policy: PolicyOutput, inputs: dict[str, torch.Tensor]) -> LossOutput:
         """The loss of one batch: ``spec.compute`` on the batch's :class:`ListScores`."""
@@ -235,10 +244,23 @@ class PreferenceTrainer(Trainer):
         """Items the loss averages over in this batch, known before the forward: ``spec.count``."""
         return self.spec.count(inputs["labels"], inputs["list_mask"], self.loss_config)
 
+    def _packing_plan(self, model: torch.nn.Module, packing: bool) -> PackingPlan:
+        """The batch layout: packed where the model takes it (a logged line says why not, once)."""
+        if type(self).online:
+            return PackingPlan(False, reason="online: samples are scored by the trainer's own forward")
+        if self.model_kind == "reward":
+            reason = ("a reward model's sequence-classification head pools one score per row, and a packed row "
+                      "holds several responses")
+            if packing:
+                log_once(f"padded forward for the reward model: {reason}")
+            return PackingPlan(False, reason=reason)
+        return packing_plan(model, packing)
+
     def forward_lists(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> PolicyOutput:
-        """The one forward over every response of the batch (default: summed response log-probs of a causal LM,
-        with the logits for a token-level loss; a reward model overrides it with its scalar rewards)."""
-        return policy_forward(model, inputs, keep_logits=self.token_level)
+        """The one forward over every response of the batch, in the batch's layout (default: summed response
+        log-probs of a causal LM, with what a token-level loss reads; a reward model overrides it with its scalar
+        rewards)."""
+        return lists_forward(model, inputs, self.packing, keep_logits=self.token_level)
 
     # --- shared machinery ----------------------------------------------------------------------------------------
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
@@ -277,7 +299,7 @@ class PreferenceTrainer(Trainer):
         for k, v in metrics.items():
             self._metrics[mode][k].append(v)
         if mode == "train":
-            self._tokens_seen += int(inputs["attention_mask"].sum())
+            self._count_tokens(inputs)
         return (loss, {"policy_logps": policy.logps.detach()}) if return_outputs else loss
 
     def _issue_warnings_after_load(self, load_result):
@@ -293,6 +315,31 @@ class PreferenceTrainer(Trainer):
             self.model.tie_weights()
         return super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
+    def _count_tokens(self, inputs: dict[str, torch.Tensor]) -> None:
+        """Tokens of a training micro-batch: fed to the model (padding included), padding, and the lists'
+        ``prompt + response`` tokens (what ``tokens_per_second`` counts, the same in either layout)."""
+        if "block_ids" in inputs:
+            fed, pad = inputs["input_ids"].numel(), int(inputs["num_pad_tokens"])
+            self._tokens_seen += int(inputs["num_unshared_real_tokens"])
+        else:
+            real = int(inputs["attention_mask"].sum())
+            fed, pad = inputs["attention_mask"].numel(), inputs["attention_mask"].numel() - real
+            self._tokens_seen += real
+        for k in ("run", "log"):
+            self._fed[k][0] += fed
+            self._fed[k][1] += pad
+            self._micro_batches[k] += 1
+
+    def token_stats(self, which: str = "run") -> dict[str, float]:
+        """``padding_fraction`` (padding share of the tokens fed to the model) and ``tokens_per_step`` (tokens
+        fed per optimizer step, padding included, this process) over the run (``run``) or since the last log
+        (``log``); empty before any training micro-batch."""
+        fed, pad = self._fed[which]
+        if not self._micro_batches[which]:
+            return {}
+        steps = self._micro_batches[which] / max(self.args.gradient_accumulation_steps, 1)
+        return {"padding_fraction": round(pad / max(fed, 1), 4), "tokens_per_step": round(fed / steps, 1)}
+
     def source_rows(self, inputs: dict[str, torch.Tensor]) -> list[int]:
         """The data-file rows of a training batch's lists (for messages)."""
         ds = self.train_dataset
@@ -300,7 +347,8 @@ class PreferenceTrainer(Trainer):
                 if 0 <= int(i) < len(getattr(ds, "lists", []))]
 
     def tokens_per_second(self) -> float:
-        """Non-padding tokens through the policy per second of training (this process; evaluation excluded)."""
+        """The lists' ``prompt + response`` tokens (without padding; a shared prompt counted once per response,
+        so either layout gives the same count) trained on per second (this process; evaluation excluded)."""
         if not self._train_start:
             return 0.0
         end = self._train_end or time.perf_counter()
@@ -320,5 +368,8 @@ class PreferenceTrainer(Trainer):
                 logs[prefix + k] = sum(vals) / len(vals)
         if mode == "train" and self._train_start:
             logs["tokens_per_second"] = round(self.tokens_per_second(), 1)
+        if mode == "train":
+            logs.update(self.token_stats("log"))
+            self._fed["log"], self._micro_batches["log"] = [0, 0], 0
         self._metrics[mode].clear()
         super().log(logs, *args, **kwargs)

@@ -104,6 +104,10 @@ def _check_against_single(single, summary: dict, output: str, name: str, *, same
                                atol=LOSS_TOL, rtol=0)
     assert summary["reference_check"]["step0_max_abs_diff"] < 1e-3
     assert not list((tmp / name).glob("**/summary.json"))[1:]  # one summary.json
+    # the packed shared-prompt forward ran (under ZeRO-3 with the model's own logits: the head is partitioned)
+    assert summary["packing"]["packed"] and base["packing"]["packed"]
+    assert summary["packing"]["chunked_head"] == (name != "zero3"), summary["packing"]
+    assert 0 <= summary["padding_fraction"] < 1 and summary["tokens_per_step"] > 0
 
 
 def _eval_computes_nothing(single, name: str) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import TrainingArguments
@@ -85,6 +87,11 @@ def test_recipe_trains_and_reports_list_metrics(name, small_model_dir, tmp_path)
     losses = [s["train_loss_first"], s["train_loss_last"]]
     assert all(v == v for v in losses) and s["train_loss_last"] < s["train_loss_first"]
     assert {"list_exact_match", "kendall_tau", "ndcg"} <= set(s["eval"])
+    # the packed forward ran; its padding share and tokens per step are in the summary and the logs
+    assert s["packing"]["packed"] and s["packing"]["chunked_head"]
+    assert 0 <= s["padding_fraction"] < 1 and s["tokens_per_step"] > 0
+    logged = json.loads((tmp_path / name / "log_history.json").read_text())
+    assert all(0 <= h["padding_fraction"] < 1 and h["tokens_per_step"] > 0 for h in logged if "loss" in h)
     if name == "cringe":  # no reference model: nothing cached, implicit reward not reported
         assert s["reference_cache"]["computed"] == 0 and s["reference_cache"]["key"] == ""
         assert "implicit" not in s["eval"]["by_scorer"]
