@@ -75,12 +75,10 @@ def ranked_rows(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[s
     return out, skipped
 
 
-def sample_ranked_rows(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[TokenizedPrompt], task: str, k: int,
-                       *, max_new_tokens: int, sampling_temperature: float = 1.0, build: Build = "lists",
-                       temperature: float = DEFAULT_TEMPERATURE, seed: int = 0, batch_size: int = 64
-                       ) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """Sample ``k`` completions of each prompt from ``model`` (seeded) and :func:`ranked_rows` them.
-    ``prompts`` carry the task's rows (their ``example``: prompt and ``answer``)."""
+def sample_texts(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[TokenizedPrompt], k: int, *,
+                 max_new_tokens: int, sampling_temperature: float = 1.0, seed: int = 0, batch_size: int = 64
+                 ) -> list[list[str]]:
+    """``k`` completions of each prompt sampled from ``model`` (seeded; the global RNG is left as it was)."""
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -90,8 +88,23 @@ def sample_ranked_rows(model: torch.nn.Module, tokenizer: Any, prompts: Sequence
                    decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
     finally:
         torch.random.set_rng_state(state)
-    rows = [{"prompt": p.example.prompt, **p.example.columns} for p in prompts]
-    return ranked_rows(rows, s.texts, task, build, temperature)
+    return s.texts
+
+
+def prompt_rows(prompts: Sequence[TokenizedPrompt]) -> list[dict[str, Any]]:
+    """The task rows behind tokenized prompts (``prompt`` and the other columns, e.g. ``answer``)."""
+    return [{"prompt": p.example.prompt, **p.example.columns} for p in prompts]
+
+
+def sample_ranked_rows(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[TokenizedPrompt], task: str, k: int,
+                       *, max_new_tokens: int, sampling_temperature: float = 1.0, build: Build = "lists",
+                       temperature: float = DEFAULT_TEMPERATURE, seed: int = 0, batch_size: int = 64
+                       ) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Sample ``k`` completions of each prompt from ``model`` (seeded) and :func:`ranked_rows` them.
+    ``prompts`` carry the task's rows (their ``example``: prompt and ``answer``)."""
+    texts = sample_texts(model, tokenizer, prompts, k, max_new_tokens=max_new_tokens,
+                         sampling_temperature=sampling_temperature, seed=seed, batch_size=batch_size)
+    return ranked_rows(prompt_rows(prompts), texts, task, build, temperature)
 
 
 def true_pair_probabilities(row: dict[str, Any]) -> list[tuple[int, int, float]]:
