@@ -70,8 +70,12 @@ def reliability(margins: torch.Tensor, scale: float = 1.0, n_bins: int = 10) -> 
 def ece_against(predicted: torch.Tensor, target: torch.Tensor, n_bins: int = 10) -> float:
     """ECE of predicted pair probabilities against known true probabilities (a task's Bradley–Terry
     P(a ≻ b), :mod:`align.tasks.preferences`), not 0/1 outcomes: Σ_b (n_b / N) · |mean predicted_b − mean target_b|
-    over equal-width bins of the prediction. Both orientations of every pair are used, (p, q) and (1 − p, 1 − q),
-    as in :func:`reliability`, so N is twice the number of pairs. No pairs: NaN."""
+    over equal-width bins of the prediction, N pairs.
+
+    Each pair is taken in the orientation the caller gives: orient it by the truth (the truly better response
+    first, target ≥ 0.5). Unlike :func:`reliability` the reverse orientation is not added: with known targets the
+    order is not arbitrary, and adding (1 − p, 1 − q) would let an uninformative p = 0.5 cancel its own error inside
+    the bin that holds 0.5 (0.5 vs 0.96 and 0.5 vs 0.04 average to no error). No pairs: NaN."""
     p = torch.as_tensor(predicted, dtype=torch.float64).flatten()
     q = torch.as_tensor(target, dtype=torch.float64).flatten()
     if p.shape != q.shape:
@@ -82,7 +86,6 @@ def ece_against(predicted: torch.Tensor, target: torch.Tensor, n_bins: int = 10)
         raise ValueError("probabilities must be finite and in [0, 1]")
     if p.numel() == 0:
         return float("nan")
-    p, q = torch.cat([p, 1 - p]), torch.cat([q, 1 - q])
     idx = torch.clamp((p * n_bins).floor().long(), 0, n_bins - 1)
     ece = 0.0
     for b in idx.unique():

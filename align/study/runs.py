@@ -38,7 +38,7 @@ class Settings:
 
     seeds: tuple[int, ...] = (1, 2, 3)
     task: str = "min_len=3&max_len=3&max_digit=5"  # the sort task's difficulty (as recipes/grpo_rank_tiny.yaml)
-    sft_steps: int = 300
+    sft_steps: int = 400
     sft_learning_rate: float = 3e-3
     sft_rows: int = 2000
     list_prompts: int = 256  # training prompts per seed; their K samples, ranked, are the lists

@@ -53,8 +53,13 @@ def test_true_pair_probabilities_skip_ties():
 
 def test_ece_against_true_probabilities_by_hand():
     assert ece_against(torch.tensor([0.7, 0.9]), torch.tensor([0.7, 0.9])) == pytest.approx(0.0)
-    # one pair, predicted 0.9 against truth 0.6: both orientations are off by 0.3
+    # one pair, predicted 0.9 against truth 0.6
     assert ece_against(torch.tensor([0.9]), torch.tensor([0.6])) == pytest.approx(0.3)
+    # an uninformative 0.5 against a sure preference is off by 0.46 (the reverse orientation is not added, so it
+    # cannot cancel inside the bin that holds 0.5)
+    assert ece_against(torch.tensor([0.5, 0.5]), torch.tensor([0.96, 0.96])) == pytest.approx(0.46)
+    # two bins: 0.15 and 0.75 predicted vs 0.35 and 0.65 → (0.2 + 0.1) / 2
+    assert ece_against(torch.tensor([0.15, 0.75]), torch.tensor([0.35, 0.65])) == pytest.approx(0.15)
     # two pairs in one bin [0.8, 0.9): mean predicted 0.85 vs mean target 0.75 → 0.1 (errors average out in a bin)
     assert ece_against(torch.tensor([0.82, 0.88]), torch.tensor([0.9, 0.6])) == pytest.approx(0.1)
     assert math.isnan(ece_against(torch.tensor([]), torch.tensor([])))
