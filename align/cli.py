@@ -246,13 +246,17 @@ def cmd_eval(a: argparse.Namespace) -> int:
                       max_response_length=a.max_response_length, dtype=a.dtype, cache_dir=a.cache_dir,
                       betas=tuple(a.betas), alpha=a.alpha, beta=a.beta, ndcg_k=a.ndcg_k, resamples=a.bootstrap,
                       level=a.confidence, seed=a.seed, plots_dir=plots, per_example=a.per_example,
-                      packing=not a.no_packing)
+                      packing=not a.no_packing, samples=a.samples, max_new_tokens=a.max_new_tokens,
+                      temperature=a.temperature)
     result = run_eval(req)
     if a.output:
         Path(a.output).parent.mkdir(parents=True, exist_ok=True)
         Path(a.output).write_text(json_text(result))
     print(eval_markdown(result))
     d = result["data"]
+    if result["scorer"] == "task":
+        print(f"\ndata: {d['prompts']} prompts ({d['split']})" + (f"\nwrote {a.output}" if a.output else ""))
+        return 0
     print(f"\ndata: {d['rows_read']} rows, {d['lists']} lists ({d['split']}), skipped {d['skipped'] or 'none'}")
     for path in result.get("plots", []):
         print(f"wrote {path}")
@@ -374,14 +378,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "  implicit      log π − log π_ref of a policy (reference: --reference, or the one "
                        "`align train` recorded)\n  logprob       summed (and per-token mean) log-likelihood\n"
                        "  auto          reward-model for reward models, else implicit if a reference is known, "
-                       "else logprob\n\nexamples:\n  align eval --model runs/rm_bt_tiny/model --data "
+                       "else logprob\n  task          sample --samples completions per prompt of a built-in task "
+                       "(--data task:NAME?...) and score them with its true rule: mean graded score, exact-match "
+                       "rate (CIs over prompts), pass@k\n\nexamples:\n  align eval --model runs/rm_bt_tiny/model --data "
                        "../shared/data/hh_rlhf_harmless_base.jsonl.gz --split eval --output rm.json\n"
                        "  align eval --model runs/dpo_tiny/model --scorer implicit --data "
                        "../shared/data/oasst_en_trees.jsonl --output dpo.json")
     e.add_argument("--model", required=True, help="policy or reward model: directory or hub id")
     e.add_argument("--data", required=True, help="any file the data layer reads (HH, TRL/RewardBench, ranked, "
                    "OASST) or a hub name")
-    e.add_argument("--scorer", default="auto", choices=["auto", "reward-model", "implicit", "logprob"])
+    e.add_argument("--scorer", default="auto", choices=["auto", "reward-model", "implicit", "logprob", "task"],
+                   help="task: sample from the model and score with a built-in task's true rule (--data task:...)")
     e.add_argument("--reference", help="reference language model (π_ref) for the implicit reward and R*; "
                    "default: the one `align train` recorded with the model")
     e.add_argument("--output", help="write the results as JSON here (plots go to OUTPUT_plots/)")
@@ -413,6 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--confidence", type=_ranged(float, 0, 1, low_open=True, high_open=True), default=0.95,
                    help="CI level, in (0, 1) (default 0.95)")
     e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    e.add_argument("--samples", type=_ranged(int, 1), default=8,
+                   help="--scorer task: completions sampled per prompt (pass@k for k up to this; default 8)")
+    e.add_argument("--max-new-tokens", type=_ranged(int, 1), default=32,
+                   help="--scorer task: completion length limit (default 32)")
+    e.add_argument("--temperature", type=_ranged(float, 0, low_open=True), default=1.0,
+                   help="--scorer task: sampling temperature (default 1)")
     e.add_argument("--batch-size", type=_ranged(int, 1), default=16)
     e.add_argument("--max-prompt-length", type=_ranged(int, 1), default=512)
     e.add_argument("--max-response-length", type=_ranged(int, 1), default=512)

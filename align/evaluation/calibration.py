@@ -65,3 +65,30 @@ def reliability(margins: torch.Tensor, scale: float = 1.0, n_bins: int = 10) -> 
             }
         )
     return {"ece": ece, "scale": scale, "n_pairs": n_pairs, "bins": bins}
+
+
+def ece_against(predicted: torch.Tensor, target: torch.Tensor, n_bins: int = 10) -> float:
+    """ECE of predicted pair probabilities against known true probabilities (a task's Bradley–Terry
+    P(a ≻ b), :mod:`align.tasks.preferences`), not 0/1 outcomes: Σ_b (n_b / N) · |mean predicted_b − mean target_b|
+    over equal-width bins of the prediction, N pairs.
+
+    Each pair is taken in the orientation the caller gives: orient it by the truth (the truly better response
+    first, target ≥ 0.5). Unlike :func:`reliability` the reverse orientation is not added: with known targets the
+    order is not arbitrary, and adding (1 − p, 1 − q) would let an uninformative p = 0.5 cancel its own error inside
+    the bin that holds 0.5 (0.5 vs 0.96 and 0.5 vs 0.04 average to no error). No pairs: NaN."""
+    p = torch.as_tensor(predicted, dtype=torch.float64).flatten()
+    q = torch.as_tensor(target, dtype=torch.float64).flatten()
+    if p.shape != q.shape:
+        raise ValueError(f"predicted and target differ in size: {p.numel()} vs {q.numel()}")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    if not (torch.isfinite(p).all() and torch.isfinite(q).all()) or ((p < 0) | (p > 1) | (q < 0) | (q > 1)).any():
+        raise ValueError("probabilities must be finite and in [0, 1]")
+    if p.numel() == 0:
+        return float("nan")
+    idx = torch.clamp((p * n_bins).floor().long(), 0, n_bins - 1)
+    ece = 0.0
+    for b in idx.unique():
+        sel = idx == b
+        ece += float(sel.sum()) / p.numel() * abs(float(p[sel].mean() - q[sel].mean()))
+    return ece

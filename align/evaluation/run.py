@@ -28,7 +28,8 @@ from align.reference import reference_for
 
 log = logging.getLogger("align")
 
-Scorer = Literal["auto", "reward-model", "implicit", "logprob"]
+Scorer = Literal["auto", "reward-model", "implicit", "logprob", "task"]
+
 
 @dataclass
 class EvalRequest:
@@ -60,6 +61,9 @@ class EvalRequest:
     per_example: str | None = None
     packing: bool = True  # score in the shared-prompt packed layout where the model takes it
     progress: bool = True
+    samples: int = 8  # scorer "task": completions sampled per prompt
+    max_new_tokens: int = 32  # scorer "task": completion length limit
+    temperature: float = 1.0  # scorer "task": sampling temperature
 
 
 def _choose_scorer(req: EvalRequest, reward: bool, reference: str | None) -> str:
@@ -115,6 +119,13 @@ def _idealized(ref: torch.Tensor, labels, mask, lengths, observed: dict[str, flo
 
 def run_eval(req: EvalRequest) -> dict[str, Any]:
     """Evaluate ``req.model`` on ``req.data``; returns the JSON-ready result (see ``eval/README.md``)."""
+    if req.scorer == "task" or req.data.startswith("task:"):
+        if req.scorer not in ("task", "auto"):
+            raise ValueError(f"--data {req.data} is a built-in task: it is scored with --scorer task, not "
+                             f"{req.scorer}")
+        from align.evaluation.task import run_task_eval
+
+        return run_task_eval(req)
     examples, report = load_examples(req.data, format=req.format, strict=req.strict, max_rows=req.max_rows,
                                      columns=req.columns)
     if req.split != "all":
@@ -290,6 +301,10 @@ def _ci(ci: Any) -> str:
 def eval_markdown(result: dict[str, Any]) -> str:
     """The tables ``align eval`` prints: headline metrics with CIs, every scorer, idealized accuracy by β,
     per-subset and per-section accuracy."""
+    if result.get("scorer") == "task":
+        from align.evaluation.task import task_markdown
+
+        return task_markdown(result)
     if result.get("pairwise_accuracy") is None and not result.get("by_scorer"):
         return "no labelled pairs to evaluate"
     level = int(round(100 * result.get("confidence", {}).get("level", 0.95)))

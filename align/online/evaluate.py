@@ -44,9 +44,9 @@ def score_samples(samples: Samples, prompts: Sequence[TokenizedPrompt], sources:
 def evaluate_by_sampling(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[TokenizedPrompt],
                          sources: Sequence[RewardSource], *, n: int, max_new_tokens: int, temperature: float = 1.0,
                          top_p: float = 1.0, batch_size: int = 64, ks: Sequence[int] = (1, 2, 4, 8),
-                         seed: int = 0) -> dict[str, Any]:
+                         seed: int = 0, resamples: int = 1000, level: float = 0.95) -> dict[str, Any]:
     """Sample ``n`` completions of each prompt from ``model`` and :func:`score_samples` them (seeded, so two
-    models are compared on the same random stream)."""
+    models are compared on the same random stream; ``resamples`` and ``level`` are the bootstrap's)."""
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -56,7 +56,7 @@ def evaluate_by_sampling(model: torch.nn.Module, tokenizer: Any, prompts: Sequen
                          decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
     finally:
         torch.random.set_rng_state(state)
-    report = score_samples(samples, prompts, sources, ks=ks, seed=seed)
+    report = score_samples(samples, prompts, sources, ks=ks, resamples=resamples, level=level, seed=seed)
     report["temperature"] = temperature
     report["seconds"] = samples.seconds
     return report

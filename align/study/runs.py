@@ -1,0 +1,311 @@
+"""The runs behind each claim of ``docs/results.md``, on the built-in sort task, through the library's own entry points
+(``align.train``, ``align iterate``'s :func:`~align.iterate.run_iterate`, ``align.evaluate``): nothing here trains or
+scores by itself.
+
+One SFT model (the embedded tiny model fine-tuned on correct answers) is built once and shared by every arm and seed:
+it is the starting policy and the reference of the offline arms, it samples the preference lists, and GRPO and the
+iterative runs start from it. Per seed s, the training lists are K samples of fresh prompts from it, ranked by the
+true graded score (:mod:`align.tasks.preferences`); every arm of a comparison trains the same number of steps on the
+same lists. Every trained policy is scored by sampling on one fixed set of evaluation prompts with the sampling seed
+s (so arms of one seed see the same random stream): ``align eval --scorer task``.
+
+Every run and evaluation is kept under the work folder and reused when present, so an interrupted study continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from align.tasks.preferences import DEFAULT_TEMPERATURE
+
+REPO = Path(__file__).resolve().parents[2]
+HH = REPO.parent / "shared" / "data" / "hh_rlhf_harmless_base.jsonl.gz"
+GRADED = {"function": "align.tasks.sort:reward_graded", "weight": 1.0}
+EXACT = {"function": "align.tasks.sort:reward_exact", "weight": 1.0}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and hyper-parameters of a study (fixed before any evaluation seed is run; see ``docs/results.md``)."""
+
+    seeds: tuple[int, ...] = (1, 2, 3)
+    task: str = "min_len=3&max_len=3&max_digit=5"  # the sort task's difficulty (as recipes/grpo_rank_tiny.yaml)
+    sft_steps: int = 400
+    sft_learning_rate: float = 3e-3
+    sft_rows: int = 2000
+    list_prompts: int = 256  # training prompts per seed; their K samples, ranked, are the lists
+    ks: tuple[int, ...] = (4, 8)
+    steps: int = 40  # optimiser steps of every offline arm
+    batch_size: int = 8  # lists per step
+    learning_rate: float = 5e-4
+    beta: float = 0.1  # every offline arm (DPO, LiPO-λ, MMPO)
+    preference_temperature: float = DEFAULT_TEMPERATURE  # T of the true P(a ≻ b) = σ((s_a − s_b) / T)
+    max_new_tokens: int = 8
+    eval_prompts: int = 64
+    eval_samples: int = 16
+    calibration_prompts: int = 64  # held-out K=4 lists for calibration and ranking accuracy
+    grpo_steps: int = 30
+    grpo_prompts: int = 8  # prompts per GRPO step
+    grpo_generations: int = 8
+    grpo_learning_rate: float = 5e-4
+    grpo_reward: str = "graded"  # graded or exact
+    unlikeliness: float = 0.25  # He et al.'s β_rank
+    pass_ks: tuple[int, ...] = (4, 8, 16)
+    iterate_prompts: int = 128  # prompts per round
+    iterate_steps: int = 16  # optimiser steps per round
+    cringe: tuple[float, float, float] = (2.0, 1.0, 1.0)  # b, tau, alpha (recipes/iterate_cringe_tiny.yaml)
+    hh_sft_steps: int = 60
+    hh_steps: int = 80
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+QUICK = Settings(seeds=(1, 2), sft_steps=150, list_prompts=48, ks=(4,), steps=8, eval_prompts=24, eval_samples=8,
+                 calibration_prompts=24, grpo_steps=5, grpo_prompts=4, pass_ks=(2, 4, 8), iterate_prompts=24,
+                 iterate_steps=3, hh_sft_steps=10, hh_steps=8)
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write(path: Path, obj: Any) -> Any:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+    return obj
+
+
+class Study:
+    """The runs of one study under ``work``; ``log`` receives one line per finished step."""
+
+    def __init__(self, work: str | Path, settings: Settings, log: Callable[[str], None] = print):
+        self.work, self.s, self.log = Path(work), settings, log
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._sft: str | None = None
+
+    # ---- data -----------------------------------------------------------------------------------------------
+    def task_spec(self, n: int, seed: int) -> str:
+        """The sort task's source for ``n`` prompts drawn with ``seed``."""
+        return f"task:sort?n={n}&seed={seed}&{self.s.task}"
+
+    def eval_spec(self) -> str:
+        """The evaluation prompts, one fixed set for every arm and seed."""
+        return self.task_spec(self.s.eval_prompts, 99991)
+
+    @property
+    def sft(self) -> str:
+        """The shared SFT model's directory (built on first use, cached under ``work/sft``)."""
+        if self._sft is None:
+            from align.config import SFTStage
+            from align.models.loading import resolve_model_path
+            from align.sft import run_sft
+            from align.tasks import task_rows
+            from align.tasks.sort import sft_rows
+
+            s = self.s
+            stage = SFTStage(enabled=True, max_steps=s.sft_steps, learning_rate=s.sft_learning_rate, batch_size=16,
+                             warmup_steps=10)
+            self._sft = run_sft(resolve_model_path("embedded:tiny"), sft_rows(task_rows(self.task_spec(s.sft_rows, 100))),
+                                stage, self.work / "sft", max_length=48, seed=0)
+            self.log(f"SFT model: {self._sft}")
+        return self._sft
+
+    def _sample_lists(self, name: str, n: int, prompt_seed: int, k: int, sample_seed: int,
+                      builds: dict[str, tuple[int, str]]) -> dict[str, Path]:
+        """Sample ``k`` completions of ``n`` task prompts from the SFT model and write ranked lists: ``builds``
+        maps a file stem to (the first K samples used, ``lists`` or ``best_worst``)."""
+        from align.data.prompts import load_prompts, tokenize_prompts
+        from align.models.loading import load_model, load_tokenizer
+        from align.tasks.preferences import prompt_rows, ranked_rows, sample_texts
+
+        d = self.work / "data" / name
+        files = {stem: d / f"{stem}.jsonl" for stem in builds}
+        if (d / "stats.json").exists():
+            return files
+        tok = load_tokenizer(self.sft)
+        prompts, _ = load_prompts(self.task_spec(n, prompt_seed))
+        tp, _ = tokenize_prompts(prompts, tok, max_prompt_length=32)
+        texts = sample_texts(load_model(self.sft), tok, tp, k, max_new_tokens=self.s.max_new_tokens, seed=sample_seed)
+        stats = {}
+        d.mkdir(parents=True, exist_ok=True)
+        for stem, (kk, build) in builds.items():
+            rows, skipped = ranked_rows(prompt_rows(tp), [t[:kk] for t in texts], "sort", build,
+                                        self.s.preference_temperature)
+            files[stem].write_text("".join(json.dumps(r) + "\n" for r in rows))
+            stats[stem] = {"lists": len(rows), "skipped": dict(skipped),
+                           "mean_responses": sum(len(r["responses"]) for r in rows) / max(len(rows), 1)}
+        _write(d / "stats.json", stats)
+        self.log(f"lists {name}: {stats}")
+        return files
+
+    def lists(self, seed: int) -> dict[str, Path]:
+        """Seed ``seed``'s training lists: ``k{K}-lists`` and ``k{K}-best_worst`` for every K (the K=4 lists are the
+        first 4 of the same samples the K=8 lists rank)."""
+        builds = {f"k{k}-{b}": (k, b) for k in self.s.ks for b in ("lists", "best_worst")}
+        return self._sample_lists(f"seed-{seed}", self.s.list_prompts, 1000 + seed, max(self.s.ks), seed, builds)
+
+    def calibration_lists(self) -> Path:
+        """Held-out K=4 lists (fixed prompts and samples) on which calibration and ranking accuracy are measured."""
+        return self._sample_lists("calibration", self.s.calibration_prompts, 99992, 4, 0,
+                                  {"k4-lists": (4, "lists")})["k4-lists"]
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    def _recipe(self, name: str, recipe: dict[str, Any]) -> Path:
+        path = self.work / "recipes" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return path
+
+    def _base(self, algorithm: str, loss: dict[str, Any], steps: int, learning_rate: float) -> dict[str, Any]:
+        return {"algorithm": algorithm, "model": {"name_or_path": self.sft},
+                "data": {"eval_fraction": 0.0, "max_prompt_length": 32, "max_response_length": 16},
+                "sft": {"enabled": False},
+                "train": {"learning_rate": learning_rate, "per_device_train_batch_size": self.s.batch_size,
+                          "max_steps": steps, "warmup_steps": 0, "logging_steps": max(steps // 4, 1),
+                          "save_steps": 100000},
+                "eval": {"enabled": False}, "loss": loss}
+
+    def train(self, name: str, recipe: dict[str, Any], seed: int) -> dict[str, Any]:
+        """``align.train`` of ``recipe`` with ``train.seed=seed`` into ``work/runs/NAME/seed-S`` (reused when done)."""
+        import align
+
+        out = self.work / "runs" / name / f"seed-{seed}"
+        if (out / "summary.json").exists():
+            return _json(out / "summary.json")
+        summary = align.train(str(self._recipe(name, recipe)), [f"train.seed={seed}"], output_dir=out,
+                              overwrite=True, quiet=True)
+        self.log(f"trained {name} seed {seed}: {summary['steps']} steps, loss {summary['train_loss_first']} → "
+                 f"{summary['train_loss_last']}, {summary.get('train_seconds')} s")
+        return summary
+
+    def offline(self, name: str, algorithm: str, loss: dict[str, Any], data: Path, seed: int) -> dict[str, Any]:
+        """An offline arm: ``algorithm`` on the ranked lists ``data`` from the SFT model, ``steps`` steps."""
+        recipe = self._base(algorithm, loss, self.s.steps, self.s.learning_rate)
+        recipe["data"] |= {"train": str(data), "format": "ranked"}
+        return self.train(name, recipe, seed)
+
+    def grpo(self, name: str, unlikeliness: float, seed: int) -> dict[str, Any]:
+        """GRPO from the SFT model on fresh task prompts, with the unlikeliness reward's β_rank (0: plain)."""
+        s = self.s
+        reward = GRADED if s.grpo_reward == "graded" else EXACT
+        loss = {"num_generations": s.grpo_generations, "temperature": 1.0, "max_completion_length": s.max_new_tokens,
+                "beta": 0.0, "loss_type": "dapo", "scale_rewards": "group", "unlikeliness": unlikeliness,
+                "rewards": [reward]}
+        recipe = self._base("grpo", loss, s.grpo_steps, s.grpo_learning_rate)
+        recipe["data"] = {"train": self.task_spec(s.grpo_steps * s.grpo_prompts, 3000 + seed), "eval_fraction": 0.0,
+                          "max_prompt_length": 32}
+        recipe["train"]["per_device_train_batch_size"] = s.grpo_prompts
+        return self.train(name, recipe, seed)
+
+    def iterate(self, name: str, algorithm: str, loss: dict[str, Any], seed: int) -> str:
+        """Two rounds of ``align iterate`` (best-vs-worst of 4 samples per prompt, graded reward) from the SFT
+        model; returns the final policy."""
+        from align.config import load_recipe
+        from align.iterate import run_iterate
+
+        out = self.work / "runs" / name / f"seed-{seed}"
+        done = _json(out / "summary.json")
+        if done is not None:
+            return done["final_model"]
+        s = self.s
+        recipe = self._base(algorithm, loss, s.iterate_steps, s.learning_rate)
+        recipe["data"]["train"] = self.task_spec(2 * s.iterate_prompts, 2000 + seed)
+        recipe["iterate"] = {"rounds": 2, "prompts_per_round": s.iterate_prompts, "num_samples": 4,
+                             "temperature": 1.0, "max_completion_length": s.max_new_tokens, "build": "best_worst",
+                             "eval_prompts": 0, "rewards": [GRADED]}
+        r = load_recipe(self._recipe(name, recipe), [f"train.seed={seed}"])
+        summary = run_iterate(r, out, resume=(out / "state.json").exists(), progress=False)
+        self.log(f"iterated {name} seed {seed}: sample reward by round {summary['reward_curve']}")
+        return summary["final_model"]
+
+    def hh_dpo(self, seed: int) -> dict[str, Any]:
+        """``recipes/dpo_tiny.yaml`` (DPO on HH-RLHF) for ``hh_steps`` steps; its SFT stage is run once (first seed)
+        and its model shared by the other seeds."""
+        import align
+
+        out = self.work / "runs" / "hh-dpo" / f"seed-{seed}"
+        if (out / "summary.json").exists():
+            return _json(out / "summary.json")
+        shared = self.work / "runs" / "hh-dpo" / "sft_model.json"
+        over = [f"train.seed={seed}", f"train.max_steps={self.s.hh_steps}", f"sft.max_steps={self.s.hh_sft_steps}",
+                "eval.enabled=false", "train.save_steps=100000", f"data.train={HH}"]
+        if shared.exists():
+            over += [f"model.name_or_path={_json(shared)['model']}", "sft.enabled=false"]
+        summary = align.train(str(REPO / "recipes" / "dpo_tiny.yaml"), over, output_dir=out, overwrite=True,
+                              quiet=True)
+        if not shared.exists():
+            _write(shared, {"model": summary["start_model"]})
+        self.log(f"trained hh-dpo seed {seed}: {summary['steps']} steps, {summary.get('train_seconds')} s")
+        return summary
+
+    # ---- evaluation -------------------------------------------------------------------------------------------
+    def true_reward(self, model: str, run: str, seed: int) -> dict[str, Any]:
+        """``align eval --scorer task`` of ``model`` on the evaluation prompts (sampling seed ``seed``)."""
+        import align
+
+        path = self.work / "evals" / run / f"seed-{seed}" / "true_reward.json"
+        if path.exists():
+            return _json(path)
+        r = align.evaluate(model, self.eval_spec(), scorer="task", samples=self.s.eval_samples,
+                           max_new_tokens=self.s.max_new_tokens, seed=seed, resamples=0, quiet=True)
+        self.log(f"true reward {run} seed {seed}: score {r['score']:.3f}, exact {r['exact_match']:.3f}, "
+                 f"pass@k {r['pass_at_k']}")
+        return _write(path, r)
+
+    def ranking(self, model: str, run: str, seed: int, beta: float) -> dict[str, Any]:
+        """Observed and idealized (β) ranking accuracy of a policy on the held-out task lists (π_ref = the SFT
+        model), and the ECE of σ(β·h) against the true preference probability of each pair."""
+        import align
+        from align.evaluation.calibration import ece_against
+        from align.tasks.common import preference_probability
+
+        path = self.work / "evals" / run / f"seed-{seed}" / "ranking.json"
+        if path.exists():
+            return _json(path)
+        per = path.with_name("per_example.jsonl")
+        r = align.evaluate(model, str(self.calibration_lists()), scorer="implicit", reference=self.sft,
+                           betas=(beta,), resamples=0, per_example=str(per), max_prompt_length=32,
+                           max_response_length=16, quiet=True)
+        pred, true = [], []
+        for line in per.read_text().splitlines():
+            row = json.loads(line)
+            labels, h = row["labels"], row["scores"]["implicit"]
+            for i in range(len(labels)):
+                for j in range(len(labels)):
+                    if labels[i] > labels[j] and math.isfinite(h[i] - h[j]):
+                        pred.append(1 / (1 + math.exp(-max(min(beta * (h[i] - h[j]), 700), -700))))
+                        true.append(preference_probability(labels[i], labels[j], self.s.preference_temperature))
+        import torch
+
+        out = {"observed": r["observed_ranking_accuracy"]["summed"],
+               "idealized": r["idealized_ranking_accuracy"][f"{beta:g}"]["summed"],
+               "implicit_accuracy": r["by_scorer"]["implicit"]["pairwise_accuracy"],
+               "ece": ece_against(torch.tensor(pred), torch.tensor(true)), "pairs": len(pred), "beta": beta}
+        self.log(f"ranking {run} seed {seed}: {out}")
+        return _write(path, out)
+
+    def hh_ranking(self, model: str, seed: int, beta: float) -> dict[str, Any]:
+        """Observed and idealized ranking accuracy of an HH DPO policy on HH's held-out split."""
+        import align
+
+        path = self.work / "evals" / "hh-dpo" / f"seed-{seed}" / "ranking.json"
+        if path.exists():
+            return _json(path)
+        r = align.evaluate(model, str(HH), split="eval", betas=(beta,), resamples=0, max_prompt_length=96,
+                           max_response_length=64, quiet=True)
+        out = {"observed": r["observed_ranking_accuracy"]["summed"],
+               "idealized": r["idealized_ranking_accuracy"][f"{beta:g}"]["summed"], "lists": r["n_lists"],
+               "beta": beta}
+        self.log(f"ranking hh-dpo seed {seed}: {out}")
+        return _write(path, out)
