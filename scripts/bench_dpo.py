@@ -192,14 +192,14 @@ def build_model_dir(plan: dict[str, Any], tokenizer, out: Path) -> tuple[Path, i
     from align.models.tiny import TinySpec, build_model
 
     m = plan["model"]
-    if m["arch"] == "llama":  # align's own embedded-model builder, at the benchmark's size
-        spec = TinySpec(vocab_size=max(m.get("vocab_size", 0), len(tokenizer)), hidden_size=m["hidden_size"],
+    if m["arch"] == "llama" and not m.get("vocab_size"):  # align's own embedded-model builder, at this size
+        spec = TinySpec(vocab_size=len(tokenizer), hidden_size=m["hidden_size"],
                         intermediate_size=m["intermediate_size"], num_hidden_layers=m["num_hidden_layers"],
                         num_attention_heads=m["num_attention_heads"], num_key_value_heads=m["num_key_value_heads"],
                         max_position_embeddings=max(1024, plan["max_prompt_length"] + plan["max_response_length"]),
                         seed=plan["seed"])
         model = build_model(tokenizer, spec)
-    else:
+    else:  # a fixed vocabulary (bigvocab: Qwen2's, larger than the tokenizer's; the extra rows are never fed)
         torch.manual_seed(plan["seed"])
         model = AutoModelForCausalLM.from_config(model_config(plan, tokenizer))
     if plan["dtype"] != "float32":
