@@ -271,6 +271,8 @@ class Study:
     def ranking(self, model: str, run: str, seed: int, beta: float) -> dict[str, Any]:
         """Observed and idealized (β) ranking accuracy of a policy on the held-out task lists (π_ref = the SFT
         model), and the ECE of σ(β·h) against the true preference probability of each pair."""
+        import torch
+
         import align
         from align.evaluation.calibration import ece_against
         from align.tasks.common import preference_probability
@@ -291,8 +293,6 @@ class Study:
                     if labels[i] > labels[j] and math.isfinite(h[i] - h[j]):
                         pred.append(1 / (1 + math.exp(-max(min(beta * (h[i] - h[j]), 700), -700))))
                         true.append(preference_probability(labels[i], labels[j], self.s.preference_temperature))
-        import torch
-
         out = {"observed": r["observed_ranking_accuracy"]["summed"],
                "idealized": r["idealized_ranking_accuracy"][f"{beta:g}"]["summed"],
                "implicit_accuracy": r["by_scorer"]["implicit"]["pairwise_accuracy"],
