@@ -29,6 +29,10 @@ def collect(study: Study) -> dict[str, dict[str, list[float]]]:
     k0 = min(s.ks)
     for seed in s.seeds:
         data = study.lists(seed)
+        sft = study.true_reward(study.sft, "sft", seed)  # the starting point every arm is measured against
+        v["sft"]["score"].append(sft["score"])
+        for k in s.pass_ks:
+            v["sft"][f"pass@{k}"].append(sft["pass_at_k"][str(k)])
         for k in s.ks:
             for arm, algorithm, loss, build in (("LiPO-λ", "lipo", lipo, "lists"),
                                                 ("DPO best/worst", "dpo", dpo, "best_worst"),
@@ -63,6 +67,13 @@ def collect(study: Study) -> dict[str, dict[str, list[float]]]:
             v["xu"][arm].append(study.true_reward(study.iterate(run, algorithm, loss, seed), run, seed)["score"])
         study.log(f"seed {seed} done")
     return v
+
+
+def context(values: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """The shared SFT model's own numbers (every arm starts from it): true reward and pass@k, mean and interval."""
+    from align.study.stats import mean_ci
+
+    return {name: mean_ci(v) for name, v in values.get("sft", {}).items()}
 
 
 def _arms(v: dict[str, list[float]], favoured: str, baseline: str) -> dict[str, list[float]]:

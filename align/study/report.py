@@ -9,12 +9,17 @@ import sys
 from typing import Any
 
 HOW_CHOSEN = (
-    "Hyper-parameters were fixed before any evaluation seed was run: the learning rates, batch sizes and Cringe's "
-    "b/τ/α are those of the repository's tiny recipes (`recipes/*_tiny.yaml`, `recipes/grpo_rank_tiny.yaml`), β = 0.1 "
-    "for every offline objective (DPO's and TRL's default), β_rank = 0.25 (He et al.), MMPO's γ = 1/T so that its "
-    "soft target σ(γ·Δs) is the true preference probability (the setting most favourable to MMPO), and the sizes "
-    "were set from the time budget. Seed 0 was never used for an arm; evaluation seeds start at 1. Nothing was "
-    "re-run or changed after looking at a result.")
+    "They were fixed before any evaluation seed of the full run was trained, from the repository's tiny recipes "
+    "and the papers, without a sweep: learning rate 5e-4 and 8 lists per step for every offline arm and every "
+    "iterative round (`recipes/dpo_tiny.yaml`), GRPO's learning rate, loss and group size from "
+    "`recipes/grpo_rank_tiny.yaml`, Cringe's b = 2, τ = 1, α = 1 (`recipes/iterate_cringe_tiny.yaml`), β = 0.1 for "
+    "every offline objective (DPO's and TRL's default; LiPO's paper uses 0.05), β_rank = 0.25 (He et al.), and MMPO's "
+    "γ = 1/T so that its soft target σ(γ·Δs) equals the true preference probability (the setting most favourable to "
+    "MMPO). Sizes (steps, prompts, samples) were set from the time budget; they were reduced once, from the timings "
+    "of a first quick run, before any full-run seed. That quick run also showed that an ECE taking both "
+    "orientations of a pair lets an uninformative σ(β·h) = 0.5 cancel its own error, so ECE is measured with the "
+    "truly better response first (`align.evaluation.calibration.ece_against`). Seed 0 is not used; nothing was "
+    "changed after a full-run result was seen.")
 
 
 SETUP = """## Setup of each comparison
@@ -119,6 +124,10 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
             f"for every offline arm; evaluation: {s['eval_prompts']} prompts × {s['eval_samples']} samples",
             "", "**How hyper-parameters were chosen.** " + HOW_CHOSEN, "",
             "| # | claim | verdict | difference (95% CI) |", "|---|---|---|---|"]
+    sft = result.get("context") or {}
+    if sft:
+        head[-2:-2] = ["The shared SFT model, before any preference training (the same evaluation): " + "; ".join(
+            f"{k} {_f(m['mean'])} {_ci(m['ci'])}" for k, m in sft.items()) + ".", ""]
     for i, c in enumerate(result["claims"], 1):
         d = c["difference"]
         head.append(f"| {i} | {c['claim']} | {c['verdict']} | {_f(d['mean'])} {_ci(d['ci'])} |")
