@@ -47,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     study = Study(work, settings, log=lambda m: print(f"[{time.perf_counter() - t0:6.0f}s] {m}", flush=True))
     values = collect(study)
+    # wall time over every invocation that built this work folder (a resumed study adds up)
+    spent = work / "wall.json"
+    wall = time.perf_counter() - t0 + (json.loads(spent.read_text())["seconds"] if spent.exists() else 0.0)
+    spent.write_text(json.dumps({"seconds": wall}))
     result = {"quick": a.quick, "command": " ".join(["python", "scripts/reproduce.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
               "settings": settings.to_dict(), "environment": environment(),
-              "wall_seconds": round(time.perf_counter() - t0, 1), "context": context(values),
+              "wall_seconds": round(wall, 1), "context": context(values),
               "claims": claims(values, settings)}
     doc = Path(a.doc) if a.doc else (work / "results.md" if a.quick else REPO / "docs" / "results.md")
     doc.parent.mkdir(parents=True, exist_ok=True)
