@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     spent = work / "wall.json"
     wall = time.perf_counter() - t0 + (json.loads(spent.read_text())["seconds"] if spent.exists() else 0.0)
     spent.write_text(json.dumps({"seconds": wall}))
-    result = {"quick": a.quick, "command": " ".join(["python", "scripts/reproduce.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+    args = sys.argv[1:] if argv is None else argv
+    result = {"quick": a.quick, "command": " ".join(["python", "scripts/reproduce.py", *map(shlex.quote, args)]),
               "settings": settings.to_dict(), "environment": environment(),
               "wall_seconds": round(wall, 1), "context": context(values),
               "claims": claims(values, settings)}

@@ -89,13 +89,15 @@ def claims(values: dict[str, dict[str, list[float]]], settings: Any) -> list[dic
             out.append(compare(f"LiPO-λ on K={k} lists beats {base} on the same lists", LIPO, TRUE_SCORE,
                                {"LiPO-λ": v["LiPO-λ"], base: v[base]}, +1, key=f"lipo-k{k}"))
     out.append(compare(f"MMPO's σ(β·h) is better calibrated than DPO's (K={min(s.ks)} lists, graded labels)", MMPO,
-                       f"ECE of σ(β·h), β = {s.beta:g}, against the true P(a ≻ b) = σ((s_a − s_b)/{s.preference_temperature:g}) "
-                       "on held-out lists (lower is better)", _arms(values["mmpo-ece"], "MMPO", "DPO"), -1, key="mmpo-ece"))
+                       f"ECE of σ(β·h), β = {s.beta:g}, against the true P(a ≻ b) = "
+                       f"σ((s_a − s_b)/{s.preference_temperature:g}) on held-out lists",
+                       _arms(values["mmpo-ece"], "MMPO", "DPO"), -1, key="mmpo-ece"))
     out.append(compare("MMPO reaches a higher true reward than DPO on the same graded lists", MMPO, TRUE_SCORE,
                        _arms(values["mmpo-score"], "MMPO", "DPO"), +1, key="mmpo-score"))
     out.append(compare("DPO policies' ranking accuracy is far below the idealized accuracy R* (sort task)", CHEN,
                        f"ranking accuracy (ties correct) on held-out K=4 lists: idealized R* (β = {s.beta:g}) vs "
-                       "observed π_θ(y_w) > π_θ(y_l)", _arms(values["chen-task"], "idealized", "observed"), +1, key="chen-task"))
+                       "observed π_θ(y_w) > π_θ(y_l)", _arms(values["chen-task"], "idealized", "observed"), +1,
+                       key="chen-task"))
     out.append(compare("DPO policies' ranking accuracy is far below the idealized accuracy R* (held-out HH)", CHEN,
                        "ranking accuracy (ties correct) on HH-RLHF harmless-base held-out split: idealized R* "
                        "(β = 0.1) vs observed", _arms(values["chen-hh"], "idealized", "observed"), +1, key="chen-hh"))

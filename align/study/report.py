@@ -118,7 +118,8 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
             f"- machine: {env['machine']}" + (f", GPU {env['gpu']}" if env.get("gpu") else ""),
             f"- versions: Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
             f"trl {env['trl']}",
-            f"- date: {env['date']}; wall time {result['wall_seconds'] / 60:.1f} min (summed over the invocations that built the work folder)",
+            f"- date: {env['date']}; wall time {result['wall_seconds'] / 60:.1f} min (summed over the invocations "
+            "that built the work folder)",
             f"- seeds: {', '.join(map(str, s['seeds']))}; SFT {s['sft_steps']} steps (shared by every arm and "
             f"seed); {s['list_prompts']} training prompts per seed; {s['steps']} steps × {s['batch_size']} lists "
             f"for every offline arm; evaluation: {s['eval_prompts']} prompts × {s['eval_samples']} samples",

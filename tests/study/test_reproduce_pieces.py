@@ -10,7 +10,6 @@ from align.study.report import environment, markdown
 from align.study.runs import Settings, Study
 
 
-
 def tiny(model: str) -> Settings:
     """Every size at its least; the conftest's ~0.1 M-parameter model as the base."""
     return Settings(seeds=(1,), base_model=model, sft_steps=60, sft_rows=200, list_prompts=8, ks=(2,), steps=1,
