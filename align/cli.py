@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "  auto          reward-model for reward models, else implicit if a reference is known, "
                        "else logprob\n  task          sample --samples completions per prompt of a built-in task "
                        "(--data task:NAME?...) and score them with its true rule: mean graded score, exact-match "
-                       "rate (CIs over prompts), pass@k\n\nexamples:\n  align eval --model runs/rm_bt_tiny/model --data "
+                       "rate (CIs over prompts), pass@k\n\nexamples:\n"
+                       "  align eval --model runs/rm_bt_tiny/model --data "
                        "../shared/data/hh_rlhf_harmless_base.jsonl.gz --split eval --output rm.json\n"
                        "  align eval --model runs/dpo_tiny/model --scorer implicit --data "
                        "../shared/data/oasst_en_trees.jsonl --output dpo.json")
