@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bootstrap resamples (0: no CIs)")
     e.add_argument("--confidence", type=_ranged(float, 0, 1, low_open=True, high_open=True), default=0.95,
                    help="CI level, in (0, 1) (default 0.95)")
-    e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    e.add_argument("--seed", type=int, default=0, help="bootstrap seed (with --scorer task also the sampling seed)")
     e.add_argument("--samples", type=_ranged(int, 1), default=8,
                    help="--scorer task: completions sampled per prompt (pass@k for k up to this; default 8)")
     e.add_argument("--max-new-tokens", type=_ranged(int, 1), default=32,
