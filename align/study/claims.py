@@ -14,7 +14,7 @@ MMPO = "Kim et al. 2024, Margin Matching Preference Optimization (arXiv 2410.031
 CHEN = "Chen et al. 2024, Preference Learning Algorithms Do Not Learn Preference Rankings (arXiv 2405.19534)"
 HE = "He, Fried & Welleck 2025, Rewarding the Unlikely (arXiv 2506.02355)"
 XU = "Xu et al. 2023, Some things are more CRINGE than others (arXiv 2312.16682)"
-TRUE_SCORE = "true reward: mean graded score of sampled completions on held-out prompts"
+TRUE_SCORE = "true reward: mean graded score of sampled completions on the fixed evaluation prompts"
 
 
 def collect(study: Study) -> dict[str, dict[str, list[float]]]:
