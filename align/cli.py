@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "  auto          reward-model for reward models, else implicit if a reference is known, "
                        "else logprob\n  task          sample --samples completions per prompt of a built-in task "
                        "(--data task:NAME?...) and score them with its true rule: mean graded score, exact-match "
-                       "rate (CIs over prompts), pass@k\n\nexamples:\n  align eval --model runs/rm_bt_tiny/model --data "
+                       "rate (CIs over prompts), pass@k\n\nexamples:\n"
+                       "  align eval --model runs/rm_bt_tiny/model --data "
                        "../shared/data/hh_rlhf_harmless_base.jsonl.gz --split eval --output rm.json\n"
                        "  align eval --model runs/dpo_tiny/model --scorer implicit --data "
                        "../shared/data/oasst_en_trees.jsonl --output dpo.json")
@@ -419,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bootstrap resamples (0: no CIs)")
     e.add_argument("--confidence", type=_ranged(float, 0, 1, low_open=True, high_open=True), default=0.95,
                    help="CI level, in (0, 1) (default 0.95)")
-    e.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    e.add_argument("--seed", type=int, default=0, help="bootstrap seed (with --scorer task also the sampling seed)")
     e.add_argument("--samples", type=_ranged(int, 1), default=8,
                    help="--scorer task: completions sampled per prompt (pass@k for k up to this; default 8)")
     e.add_argument("--max-new-tokens", type=_ranged(int, 1), default=32,

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work_dir or REPO / "runs" / ("reproduce-quick" if a.quick else "reproduce")).resolve()
     os.environ["ALIGN_HOME"] = str(work / "home")  # caches and the embedded model stay with the study
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from align.study.claims import claims, collect
+    from align.study.claims import claims, collect, context
     from align.study.report import environment, markdown
     from align.study.runs import QUICK, Settings, Study
 
@@ -47,9 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     study = Study(work, settings, log=lambda m: print(f"[{time.perf_counter() - t0:6.0f}s] {m}", flush=True))
     values = collect(study)
-    result = {"quick": a.quick, "command": " ".join(["python", "scripts/reproduce.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)]),
+    # wall time over every invocation that built this work folder (a resumed study adds up)
+    spent = work / "wall.json"
+    wall = time.perf_counter() - t0 + (json.loads(spent.read_text())["seconds"] if spent.exists() else 0.0)
+    spent.write_text(json.dumps({"seconds": wall}))
+    args = sys.argv[1:] if argv is None else argv
+    result = {"quick": a.quick, "command": " ".join(["python", "scripts/reproduce.py", *map(shlex.quote, args)]),
               "settings": settings.to_dict(), "environment": environment(),
-              "wall_seconds": round(time.perf_counter() - t0, 1), "claims": claims(values, settings)}
+              "wall_seconds": round(wall, 1), "context": context(values),
+              "claims": claims(values, settings)}
     doc = Path(a.doc) if a.doc else (work / "results.md" if a.quick else REPO / "docs" / "results.md")
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(markdown(result))

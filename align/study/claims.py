@@ -14,7 +14,7 @@ MMPO = "Kim et al. 2024, Margin Matching Preference Optimization (arXiv 2410.031
 CHEN = "Chen et al. 2024, Preference Learning Algorithms Do Not Learn Preference Rankings (arXiv 2405.19534)"
 HE = "He, Fried & Welleck 2025, Rewarding the Unlikely (arXiv 2506.02355)"
 XU = "Xu et al. 2023, Some things are more CRINGE than others (arXiv 2312.16682)"
-TRUE_SCORE = "true reward: mean graded score of sampled completions on held-out prompts"
+TRUE_SCORE = "true reward: mean graded score of sampled completions on the fixed evaluation prompts"
 
 
 def collect(study: Study) -> dict[str, dict[str, list[float]]]:
@@ -29,6 +29,10 @@ def collect(study: Study) -> dict[str, dict[str, list[float]]]:
     k0 = min(s.ks)
     for seed in s.seeds:
         data = study.lists(seed)
+        sft = study.true_reward(study.sft, "sft", seed)  # the starting point every arm is measured against
+        v["sft"]["score"].append(sft["score"])
+        for k in s.pass_ks:
+            v["sft"][f"pass@{k}"].append(sft["pass_at_k"][str(k)])
         for k in s.ks:
             for arm, algorithm, loss, build in (("LiPO-λ", "lipo", lipo, "lists"),
                                                 ("DPO best/worst", "dpo", dpo, "best_worst"),
@@ -65,6 +69,13 @@ def collect(study: Study) -> dict[str, dict[str, list[float]]]:
     return v
 
 
+def context(values: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """The shared SFT model's own numbers (every arm starts from it): true reward and pass@k, mean and interval."""
+    from align.study.stats import mean_ci
+
+    return {name: mean_ci(v) for name, v in values.get("sft", {}).items()}
+
+
 def _arms(v: dict[str, list[float]], favoured: str, baseline: str) -> dict[str, list[float]]:
     return {favoured: v[favoured], baseline: v[baseline]}
 
@@ -78,13 +89,15 @@ def claims(values: dict[str, dict[str, list[float]]], settings: Any) -> list[dic
             out.append(compare(f"LiPO-λ on K={k} lists beats {base} on the same lists", LIPO, TRUE_SCORE,
                                {"LiPO-λ": v["LiPO-λ"], base: v[base]}, +1, key=f"lipo-k{k}"))
     out.append(compare(f"MMPO's σ(β·h) is better calibrated than DPO's (K={min(s.ks)} lists, graded labels)", MMPO,
-                       f"ECE of σ(β·h), β = {s.beta:g}, against the true P(a ≻ b) = σ((s_a − s_b)/{s.preference_temperature:g}) "
-                       "on held-out lists (lower is better)", _arms(values["mmpo-ece"], "MMPO", "DPO"), -1, key="mmpo-ece"))
+                       f"ECE of σ(β·h), β = {s.beta:g}, against the true P(a ≻ b) = "
+                       f"σ((s_a − s_b)/{s.preference_temperature:g}) on held-out lists",
+                       _arms(values["mmpo-ece"], "MMPO", "DPO"), -1, key="mmpo-ece"))
     out.append(compare("MMPO reaches a higher true reward than DPO on the same graded lists", MMPO, TRUE_SCORE,
                        _arms(values["mmpo-score"], "MMPO", "DPO"), +1, key="mmpo-score"))
     out.append(compare("DPO policies' ranking accuracy is far below the idealized accuracy R* (sort task)", CHEN,
                        f"ranking accuracy (ties correct) on held-out K=4 lists: idealized R* (β = {s.beta:g}) vs "
-                       "observed π_θ(y_w) > π_θ(y_l)", _arms(values["chen-task"], "idealized", "observed"), +1, key="chen-task"))
+                       "observed π_θ(y_w) > π_θ(y_l)", _arms(values["chen-task"], "idealized", "observed"), +1,
+                       key="chen-task"))
     out.append(compare("DPO policies' ranking accuracy is far below the idealized accuracy R* (held-out HH)", CHEN,
                        "ranking accuracy (ties correct) on HH-RLHF harmless-base held-out split: idealized R* "
                        "(β = 0.1) vs observed", _arms(values["chen-hh"], "idealized", "observed"), +1, key="chen-hh"))

@@ -37,41 +37,43 @@ class Settings:
     """Sizes and hyper-parameters of a study (fixed before any evaluation seed is run; see ``docs/results.md``)."""
 
     seeds: tuple[int, ...] = (1, 2, 3)
+    base_model: str = "embedded:tiny"  # what the task SFT and the HH recipe start from
     task: str = "min_len=3&max_len=3&max_digit=5"  # the sort task's difficulty (as recipes/grpo_rank_tiny.yaml)
     sft_steps: int = 400
     sft_learning_rate: float = 3e-3
     sft_rows: int = 2000
-    list_prompts: int = 256  # training prompts per seed; their K samples, ranked, are the lists
+    list_prompts: int = 128  # training prompts per seed; their K samples, ranked, are the lists
     ks: tuple[int, ...] = (4, 8)
-    steps: int = 40  # optimiser steps of every offline arm
+    steps: int = 24  # optimiser steps of every offline arm
     batch_size: int = 8  # lists per step
     learning_rate: float = 5e-4
     beta: float = 0.1  # every offline arm (DPO, LiPO-λ, MMPO)
     preference_temperature: float = DEFAULT_TEMPERATURE  # T of the true P(a ≻ b) = σ((s_a − s_b) / T)
     max_new_tokens: int = 8
-    eval_prompts: int = 64
+    eval_prompts: int = 48
     eval_samples: int = 16
-    calibration_prompts: int = 64  # held-out K=4 lists for calibration and ranking accuracy
-    grpo_steps: int = 30
-    grpo_prompts: int = 8  # prompts per GRPO step
+    calibration_prompts: int = 48  # held-out K=4 lists for calibration and ranking accuracy
+    grpo_steps: int = 8
+    grpo_prompts: int = 4  # prompts per GRPO step
     grpo_generations: int = 8
     grpo_learning_rate: float = 5e-4
     grpo_reward: str = "graded"  # graded or exact
     unlikeliness: float = 0.25  # He et al.'s β_rank
     pass_ks: tuple[int, ...] = (4, 8, 16)
-    iterate_prompts: int = 128  # prompts per round
-    iterate_steps: int = 16  # optimiser steps per round
+    iterate_prompts: int = 48  # prompts per round
+    iterate_steps: int = 6  # optimiser steps per round
     cringe: tuple[float, float, float] = (2.0, 1.0, 1.0)  # b, tau, alpha (recipes/iterate_cringe_tiny.yaml)
-    hh_sft_steps: int = 60
-    hh_steps: int = 80
+    hh_sft_steps: int = 20
+    hh_steps: int = 24
+    hh_eval_rows: int | None = None  # rows of the HH file read for its held-out split (None: all)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-QUICK = Settings(seeds=(1, 2), sft_steps=150, list_prompts=48, ks=(4,), steps=8, eval_prompts=24, eval_samples=8,
-                 calibration_prompts=24, grpo_steps=5, grpo_prompts=4, pass_ks=(2, 4, 8), iterate_prompts=24,
-                 iterate_steps=3, hh_sft_steps=10, hh_steps=8)
+QUICK = Settings(seeds=(1, 2), sft_steps=120, list_prompts=32, ks=(4,), steps=6, eval_prompts=16, eval_samples=8,
+                 calibration_prompts=16, grpo_steps=3, grpo_prompts=4, pass_ks=(2, 4, 8), iterate_prompts=16,
+                 iterate_steps=2, hh_sft_steps=5, hh_steps=6, hh_eval_rows=300)
 
 
 def _json(path: Path) -> Any:
@@ -116,7 +118,7 @@ class Study:
             s = self.s
             stage = SFTStage(enabled=True, max_steps=s.sft_steps, learning_rate=s.sft_learning_rate, batch_size=16,
                              warmup_steps=10)
-            self._sft = run_sft(resolve_model_path("embedded:tiny"), sft_rows(task_rows(self.task_spec(s.sft_rows, 100))),
+            self._sft = run_sft(resolve_model_path(s.base_model), sft_rows(task_rows(self.task_spec(s.sft_rows, 100))),
                                 stage, self.work / "sft", max_length=48, seed=0)
             self.log(f"SFT model: {self._sft}")
         return self._sft
@@ -239,9 +241,12 @@ class Study:
             return _json(out / "summary.json")
         shared = self.work / "runs" / "hh-dpo" / "sft_model.json"
         over = [f"train.seed={seed}", f"train.max_steps={self.s.hh_steps}", f"sft.max_steps={self.s.hh_sft_steps}",
-                "eval.enabled=false", "train.save_steps=100000", f"data.train={HH}"]
+                "eval.enabled=false", "train.save_steps=100000", f"data.train={HH}",
+                f"data.max_train_examples={min(640, self.s.hh_steps * 8)}"]  # one pass at most, as the recipe
         if shared.exists():
             over += [f"model.name_or_path={_json(shared)['model']}", "sft.enabled=false"]
+        else:
+            over.append(f"model.name_or_path={self.s.base_model}")
         summary = align.train(str(REPO / "recipes" / "dpo_tiny.yaml"), over, output_dir=out, overwrite=True,
                               quiet=True)
         if not shared.exists():
@@ -266,6 +271,8 @@ class Study:
     def ranking(self, model: str, run: str, seed: int, beta: float) -> dict[str, Any]:
         """Observed and idealized (β) ranking accuracy of a policy on the held-out task lists (π_ref = the SFT
         model), and the ECE of σ(β·h) against the true preference probability of each pair."""
+        import torch
+
         import align
         from align.evaluation.calibration import ece_against
         from align.tasks.common import preference_probability
@@ -286,8 +293,6 @@ class Study:
                     if labels[i] > labels[j] and math.isfinite(h[i] - h[j]):
                         pred.append(1 / (1 + math.exp(-max(min(beta * (h[i] - h[j]), 700), -700))))
                         true.append(preference_probability(labels[i], labels[j], self.s.preference_temperature))
-        import torch
-
         out = {"observed": r["observed_ranking_accuracy"]["summed"],
                "idealized": r["idealized_ranking_accuracy"][f"{beta:g}"]["summed"],
                "implicit_accuracy": r["by_scorer"]["implicit"]["pairwise_accuracy"],
@@ -303,7 +308,7 @@ class Study:
         if path.exists():
             return _json(path)
         r = align.evaluate(model, str(HH), split="eval", betas=(beta,), resamples=0, max_prompt_length=96,
-                           max_response_length=64, quiet=True)
+                           max_response_length=64, max_rows=self.s.hh_eval_rows, quiet=True)
         out = {"observed": r["observed_ranking_accuracy"]["summed"],
                "idealized": r["idealized_ranking_accuracy"][f"{beta:g}"]["summed"], "lists": r["n_lists"],
                "beta": beta}

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from align.evaluation.calibration import ece_against
-from align.tasks.preferences import ranked_row, ranked_rows, sample_ranked_rows, true_pair_probabilities, true_preferences
+from align.tasks.preferences import (
+    ranked_row,
+    ranked_rows,
+    sample_ranked_rows,
+    true_pair_probabilities,
+    true_preferences,
+)
 
 ROW = {"prompt": [{"role": "user", "content": "Sort: 3 1 2"}], "answer": "1 2 3"}
 
