@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import random
 import time
 from pathlib import Path
@@ -33,6 +32,8 @@ from align.models.loading import load_model, load_tokenizer, resolve_model_path
 from align.online.evaluate import evaluate_by_sampling
 from align.online.generation import sample
 from align.online.scoring import RewardSource, load_sources
+from align.rewards.combine import combine
+from align.rewards.grouping import rank_group
 
 log = logging.getLogger("align")
 
@@ -44,23 +45,14 @@ def _state(out: Path) -> dict[str, Any]:
 
 def build_rows(prompts: list[TokenizedPrompt], texts: list[list[str]], rewards: torch.Tensor, build: str
                ) -> tuple[list[dict], dict[str, int]]:
-    """Ranked rows (``prompt``, ``responses``, ``scores``) from each prompt's samples; groups that carry no
-    preference (all rewards equal, or fewer than two distinct completions) are counted and left out."""
+    """Ranked rows (``prompt``, ``responses``, ``scores``) from each prompt's samples (:func:`rank_group`); groups
+    that carry no preference (all rewards equal, or fewer than two distinct completions) are counted and left out."""
     rows, skipped = [], {"all rewards equal": 0, "fewer than 2 distinct completions": 0}
     for p, group, r in zip(prompts, texts, rewards.tolist()):
-        best: dict[str, float] = {}
-        for text, value in zip(group, r):
-            if text.strip() and not math.isnan(value):
-                best[text.strip()] = max(value, best.get(text.strip(), -math.inf))
-        if len(best) < 2:
-            skipped["fewer than 2 distinct completions"] += 1
+        ranked, reason = rank_group(group, r, build)
+        if ranked is None:
+            skipped[reason] += 1
             continue
-        if len(set(best.values())) < 2:
-            skipped["all rewards equal"] += 1
-            continue
-        ranked = sorted(best.items(), key=lambda kv: -kv[1])
-        if build == "best_worst":
-            ranked = [ranked[0], ranked[-1]]
         rows.append({"prompt": p.example.prompt, "responses": [t for t, _ in ranked], "scores": [v for _, v in ranked]})
     return rows, skipped
 
@@ -160,7 +152,7 @@ def _sample_round(k: int, recipe: Recipe, model_name: str, tokenizer: Any, promp
                      decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
     del model
     raw = {s.name: s([p.example for p in chosen], samples.texts) for s in sources}
-    total = sum(s.weight * torch.nan_to_num(raw[s.name]) for s in sources)
+    total = combine(raw, {s.name: s.weight for s in sources}).total
     with open(rdir / "samples.jsonl", "w") as f:
         for b, p in enumerate(chosen):
             f.write(json.dumps({"prompt": p.example.prompt, "completions": samples.texts[b],

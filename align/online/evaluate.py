@@ -11,7 +11,7 @@ import torch
 
 from align.data.prompts import TokenizedPrompt
 from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
-from align.online.generation import Samples, sample
+from align.online.generation import Samples, seeded_sample
 from align.online.scoring import RewardSource
 from align.tasks.common import pass_at_k
 
@@ -47,15 +47,8 @@ def evaluate_by_sampling(model: torch.nn.Module, tokenizer: Any, prompts: Sequen
                          seed: int = 0, resamples: int = 1000, level: float = 0.95) -> dict[str, Any]:
     """Sample ``n`` completions of each prompt from ``model`` and :func:`score_samples` them (seeded, so two
     models are compared on the same random stream; ``resamples`` and ``level`` are the bootstrap's)."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        samples = sample(model, [p.prompt_ids for p in prompts], pad_token_id=tokenizer.pad_token_id or 0,
-                         eos_token_id=tokenizer.eos_token_id, num_generations=n, max_new_tokens=max_new_tokens,
-                         temperature=temperature, top_p=top_p, batch_size=batch_size,
-                         decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
-    finally:
-        torch.random.set_rng_state(state)
+    samples = seeded_sample(model, tokenizer, [p.prompt_ids for p in prompts], n=n, max_new_tokens=max_new_tokens,
+                            temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed)
     report = score_samples(samples, prompts, sources, ks=ks, resamples=resamples, level=level, seed=seed)
     report["temperature"] = temperature
     report["seconds"] = samples.seconds

@@ -99,3 +99,19 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was)
+
+
+def seeded_sample(model: torch.nn.Module, tokenizer, prompt_ids: Sequence[Sequence[int]], *, n: int,
+                  max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64,
+                  seed: int = 0) -> Samples:
+    """:func:`sample` with the tokenizer's pad/end ids and text, on a random stream seeded with ``seed`` (so two
+    models are compared on the same draws); the global RNG is left as it was."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return sample(model, prompt_ids, pad_token_id=tokenizer.pad_token_id or 0,
+                      eos_token_id=tokenizer.eos_token_id, num_generations=n, max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_p=top_p, batch_size=batch_size,
+                      decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+    finally:
+        torch.random.set_rng_state(state)

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from align.data.prompts import TokenizedPrompt
-from align.online.generation import sample
+from align.online.generation import seeded_sample
+from align.rewards.grouping import Build, rank_group
 from align.tasks import task_module
 from align.tasks.common import preference_probability
 
 DEFAULT_TEMPERATURE = 0.1  # on the sort task's [0, 1] score: one more position right (1/3 of 3) → P ≈ 0.97
-Build = Literal["lists", "best_worst"]
 
 
 def true_preferences(scores: Sequence[float] | torch.Tensor, temperature: float = DEFAULT_TEMPERATURE
@@ -43,19 +43,12 @@ def ranked_row(row: dict[str, Any], completions: Sequence[str], task: str, build
     The row keeps the task row's other fields (``answer``) and adds ``preference_temperature``.
     Reasons: ``fewer than 2 distinct completions``, ``all scores equal``.
     """
-    if build not in ("lists", "best_worst"):
-        raise ValueError(f"build must be 'lists' or 'best_worst', got {build!r}")
     score = task_module(task).score
-    texts = list(dict.fromkeys(c.strip() for c in completions if c.strip()))
-    if len(texts) < 2:
-        return None, "fewer than 2 distinct completions"
-    scored = sorted(((score(t, row), i, t) for i, t in enumerate(texts)), key=lambda x: (-x[0], x[1]))
-    if scored[0][0] == scored[-1][0]:
-        return None, "all scores equal"
-    if build == "best_worst":
-        scored = [scored[0], scored[-1]]
+    ranked, reason = rank_group(completions, [score(c.strip(), row) for c in completions], build, label="scores")
+    if ranked is None:
+        return None, reason
     extra = {k: v for k, v in row.items() if k not in ("prompt", "responses", "scores")}
-    return {"prompt": row["prompt"], "responses": [t for _, _, t in scored], "scores": [s for s, _, _ in scored],
+    return {"prompt": row["prompt"], "responses": [t for t, _ in ranked], "scores": [s for _, s in ranked],
             **extra, "preference_temperature": temperature}, None
 
 
@@ -79,15 +72,8 @@ def sample_texts(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Token
                  max_new_tokens: int, sampling_temperature: float = 1.0, seed: int = 0, batch_size: int = 64
                  ) -> list[list[str]]:
     """``k`` completions of each prompt sampled from ``model`` (seeded; the global RNG is left as it was)."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        s = sample(model, [p.prompt_ids for p in prompts], pad_token_id=tokenizer.pad_token_id or 0,
-                   eos_token_id=tokenizer.eos_token_id, num_generations=k, max_new_tokens=max_new_tokens,
-                   temperature=sampling_temperature, batch_size=batch_size,
-                   decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
-    finally:
-        torch.random.set_rng_state(state)
+    s = seeded_sample(model, tokenizer, [p.prompt_ids for p in prompts], n=k, max_new_tokens=max_new_tokens,
+                      temperature=sampling_temperature, batch_size=batch_size, seed=seed)
     return s.texts
 
 
