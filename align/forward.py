@@ -392,7 +392,8 @@ def lists_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], plan: 
     loss gets ``logits`` (padded, with ``keep_logits``) or ``response_logits`` (packed)."""
     if "block_ids" in batch:
         chunked = plan is None or plan.chunked
-        head = packed_unsupported_reason(model, chunked=True) if chunked else None  # e.g. partitioned since the plan
+        # the head may differ from when the plan was made (ZeRO-3 partitions it after the trainer is built)
+        head = packed_unsupported_reason(model, chunked=True) if chunked else None
         if head:
             log_once(f"packed forward takes log-probs from the model's own logits, not the chunked head: {head}")
             chunked = False

@@ -1,6 +1,6 @@
 """One GRPO run end to end: prompts → (SFT on their answers) → policy → sampling evaluation → GRPO → sampling
 evaluation → model, summary.json (with the reward curve), log_history.json and the model card. Orchestration
-only, like :mod:`align.pipeline`, whose helpers it shares."""
+only, like :mod:`align.pipeline`, whose functions it shares."""
 
 from __future__ import annotations
 

@@ -171,13 +171,17 @@ class LiveReference(ReferenceProvider):
             device = next(self.model.parameters()).device
             self.model(input_ids=torch.full((1, 2), self.pad_token_id, device=device), use_cache=False)
 
+    def record(self, n: int, seconds: float) -> None:
+        """Count ``n`` values computed in ``seconds`` (also for callers that run :attr:`model` in :meth:`session`
+        themselves, such as GRPO's per-token forward over its collated samples)."""
+        self.stats.computed += n
+        self.stats.computed_here += n
+        self.stats.seconds += seconds
+
     def lookup(self, lists: Sequence[TokenizedList]) -> list[list[Entry]]:
         t0 = time.perf_counter()
         entries = self.score(lists)
-        n = sum(len(row) for row in entries)
-        self.stats.computed += n
-        self.stats.computed_here += n
-        self.stats.seconds += time.perf_counter() - t0
+        self.record(sum(len(row) for row in entries), time.perf_counter() - t0)
         if self.store is not None:
             for t, row in zip(lists, entries):
                 for r, e in zip(t.response_ids, row):

@@ -31,7 +31,7 @@ from align.online.generation import Samples, sample
 from align.online.scoring import RewardSource, load_sources
 from align.reference import LiveReference
 from align.reference.build import reference_adapter
-from align.rewards import group_advantages, rank_normalize, unlikeliness
+from align.rewards import combine, group_advantages, rank_normalize, unlikeliness
 from align.trainers.base import PreferenceTrainer
 
 log = logging.getLogger("align")
@@ -225,16 +225,15 @@ class GRPOTrainer(PreferenceTrainer):
         """The weighted sum of the sources' rewards (after their transforms; NaN skipped), and their metrics.
         ``reward/mean`` is of the untransformed weighted sum: the reward the task defines."""
         metrics: dict[str, float] = {}
-        total = torch.zeros_like(next(iter(raw.values())))
-        plain = torch.zeros_like(total)
+        weights = {s.name: s.weight for s in self.sources}
+        used = {}
         for s in self.sources:
             r = raw[s.name]
             valid = r[~torch.isnan(r)]
             metrics[f"reward/{s.name}/mean"] = float(valid.mean()) if valid.numel() else math.nan
             metrics[f"reward/{s.name}/std"] = float(valid.std()) if valid.numel() > 1 else 0.0
-            used = rank_normalize(r, ~torch.isnan(r)) if s.transform == "rank" else r
-            total = total + s.weight * torch.nan_to_num(used)
-            plain = plain + s.weight * torch.nan_to_num(r)
+            used[s.name] = rank_normalize(r, ~torch.isnan(r)) if s.transform == "rank" else r
+        total, plain = combine(used, weights).total, combine(raw, weights).total
         metrics["reward/mean"] = float(plain.mean())
         metrics["reward/std"] = float(plain.std()) if plain.numel() > 1 else 0.0
         return total, metrics
@@ -259,10 +258,7 @@ class GRPOTrainer(PreferenceTrainer):
         t0 = time.perf_counter()
         with ref.session():
             values = self._token_logps(ref.model, batch)
-        n = int(batch["input_ids"].shape[0])  # one entry per sampled (prompt, completion)
-        ref.stats.computed += n
-        ref.stats.computed_here += n
-        ref.stats.seconds += time.perf_counter() - t0
+        ref.record(int(batch["input_ids"].shape[0]), time.perf_counter() - t0)  # one per (prompt, completion)
         return values
 
     # --- the loss -------------------------------------------------------------------------------------------------
