@@ -30,16 +30,24 @@ def weights_fingerprint(model: torch.nn.Module, adapter: str | None = None) -> s
             adapter's weights, and PEFT's trainable ``modules_to_save`` copies, are left out.
     """
     h = hashlib.sha256()
+    seen: dict[tuple, list[bytes]] = {}  # tied weights: one tensor under two names is read once
     for name, t in sorted(_reference_tensors(model, adapter), key=lambda nt: nt[0]):
         with _gathered(t):
             data = t.detach()
             h.update(f"{name}|{tuple(data.shape)}|{data.dtype}".encode())
-            flat = data.reshape(-1)
-            if flat.numel() > _FULL_HASH_ELEMENTS:
-                step = flat.numel() // _FULL_HASH_ELEMENTS
-                h.update("|".join(map(str, _exact_checksums(flat))).encode())
-                flat = flat[::step]
-            h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            same = (data.device, data.data_ptr(), tuple(data.shape), data.stride(), data.dtype)
+            if data.data_ptr() == 0 or same not in seen:
+                parts = []
+                flat = data.reshape(-1)
+                if flat.numel() > _FULL_HASH_ELEMENTS:
+                    step = flat.numel() // _FULL_HASH_ELEMENTS
+                    parts.append("|".join(map(str, _exact_checksums(flat))).encode())
+                    flat = flat[::step]
+                parts.append(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+                if data.data_ptr() != 0:
+                    seen[same] = parts
+            for part in seen.get(same, parts):
+                h.update(part)
     return h.hexdigest()
 
 
@@ -65,20 +73,31 @@ def _gathered(t: torch.Tensor):
         yield
 
 
-def _exact_checksums(flat: torch.Tensor, chunk: int = 1 << 24) -> tuple[int, int]:
-    """Integer sums of the raw 16-bit words, plain and position-weighted.
+_CHECKSUM_PERIOD = 65521  # position weights cycle through 1..65521 (the largest prime below 2**16)
+
+
+def _exact_checksums(flat: torch.Tensor) -> tuple[int, int]:
+    """Integer sums of the raw 16-bit words, plain and position-weighted (word i weighs i mod 65521 + 1).
 
     Exact (no float rounding), so the same on any device, thread count or reduction order; every bit of every
-    element counts, and the weighted sum sees swapped elements. Chunked to bound memory; no int64 overflow
-    (|word| < 2**15, weight <= 65521, 2**24 words a chunk).
+    element counts, and the weighted sum sees swapped elements. One pass: the words are viewed as rows of 65521,
+    so every column has one weight and the weighted sum is the column sums times 1..65521 (int32 column sums where
+    they cannot overflow: fewer than 2**16 rows of |word| <= 2**15); the last partial row is weighted directly.
     """
     words = flat.contiguous().view(torch.int16 if flat.element_size() > 1 else torch.uint8)
+    n = words.numel()
+    body = n - n % _CHECKSUM_PERIOD
     plain = weighted = 0
-    for start in range(0, words.numel(), chunk):
-        w = words[start : start + chunk].long()
-        pos = torch.arange(start, start + w.numel(), device=w.device) % 65521 + 1
-        plain += int(w.sum())
-        weighted += int((w * pos).sum())
+    if body:
+        rows = body // _CHECKSUM_PERIOD
+        acc = torch.int32 if rows < 1 << 16 else torch.int64
+        col = words[:body].view(rows, _CHECKSUM_PERIOD).sum(0, dtype=acc).long()
+        plain += int(col.sum())
+        weighted += int((col * torch.arange(1, _CHECKSUM_PERIOD + 1, device=col.device)).sum())
+    if n > body:
+        tail = words[body:].long()
+        plain += int(tail.sum())
+        weighted += int((tail * torch.arange(1, tail.numel() + 1, device=tail.device)).sum())
     return plain, weighted
 
 

@@ -13,7 +13,12 @@ from peft import LoraConfig, get_peft_model
 from align.forward import score_lists
 from align.models.tiny import build_model, build_tokenizer
 from align.reference import ReferenceIdentity
-from align.reference.fingerprint import _FULL_HASH_ELEMENTS, tokenizer_fingerprint, weights_fingerprint
+from align.reference.fingerprint import (
+    _FULL_HASH_ELEMENTS,
+    _exact_checksums,
+    tokenizer_fingerprint,
+    weights_fingerprint,
+)
 
 from .conftest import SHARD, SPEC, cached
 
@@ -91,6 +96,32 @@ def test_a_sampled_large_tensor_does_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(before)
     assert one == two
+
+
+@pytest.mark.parametrize("n", [1, 65520, 65521, 65522, 3 * 65521 + 17])
+def test_exact_checksums_are_the_defined_sums(n):
+    """plain = sum of the 16-bit words, weighted = sum of word i times (i mod 65521) + 1, as Python integers."""
+    x = torch.randn(n, generator=torch.Generator().manual_seed(n)).to(torch.bfloat16)
+    words = x.view(torch.int16).tolist()
+    assert _exact_checksums(x) == (sum(words), sum(w * (i % 65521 + 1) for i, w in enumerate(words)))
+    x32 = torch.randn(n, generator=torch.Generator().manual_seed(n))
+    words = x32.view(torch.int16).tolist()  # float32: two words an element
+    assert _exact_checksums(x32) == (sum(words), sum(w * (i % 65521 + 1) for i, w in enumerate(words)))
+
+
+def test_tied_weights_fingerprint_like_two_equal_copies():
+    """A tied tensor is read once but counted under both names: the same fingerprint as untied equal copies."""
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(_FULL_HASH_ELEMENTS // 64 + 1, 128)
+    head = torch.nn.Linear(128, emb.num_embeddings, bias=False)
+    tied, untied = torch.nn.ModuleDict({"a": emb, "b": head}), copy.deepcopy(torch.nn.ModuleDict({"a": emb, "b": head}))
+    tied["b"].weight = tied["a"].weight
+    with torch.no_grad():
+        untied["b"].weight.copy_(untied["a"].weight)
+    assert weights_fingerprint(tied) == weights_fingerprint(untied)
+    with torch.no_grad():
+        untied["b"].weight[5, 7] += 1e-3
+    assert weights_fingerprint(tied) != weights_fingerprint(untied)
 
 
 # ------------------------------------------------------------------------------------------------- PEFT
