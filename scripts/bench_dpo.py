@@ -12,8 +12,10 @@ Each configuration runs in its own subprocess (``--worker``), so its peak RSS is
 /proc/self/status, read at the end. (``getrusage(RUSAGE_SELF).ru_maxrss`` is in the JSON too, as
 ``ru_maxrss_mb``, but in a child it is at least the parent's peak: Linux carries the RSS high-water mark across
 fork/vfork + exec, so every worker would read at least what the parent process that built the model held.) The
-configurations alternate across repetitions (rep 1: all four in this order, rep 2: all four, ...) and the
-report takes medians. steps/s is steady state, measured the same way on both sides: the first
+configurations take turns (``run_interleaved``): only one process computes at a time, each setup runs alone, then
+each configuration runs one optimizer step in turn, so the steps that are compared ran seconds apart on an
+otherwise idle machine (``--sequential`` runs them one after another instead); the report takes medians over
+repetitions. steps/s is steady state, measured the same way on both sides: the first
 ``--timing-warmup`` optimizer steps (one-time costs: lazy initialisation, allocator growth, first-call kernel
 selection) are run but not timed, and the clock runs from the end of the last warm-up step to the end of the last
 step (``on_step_end`` callbacks); the whole loop's rate is kept as ``steps_per_second_all``. Before any clock
@@ -50,11 +52,17 @@ the agreement after that is what says the updates are the same.
 Targets (reported, not enforced): align warm >= 1.6x TRL live and >= 1.3x TRL precompute in steps/s, peak memory
 <= 0.65x TRL live (<= 0.5x on the large-vocabulary model), cache build <= 0.8x one bare reference forward.
 
+``--quick`` runs the full run's model and batch size on 6 of the full run's 16 batches, one repetition: the first
+batch and the costliest one (the longest padded sequence, so peak memory is the full run's) as the 2 untimed warm-up
+steps, then the 4 timed batches whose mean real and padded tokens per step best match the full run's timed steps
+(``representative_batches``; the picks and both means are in the JSON under ``data.selected_from``). A plain
+prefix of the data would time other batches than the full run does, and its ratios would differ for that reason.
+
 GPU mode (``--device cuda``): a Qwen2-0.5B-shaped random model in bfloat16, HH prompts lengthened to ~1-2k tokens
 by prefixing the preceding HH dialogues as earlier turns (``--context-dialogues``), peak memory from
 ``torch.cuda.max_memory_allocated``, and MFU = 6 * N * tokens / seconds / (``--peak-tflops`` * 1e12).
 
-    python scripts/bench_dpo.py --quick                         # the same model, fewer steps: < 3 minutes
+    python scripts/bench_dpo.py --quick                         # 6 of the full run's batches: < 3 minutes
     python scripts/bench_dpo.py --output bench_dpo.json         # the benchmark: table to docs/benchmarks.md
     python scripts/bench_dpo.py --device cuda --dry-run         # print the GPU plan without running it
 """
@@ -142,7 +150,9 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
         model["intermediate_size"] = args.model_intermediate or int(args.model_hidden * 2.6875)
     elif args.model_intermediate is not None:
         model["intermediate_size"] = args.model_intermediate
-    rows = args.rows if args.rows is not None else d["steps"] * d["batch_size"]
+    # quick: the full run's pairs, from which a few of its batches are picked (select_batches)
+    source_steps = DEFAULTS["cpu"]["steps"] if mode == "quick" else d["steps"]
+    rows = args.rows if args.rows is not None else source_steps * d["batch_size"]
     markdown = args.markdown if args.markdown is not None else (None if args.quick else DEFAULT_MARKDOWN)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()] if args.configs else list(CONFIGS)
     bad = [c for c in configs if c not in CONFIGS]
@@ -157,7 +167,8 @@ def make_plan(args: argparse.Namespace) -> dict[str, Any]:
         "gradient_checkpointing": bool(args.gradient_checkpointing), "threads": args.threads,
         "data": str(args.data), "tokenizer": args.tokenizer, "configs": configs, "markdown": markdown,
         "output": args.output, "peak_tflops": args.peak_tflops, "model_shape": args.model_shape,
-        "align_layout": args.align_layout, "chunked_logprobs": not args.no_chunked_logprobs, **d,
+        "align_layout": args.align_layout, "chunked_logprobs": not args.no_chunked_logprobs,
+        "select_batches": mode == "quick", "sequential": bool(args.sequential), **d,
     }
 
 
@@ -259,11 +270,75 @@ def prepare_data(plan: dict[str, Any], tokenizer) -> dict[str, Any]:
                       "scores": list(t.scores), "row": t.row, "chosen": c})
         trl_rows.append({"prompt": ex.prompt, "chosen": [{"role": "assistant", "content": ex.responses[c]}],
                          "rejected": [{"role": "assistant", "content": ex.responses[r]}]})
-    seq = [len(t.prompt_ids) + len(x) for t in lists for x in t.response_ids]
     info = {"source": plan["data"], "rows_read": report.rows_read, "pairs": len(lists),
-            "dropped_over_length": dropped, "context_dialogues": plan["context_dialogues"],
-            "mean_tokens_per_sequence": round(statistics.mean(seq), 1), "max_tokens_per_sequence": max(seq)}
+            "dropped_over_length": dropped, "context_dialogues": plan["context_dialogues"]}
+    if plan.get("select_batches"):
+        b = plan["batch_size"]
+        chosen = representative_batches(items, b, plan["steps"], plan["timing_warmup"])
+        info["selected_from"] = {"pairs": len(items), "batches": len(items) // b, "picked": chosen,
+                                 **batch_profile(items, b, plan["timing_warmup"], prefix="full_")}
+        items = [items[i] for k in chosen for i in range(k * b, (k + 1) * b)]
+        trl_rows = [trl_rows[i] for k in chosen for i in range(k * b, (k + 1) * b)]
+        info["selected_from"].update(batch_profile(items, b, timing_warmup({"timing_warmup": plan["timing_warmup"]},
+                                                                         plan["steps"]), prefix="picked_"))
+        info["pairs"] = len(items)
+    seq = [len(it["prompt_ids"]) + len(x) for it in items for x in it["response_ids"]]
+    info.update(mean_tokens_per_sequence=round(statistics.mean(seq), 1), max_tokens_per_sequence=max(seq))
     return {"items": items, "trl_rows": trl_rows, "info": info}
+
+
+def _batch_costs(items: list[dict], batch: int) -> list[tuple[int, int]]:
+    """(non-padding tokens, padded tokens in the one-row-per-sequence layout) of each sequential batch."""
+    out = []
+    for k in range(len(items) // batch):
+        lengths = [len(it["prompt_ids"]) + len(r) for it in items[k * batch : (k + 1) * batch]
+                   for r in it["response_ids"]]
+        out.append((sum(lengths), max(lengths) * len(lengths)))
+    return out
+
+
+def batch_profile(items: list[dict], batch: int, warmup: int, prefix: str = "") -> dict[str, float]:
+    """Mean tokens per timed step (after ``warmup`` batches) and the longest padded batch, of sequential batches."""
+    costs = _batch_costs(items, batch)
+    timed = costs[warmup:] or costs
+    return {f"{prefix}tokens_per_timed_step": round(statistics.mean(c[0] for c in timed), 1),
+            f"{prefix}padded_tokens_per_timed_step": round(statistics.mean(c[1] for c in timed), 1),
+            f"{prefix}max_padded_tokens_per_step": max(c[1] for c in costs)}
+
+
+def representative_batches(items: list[dict], batch: int, steps: int, warmup: int) -> list[int]:
+    """Indices of ``steps`` of the full run's sequential batches for a short run whose ratios should be the full
+    run's. What a step costs depends on its batch (TRL pads every row to the batch's longest sequence, align feeds
+    the real tokens), and peak memory on the costliest batch. So the untimed warm-up steps are the full run's first
+    batch(es) and then its costliest one (after the first optimizer step, as in the full run, where Adam's state
+    is already allocated when the longest batch comes), and the timed steps are the set of the full run's timed
+    batches whose mean real and mean padded tokens per step are both closest (relative error, the larger of the
+    two) to the full run's timed means, in their original order. No batch is used twice."""
+    from itertools import combinations
+
+    costs = _batch_costs(items, batch)
+    n = len(costs)
+    if steps > n:
+        raise SystemExit(f"--quick picks {steps} of the full run's {n} batches; ask for fewer steps")
+    w = max(0, min(warmup, steps - 1))
+    costliest = max(range(n), key=lambda k: (costs[k][1], costs[k][0]))
+    head = [k for k in range(n) if k != costliest][: max(w - 1, 0)] + [costliest] if w else []
+    full_timed = list(range(min(warmup, n - 1), n))
+    target = [statistics.mean(costs[k][j] for k in full_timed) for j in (0, 1)]
+    pool = [k for k in full_timed if k not in head]
+    m = steps - w
+    if len(pool) < m:
+        pool = [k for k in range(n) if k not in head]
+
+    def error(ks) -> float:
+        return max(abs(statistics.mean(costs[k][j] for k in ks) - target[j]) / target[j] for j in (0, 1))
+
+    if math.comb(len(pool), m) <= 200_000:
+        timed = min(combinations(pool, m), key=error)
+    else:  # too many subsets to try: evenly spaced quantiles of the padded size
+        by_size = sorted(pool, key=lambda k: (costs[k][1], k))
+        timed = sorted({by_size[int((i + 0.5) * len(by_size) / m)] for i in range(m)})
+    return head + list(timed)
 
 
 def trained_tokens(items: list[dict], steps: int, batch: int, first: int = 0) -> tuple[int, int]:
@@ -320,27 +395,79 @@ def _training_kwargs(spec: dict[str, Any], output_dir: str) -> dict[str, Any]:
             "dataloader_num_workers": 0, "train_sampling_strategy": "sequential", "disable_tqdm": True}
 
 
+class Turns:
+    """This worker's side of the interleaving: the coordinator (``run_interleaved``) gives one worker at a time the
+    turn, so no two configurations ever compute at once and each step of each one is timed on an otherwise idle
+    machine, a few seconds from the others' same step (a slow minute of a shared machine then hits every
+    configuration alike instead of whichever ran during it). A worker starts when it is handed the turn, hands it
+    back at the start of every optimizer step (``wait``) and keeps it from its last step to its exit. Without file
+    descriptors (in-process runs) there is nobody to wait for."""
+
+    def __init__(self, fds: str | None = None):
+        self.read_fd, self.write_fd = (int(x) for x in fds.split(",")) if fds else (None, None)
+        self.waited = 0.0
+        self.intervals: list[tuple[float, float]] = []  # (start, end) of each turn, time.monotonic()
+        self._since = time.monotonic()
+
+    def _take(self) -> None:
+        if self.read_fd is not None and not os.read(self.read_fd, 1):
+            raise SystemExit("the benchmark's coordinator is gone")
+        self._since = time.monotonic()
+
+    def start(self) -> None:
+        """Block until the first turn."""
+        self._take()
+
+    def wait(self) -> float:
+        """Hand the turn back, block until it comes again; returns (and adds up) the seconds spent waiting."""
+        if self.read_fd is None:
+            return 0.0
+        t = time.perf_counter()
+        self.intervals.append((self._since, time.monotonic()))
+        os.write(self.write_fd, b"y")
+        self._take()
+        waited = time.perf_counter() - t
+        self.waited += waited
+        return waited
+
+    def finish(self) -> list[tuple[float, float]]:
+        """The turns taken, the last one (to now) included."""
+        return [*self.intervals, (self._since, time.monotonic())] if self.read_fd is not None else []
+
+
+TURNS = Turns()
+
+
 def _timer_callback(device: str):
     from transformers import TrainerCallback
 
     class LoopTimer(TrainerCallback):
-        """Wall time of the training loop, and of each optimizer step's end."""
+        """Wall time of the training loop and of each optimizer step's end, on a clock that stops while this worker
+        waits for its turn (``TURNS``, at each step's start: the step's own work, its logging included, is timed)."""
 
         def __init__(self):
             self.begin = self.end = None
             self.step_ends: list[float] = []
+            self.paused = 0.0
+
+        def clock(self) -> float:
+            return time.perf_counter() - self.paused
 
         def on_train_begin(self, args, state, control, **kw):
             _sync(device)
-            self.begin = time.perf_counter()
+            self.begin = self.clock()
+
+        def on_step_begin(self, args, state, control, **kw):
+            _sync(device)
+            self.paused += TURNS.wait()
 
         def on_step_end(self, args, state, control, **kw):
             _sync(device)
-            self.step_ends.append(time.perf_counter())
+            self.step_ends.append(self.clock())
 
         def on_train_end(self, args, state, control, **kw):
             _sync(device)
-            self.end = time.perf_counter()
+            self.end = self.clock()
 
     return LoopTimer()
 
@@ -518,6 +645,7 @@ def run_worker(config: str, spec: dict[str, Any]) -> dict[str, Any]:
     hf_logging.set_verbosity_error()
     if config not in CONFIGS:
         raise ValueError(f"unknown configuration {config!r}")
+    TURNS.start()
     if config.startswith("trl"):  # each side's own imports before the baseline
         import datasets  # noqa: F401
         import trl  # noqa: F401
@@ -548,6 +676,8 @@ def run_worker(config: str, spec: dict[str, Any]) -> dict[str, Any]:
     out["ru_maxrss_mb"] = ru_maxrss_mb()
     out["peak_rss_above_imports_mb"] = out["peak_rss_mb"] - out["rss_after_imports_mb"]
     out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    out["waited_for_turns_seconds"] = TURNS.waited
+    out["turns"] = TURNS.finish()
     return out
 
 
@@ -563,19 +693,79 @@ def one_time_init() -> None:
     get_accelerator()
 
 
+WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+              "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
+
+
+def _worker_cmd(config: str, spec_file: Path, result_file: Path) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--spec", str(spec_file),
+            "--result", str(result_file)]
+
+
+def _worker_result(config: str, returncode: int | None, result_file: Path, log_file: Path) -> dict[str, Any]:
+    if returncode != 0 or not result_file.exists():
+        tail = log_file.read_text()[-3000:] if log_file.exists() else ""
+        raise RuntimeError(f"worker {config} failed (exit {returncode}); end of {log_file}:\n{tail}")
+    return json.loads(result_file.read_text())
+
+
 def spawn_worker(config: str, spec_file: Path, result_file: Path, log_file: Path,
                  timeout: float | None = None) -> dict[str, Any]:
-    """``run_worker`` in a fresh interpreter (its own peak RSS); its output goes to ``log_file``."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--spec", str(spec_file),
-           "--result", str(result_file)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1",
-           "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
+    """``run_worker`` alone in a fresh interpreter (its own peak RSS); its output goes to ``log_file``."""
     with open(log_file, "w") as log:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
-    if proc.returncode != 0 or not result_file.exists():
-        tail = log_file.read_text()[-3000:]
-        raise RuntimeError(f"worker {config} failed (exit {proc.returncode}); end of {log_file}:\n{tail}")
-    return json.loads(result_file.read_text())
+        proc = subprocess.run(_worker_cmd(config, spec_file, result_file), cwd=REPO, env={**os.environ, **WORKER_ENV},
+                              stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+    return _worker_result(config, proc.returncode, result_file, log_file)
+
+
+def run_interleaved(configs: list[str], spec_file: Path, work: Path, tag: str) -> dict[str, dict[str, Any]]:
+    """Run one worker per configuration, each in its own interpreter (its own peak memory), taking turns: the
+    first worker gets the turn and keeps it through its imports and setup (reference pass included) to the start
+    of its first step, then the next worker is started the same way; then each worker in turn runs one optimizer
+    step; a worker keeps the turn from its last step to its exit. Only one ever computes, so every timed phase of
+    every configuration runs on an otherwise idle machine, and the configurations' steps alternate a few seconds
+    apart instead of minutes apart."""
+    running: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
+
+    def turn(w: dict[str, Any]) -> bool:
+        """Give ``w`` the turn until it hands it back (True) or exits (False)."""
+        os.write(w["go"], b"g")
+        if os.read(w["ready"], 1):
+            return True
+        w["proc"].wait()
+        w["log"].close()
+        os.close(w["go"])
+        os.close(w["ready"])
+        results[w["config"]] = _worker_result(w["config"], w["proc"].returncode, w["result"], w["log_file"])
+        return False
+
+    try:
+        for config in configs:
+            go_r, go_w = os.pipe()
+            ready_r, ready_w = os.pipe()
+            result, log_file = work / f"result-{config}-{tag}.json", work / f"log-{config}-{tag}.txt"
+            log = open(log_file, "w")
+            proc = subprocess.Popen(_worker_cmd(config, spec_file, result) + ["--turns", f"{go_r},{ready_w}"],
+                                    cwd=REPO, env={**os.environ, **WORKER_ENV}, stdout=log,
+                                    stderr=subprocess.STDOUT, pass_fds=(go_r, ready_w))
+            os.close(go_r)
+            os.close(ready_w)
+            w = {"config": config, "proc": proc, "go": go_w, "ready": ready_r, "result": result, "log": log,
+                 "log_file": log_file}
+            if turn(w):
+                running.append(w)
+        while running:
+            running = [w for w in running if turn(w)]
+    finally:
+        for w in running:
+            w["proc"].kill()
+            w["proc"].wait()
+            w["log"].close()
+        for w in running:
+            os.close(w["go"])
+            os.close(w["ready"])
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -715,7 +905,7 @@ def summarize(plan: dict[str, Any], results: dict[str, list[dict]], data_info: d
                                           "max_prompt_length", "max_response_length", "rows", "learning_rate", "beta",
                                           "seed", "gradient_checkpointing", "context_dialogues", "configs",
                                           "peak_tflops", "timing_warmup", "model_shape", "align_layout",
-                                          "chunked_logprobs")},
+                                          "chunked_logprobs", "sequential")},
         "model": {**plan["model"], "parameters": n_params},
         "data": {**data_info, "tokens_trained": real, "padded_tokens_trained": padded},
         "memory_measure": mem_key,
@@ -725,6 +915,21 @@ def summarize(plan: dict[str, Any], results: dict[str, list[dict]], data_info: d
         "extra_ratios": extra,
         "loss_agreement": agreement,
     }
+
+
+QUICK_TOLERANCE = 0.15  # --quick's ratios should be within 15% of the full run's
+
+
+def compare_ratios(summary: dict[str, Any], other: dict[str, Any], source: str) -> dict[str, Any]:
+    """Each ratio of this run against the same key of another run's JSON (typically --quick against the full
+    run): relative difference and whether it is within ``QUICK_TOLERANCE``."""
+    out: dict[str, Any] = {"file": source, "tolerance": QUICK_TOLERANCE, "ratios": {}}
+    for key, value in summary["ratios"].items():
+        ref = other.get("ratios", {}).get(key)
+        rel = None if value is None or not ref else value / ref - 1
+        out["ratios"][key] = {"this": value, "other": ref, "relative_difference": rel,
+                              "within_tolerance": None if rel is None else abs(rel) <= QUICK_TOLERANCE}
+    return out
 
 
 def trained_tokens_from_runs(results: dict[str, list[dict]]) -> tuple[int | None, int | None]:
@@ -744,8 +949,13 @@ def render_markdown(summary: dict[str, Any], command: str = "") -> str:
     mem = "peak GPU MB" if summary["memory_measure"] == "peak_gpu_mb" else "peak RSS MB"
     lines = [f"# DPO training: align vs TRL {v['trl']} ({summary['date'][:10]})", ""]
     if summary["quick"]:
-        lines += ["**Quick smoke run: the full run's model and batch, few steps and one repetition; its ratios track "
-                  "the full run's, its absolute numbers rest on few steps.**", ""]
+        sel = d.get("selected_from")
+        picked = (f" (batches {sel['picked']} of the full run's {sel['batches']}: real / padded tokens per timed "
+                  f"step {sel['picked_tokens_per_timed_step']:.0f} / {sel['picked_padded_tokens_per_timed_step']:.0f} "
+                  f"against the full run's {sel['full_tokens_per_timed_step']:.0f} / "
+                  f"{sel['full_padded_tokens_per_timed_step']:.0f})") if sel else ""
+        lines += ["**Quick smoke run: the full run's model and batch size on a few of its batches" + picked
+                  + ", one repetition; its ratios track the full run's, its absolute numbers rest on few steps.**", ""]
     arch = "Qwen2" if m["arch"] == "qwen2" else "Llama"
     lines += [
         f"Machine: {mach['platform']}, {mach['cpu_count']} CPUs (torch threads {mach['torch_threads']})"
@@ -771,7 +981,9 @@ def render_markdown(summary: dict[str, Any], command: str = "") -> str:
         f"{s['steps']} steps of {s['batch_size']} pairs in the same sequential order on both sides, lr "
         f"{s['learning_rate']:g}, β {s['beta']:g}, seed {s['seed']}, gradient checkpointing "
         f"{'on' if s['gradient_checkpointing'] else 'off'}; reference pass batch {s['ref_batch_size']}. "
-        f"Medians over {s['reps']} repetition(s), configurations alternating, each in its own process.",
+        f"Medians over {s['reps']} repetition(s), each configuration in its own process, "
+        + ("run one after another." if s.get("sequential") else "taking turns step by step (only one computes at a "
+           "time; see the script's docstring)."),
     ]
     if "trl_identical_ids" in d:
         t = d["trl_identical_ids"]
@@ -816,14 +1028,23 @@ def render_markdown(summary: dict[str, Any], command: str = "") -> str:
                   + ", ".join(f"{x:.5f}" for x in la["trl"]) + f"; {la['align_config']}: "
                   + ", ".join(f"{x:.5f}" for x in la["align"]) + "."]
         if s["dtype"] != "float32":
-            lines.append(f"In {s['dtype']} the two sides round differently (TRL's tiled fused LM head vs align's full "
-                         "logits upcast to float32 before the log-softmax), so expect agreement at that precision "
+            lines.append(f"In {s['dtype']} the two sides round differently (TRL's tiled fused LM head vs align's "
+                         "log-softmax in float32), so expect agreement at that precision "
                          "(~1e-3), not float32's ~1e-6.")
     lines += ["", "steps/s times the training loop only, after the untimed warm-up steps (from the end of the last "
               "warm-up step to the end of the last step); setup is the "
               "reference pass: align's cache build (cold) or cache load and verify (warm), TRL's "
               "precompute_ref_log_probs pass; tokens/s counts non-padding tokens through the policy. Peak memory "
               "is each configuration's own process (its VmHWM on CPU, torch.cuda.max_memory_allocated on GPU)."]
+    cmp = summary.get("compared_to")
+    if cmp:
+        lines += ["", f"Against `{Path(cmp['file']).name}` (within {cmp['tolerance']:.0%}?):", "",
+                  "| ratio | this run | that run | difference | within |", "|---|---:|---:|---:|---|"]
+        for key, c in cmp["ratios"].items():
+            rel = c["relative_difference"]
+            lines.append(f"| `{key}` | {_fmt(c['this'])} | {_fmt(c['other'])} | "
+                         f"{'—' if rel is None else format(rel, '+.1%')} | "
+                         f"{'—' if c['within_tolerance'] is None else ('yes' if c['within_tolerance'] else 'no')} |")
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
@@ -846,7 +1067,7 @@ def run_benchmark(plan: dict[str, Any], work: Path, *, in_process: bool = False,
     pairs = data["info"]["pairs"]
     if pairs < plan["batch_size"]:
         raise SystemExit(f"only {pairs} usable pairs within the length limits, fewer than one batch")
-    if pairs < plan["rows"]:
+    if pairs < plan["rows"] and not plan.get("select_batches"):
         log(f"warning: {plan['rows']} pairs asked for, {pairs} usable within the length limits; the runs cycle "
             "through them")
     data_file = work / "data.json"
@@ -861,17 +1082,21 @@ def run_benchmark(plan: dict[str, Any], work: Path, *, in_process: bool = False,
                 "cache_dir": str(work / f"cache-rep{rep}"), "run_dir": str(work / f"runs-rep{rep}")}
         spec_file = work / f"spec-rep{rep}.json"
         spec_file.write_text(json.dumps(spec))
+        t0 = time.perf_counter()
+        if in_process:
+            got = {c: run_worker(c, spec) for c in plan["configs"]}
+        elif plan.get("sequential"):
+            got = {c: spawn_worker(c, spec_file, work / f"result-{c}-rep{rep}.json", work / f"log-{c}-rep{rep}.txt")
+                   for c in plan["configs"]}
+        else:
+            got = run_interleaved(plan["configs"], spec_file, work, f"rep{rep}")
         for config in plan["configs"]:
-            t0 = time.perf_counter()
-            if in_process:
-                r = run_worker(config, spec)
-            else:
-                r = spawn_worker(config, spec_file, work / f"result-{config}-rep{rep}.json",
-                                 work / f"log-{config}-rep{rep}.txt")
+            r = got[config]
             results[config].append(r)
             log(f"rep {rep + 1}/{plan['reps']} {config}: {r['steps_per_second']:.3f} steps/s, "
                 f"setup {r['setup_seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, loss "
-                f"{r['losses'][0]:.5f} → {r['losses'][-1]:.5f} ({time.perf_counter() - t0:.1f} s)")
+                f"{r['losses'][0]:.5f} → {r['losses'][-1]:.5f}")
+        log(f"rep {rep + 1}/{plan['reps']}: {time.perf_counter() - t0:.1f} s")
     return summarize(plan, results, data["info"], n_params, machine)
 
 
@@ -879,8 +1104,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_argument_group("mode and output")
     g.add_argument("--quick", action="store_true",
-                   help="short run: the full run's model and batch, 6 steps (2 untimed) of 8 pairs, 1 repetition "
-                        "(< 3 minutes on 2 cores); does not write docs/benchmarks.md unless --markdown is given")
+                   help="short run: the full run's model and batch size on 6 of its 16 batches (2 untimed: its "
+                        "first and its costliest; 4 timed, matching its mean tokens per step), 1 repetition (< 3 "
+                        "minutes on 2 idle cores); does not write docs/benchmarks.md unless --markdown is given")
     g.add_argument("--model-shape", choices=["default", "bigvocab"], default="default",
                    help="bigvocab: a 2-layer Llama body with Qwen2's 151,936-token vocabulary (CPU)")
     g.add_argument("--align-layout", choices=ALIGN_LAYOUTS, default="packed",
@@ -902,6 +1128,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workdir", metavar="DIR", help="where the temporary model, data, caches and logs go "
                    "(default: a new temporary directory, removed afterwards)")
     g.add_argument("--keep-workdir", action="store_true", help="keep the work directory (worker logs, caches)")
+    g.add_argument("--compare-to", metavar="FULL.json", help="compare this run's ratios with another run's JSON "
+                   "(e.g. --quick against the full run): relative differences in the table and under "
+                   "`compared_to` in the JSON")
+    g.add_argument("--sequential", action="store_true", help="run the configurations one after another, each "
+                   "alone, instead of alternating their steps (four processes alive at once; use this where four "
+                   "copies do not fit in memory)")
     g.add_argument("--in-process", action="store_true", help="run the configurations in this process instead of "
                    "one subprocess each (debugging only: peak RSS is then not per configuration)")
     r = ap.add_argument_group("run settings (defaults depend on the mode: cpu / --quick / cuda)")
@@ -942,12 +1174,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--worker", choices=CONFIGS, help="run one configuration from --spec and write --result")
     w.add_argument("--spec", help="worker spec: a JSON file, or inline JSON")
     w.add_argument("--result", help="worker result JSON file (default: print to stdout)")
+    w.add_argument("--turns", metavar="R,W", help="file descriptors of the coordinator's turn pipes")
     return ap
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     args = build_parser().parse_args(argv)
     if args.worker:
+        global TURNS
+        TURNS = Turns(args.turns)
         spec = json.loads(args.spec) if args.spec.lstrip().startswith("{") else json.loads(Path(args.spec).read_text())
         result = run_worker(args.worker, spec)
         text = json.dumps(result)
@@ -986,6 +1221,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         else:
             print(f"work directory kept: {work}", file=sys.stderr)
     summary["wall_seconds"] = time.perf_counter() - t_start
+    if args.compare_to:
+        summary["compared_to"] = compare_ratios(summary, json.loads(Path(args.compare_to).read_text()),
+                                                str(args.compare_to))
     command = "python scripts/bench_dpo.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = render_markdown(summary, command.strip())
     print(table)

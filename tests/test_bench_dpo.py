@@ -42,7 +42,8 @@ def test_benchmark_pieces_end_to_end(bench, tmp_path, small_model_dir):
     # The session's small tokenizer (512 BPE tokens) keeps this fast; the script defaults to embedded:tiny.
     plan = bench.make_plan(tiny_args(bench, tmp_path, "--tokenizer", str(small_model_dir)))
     assert plan["markdown"] is None  # quick mode writes no docs/benchmarks.md unless --markdown is given
-    assert plan["rows"] == 4 and plan["configs"] == list(bench.CONFIGS)
+    # quick: 2 of the full run's 16 batches of 2 pairs (the full run's 32 pairs)
+    assert plan["rows"] == 32 and plan["select_batches"] and plan["configs"] == list(bench.CONFIGS)
 
     summary = bench.run_benchmark(plan, tmp_path / "work", in_process=True, log=lambda msg: None)
 
@@ -60,6 +61,9 @@ def test_benchmark_pieces_end_to_end(bench, tmp_path, small_model_dir):
 
     # TRL tokenized the conversational rows itself and got align's ids on every pair.
     assert summary["data"]["trl_identical_ids"] == {"rows": 4, "identical": 4}
+    picked = summary["data"]["selected_from"]
+    assert picked["pairs"] == 32 and len(picked["picked"]) == 2
+    assert picked["picked_max_padded_tokens_per_step"] == picked["full_max_padded_tokens_per_step"]
     runs = summary["configs"]
     assert runs["align_cold"]["runs"][0]["cache"]["computed"] == 8  # entries: 4 pairs, 2 sequences each
     assert runs["align_warm"]["runs"][0]["cache"]["hits"] == 8
@@ -77,6 +81,35 @@ def test_benchmark_pieces_end_to_end(bench, tmp_path, small_model_dir):
 
     loaded = json.loads(json_text(summary))
     assert set(loaded["ratios"]) == RATIO_KEYS
+
+
+def _items(lengths: list[tuple[int, int, int]]) -> list[dict]:
+    """Pairs with the given (prompt, chosen, rejected) lengths."""
+    return [{"prompt_ids": [5] * p, "response_ids": [[6] * a, [7] * b], "scores": [1.0, 0.0], "row": i, "chosen": 0}
+            for i, (p, a, b) in enumerate(lengths)]
+
+
+def test_quick_picks_the_costliest_batch_and_the_full_runs_mean_cost(bench):
+    import random
+
+    rng = random.Random(0)
+    items = _items([(rng.randint(5, 120), rng.randint(1, 100), rng.randint(1, 100)) for _ in range(16 * 4)])
+    costs = bench._batch_costs(items, 4)
+    picked = bench.representative_batches(items, 4, steps=6, warmup=2)
+    assert len(picked) == len(set(picked)) == 6
+    costliest = max(range(16), key=lambda k: costs[k][1])
+    assert picked[:2] == [0, costliest] or (costliest == 0 and picked[1] == costliest)  # warm-up: first, costliest
+    timed = picked[2:]
+    assert timed == sorted(timed) and all(k >= 2 for k in timed)  # from the full run's timed batches, in order
+    for j in (0, 1):  # real and padded tokens per step: within 5% of the full run's timed mean
+        full = sum(costs[k][j] for k in range(2, 16)) / 14
+        got = sum(costs[k][j] for k in timed) / 4
+        assert abs(got - full) / full < 0.05, (j, got, full)
+
+
+def test_quick_refuses_more_steps_than_the_full_run_has_batches(bench):
+    with pytest.raises(SystemExit, match="picks 7"):
+        bench.representative_batches(_items([(3, 2, 1)] * 12), 2, steps=7, warmup=2)
 
 
 def test_markdown_default_only_outside_quick_mode(bench, tmp_path):
@@ -100,3 +133,24 @@ def test_help_documents_every_flag(bench):
     for flag in ("--quick", "--output", "--markdown", "--reps", "--steps", "--batch-size", "--max-prompt-length",
                  "--max-response-length", "--rows", "--device", "--seed", "--peak-tflops", "--dry-run"):
         assert flag in text
+
+
+@pytest.mark.skipif(not HH.exists(), reason="shared HH data not present")
+def test_interleaved_workers_never_compute_at_once(bench, tmp_path, small_model_dir):
+    """The four worker processes take turns: their turns (monotonic-clock intervals from each process) never
+    overlap, every configuration ran every step, and each worker's timed steps exclude its waiting."""
+    plan = bench.make_plan(tiny_args(bench, tmp_path, "--tokenizer", str(small_model_dir), "--steps", "3"))
+    assert not plan["sequential"]
+    summary = bench.run_benchmark(plan, tmp_path / "work", log=lambda msg: None)
+    runs = {c: v["runs"][0] for c, v in summary["configs"].items()}
+    assert set(runs) == set(bench.CONFIGS)
+    turns = sorted((a, b, c) for c, r in runs.items() for a, b in r["turns"])
+    assert all(len(runs[c]["turns"]) == 3 + 1 for c in runs)  # setup to step 1, steps 1-2, step 3 to exit
+    for (a0, b0, c0), (a1, b1, c1) in zip(turns, turns[1:]):
+        assert a0 <= b0 <= a1, f"{c0} {a0:.3f}-{b0:.3f} overlaps {c1} {a1:.3f}-{b1:.3f}"
+    for r in runs.values():
+        assert r["steps"] == 3 and r["waited_for_turns_seconds"] > 0
+        # waiting is not training time: the loop's clock runs only in the turns after setup (the first wait, at
+        # step 1, spans the other workers' whole setups, seconds against these steps' milliseconds)
+        assert r["train_seconds"] <= sum(b - a for a, b in r["turns"][1:]) + 0.25
+    assert summary["loss_agreement"]["max_abs_diff"] < 1e-4
