@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import date
@@ -151,6 +152,14 @@ def sweep_run(lists, refs, packing: bool, model_dir, tok, batch: int, out: Path)
             "padding_fraction": stats["padding_fraction"]}
 
 
+def _load_average() -> str:
+    """The 1/5/15-minute load averages, or "unknown" where /proc is missing (other jobs' share of the machine)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def packing_sweep(a) -> None:
     """LiPO-λ with the shared-prompt packed forward on vs off, K = 2, 4, 8 (see the module docstring)."""
     import statistics
@@ -183,7 +192,8 @@ def packing_sweep(a) -> None:
                for p in runs}
         rows.append((k, med[True], med[False], runs[True][0]["steps"]))
     lines = [f"## LiPO-λ with the shared-prompt forward on vs off ({date.today()})", "",
-             f"Machine: {platform.machine()}, {torch.get_num_threads()} threads (shared with other jobs), torch "
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, load "
+             f"average {_load_average()} at the end, torch "
              f"{torch.__version__}, transformers {transformers.__version__}. Model: the embedded tiny Llama "
              f"(`embedded:tiny`), float32. Data: {a.lists} OASST prompts per K (lists built as the script's "
              f"docstring says), prompts ≤ {a.max_prompt_length} and responses ≤ {a.max_response_length} tokens, "
