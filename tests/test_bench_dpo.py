@@ -40,9 +40,11 @@ def tiny_args(bench, tmp_path, *extra: str):
 @pytest.mark.skipif(not HH.exists(), reason="shared HH data not present")
 def test_benchmark_pieces_end_to_end(bench, tmp_path, small_model_dir):
     # The session's small tokenizer (512 BPE tokens) keeps this fast; the script defaults to embedded:tiny.
-    plan = bench.make_plan(tiny_args(bench, tmp_path, "--tokenizer", str(small_model_dir)))
+    # 10 steps: the loss-agreement window (TRL vs align, both with the packed forward on align's side)
+    plan = bench.make_plan(tiny_args(bench, tmp_path, "--tokenizer", str(small_model_dir), "--steps", "10",
+                                     "--loss-steps", "10"))
     assert plan["markdown"] is None  # quick mode writes no docs/benchmarks.md unless --markdown is given
-    # quick: 2 of the full run's 16 batches of 2 pairs (the full run's 32 pairs)
+    # quick: 10 of the full run's 16 batches of 2 pairs (the full run's 32 pairs)
     assert plan["rows"] == 32 and plan["select_batches"] and plan["configs"] == list(bench.CONFIGS)
 
     summary = bench.run_benchmark(plan, tmp_path / "work", in_process=True, log=lambda msg: None)
@@ -54,25 +56,25 @@ def test_benchmark_pieces_end_to_end(bench, tmp_path, small_model_dir):
 
     la = summary["loss_agreement"]
     assert {"steps", "max_abs_diff", "trl", "align"} <= set(la)
-    assert la["steps"] == 2 and len(la["trl"]) == len(la["align"]) == 2
+    assert la["steps"] == 10 and len(la["trl"]) == len(la["align"]) == 10
     assert la["trl"][0] == pytest.approx(math.log(2), abs=1e-6)  # random init: policy = reference at step 1
     assert la["trl"][1] != pytest.approx(la["trl"][0], abs=1e-5)  # and the update did move the loss
     assert la["max_abs_diff"] < 1e-4, la
 
     # TRL tokenized the conversational rows itself and got align's ids on every pair.
-    assert summary["data"]["trl_identical_ids"] == {"rows": 4, "identical": 4}
+    assert summary["data"]["trl_identical_ids"] == {"rows": 20, "identical": 20}
     picked = summary["data"]["selected_from"]
-    assert picked["pairs"] == 32 and len(picked["picked"]) == 2
+    assert picked["pairs"] == 32 and len(picked["picked"]) == len(set(picked["picked"])) == 10
     assert picked["picked_max_padded_tokens_per_step"] == picked["full_max_padded_tokens_per_step"]
     runs = summary["configs"]
-    assert runs["align_cold"]["runs"][0]["cache"]["computed"] == 8  # entries: 4 pairs, 2 sequences each
-    assert runs["align_warm"]["runs"][0]["cache"]["hits"] == 8
+    assert runs["align_cold"]["runs"][0]["cache"]["computed"] == 40  # entries: 20 pairs, 2 sequences each
+    assert runs["align_warm"]["runs"][0]["cache"]["hits"] == 40
     assert runs["trl_precompute"]["median"]["setup_seconds"] > 0
     assert runs["align_cold"]["median"]["bare_forward_seconds"] > 0
     for name in bench.CONFIGS:
         m = runs[name]["median"]
         assert m["steps_per_second"] > 0 and m["tokens_per_second"] > 0 and m["peak_rss_mb"] > 0
-        assert runs[name]["runs"][0]["steps"] == 2
+        assert runs[name]["runs"][0]["steps"] == 10
 
     # The table and a strict-JSON file, as main() writes them.
     table = bench.render_markdown(summary, "python scripts/bench_dpo.py --quick")

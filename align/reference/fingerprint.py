@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterator
 
 import torch
@@ -30,13 +31,18 @@ def weights_fingerprint(model: torch.nn.Module, adapter: str | None = None) -> s
             adapter's weights, and PEFT's trainable ``modules_to_save`` copies, are left out.
     """
     h = hashlib.sha256()
-    seen: dict[tuple, list[bytes]] = {}  # tied weights: one tensor under two names is read once
-    for name, t in sorted(_reference_tensors(model, adapter), key=lambda nt: nt[0]):
+    tensors = sorted(_reference_tensors(model, adapter), key=lambda nt: nt[0])
+    # Tied weights (one parameter under two names) are read once; their hashed bytes are kept only until the last
+    # name that uses them. Keyed by the parameter object, which the model keeps alive, not by its storage address:
+    # a gathered ZeRO-3 weight's buffer is freed after use and the next one may get the same address.
+    uses = Counter(id(t) for _, t in tensors)
+    kept: dict[int, list[bytes]] = {}
+    for name, t in tensors:
         with _gathered(t):
             data = t.detach()
             h.update(f"{name}|{tuple(data.shape)}|{data.dtype}".encode())
-            same = (data.device, data.data_ptr(), tuple(data.shape), data.stride(), data.dtype)
-            if data.data_ptr() == 0 or same not in seen:
+            parts = kept.get(id(t))
+            if parts is None:
                 parts = []
                 flat = data.reshape(-1)
                 if flat.numel() > _FULL_HASH_ELEMENTS:
@@ -44,10 +50,13 @@ def weights_fingerprint(model: torch.nn.Module, adapter: str | None = None) -> s
                     parts.append("|".join(map(str, _exact_checksums(flat))).encode())
                     flat = flat[::step]
                 parts.append(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
-                if data.data_ptr() != 0:
-                    seen[same] = parts
-            for part in seen.get(same, parts):
+            for part in parts:
                 h.update(part)
+            uses[id(t)] -= 1
+            if uses[id(t)]:
+                kept[id(t)] = parts
+            else:
+                kept.pop(id(t), None)
     return h.hexdigest()
 
 
