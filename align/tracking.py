@@ -154,8 +154,9 @@ class RunInfoCallback(TrainerCallback):
             writer.add_text(f"align/{section}", text)
         recipe = self.values.get("recipe")
         if isinstance(recipe, Mapping) and hasattr(writer, "_get_file_writer"):
-            # The HParams plugin's experiment and session summaries, written into this run (not into the new
-            # sub-run SummaryWriter.add_hparams would create), so each run's hyperparameters sit beside its scalars.
+            # TensorBoard's HParams records (the experiment's config and this run's start info), written into this
+            # run's own event file rather than the sub-run SummaryWriter.add_hparams would create, so each run's
+            # hyperparameters sit beside its scalars.
             from torch.utils.tensorboard.summary import hparams
 
             hp = {k: v for k, v in flatten(recipe).items() if isinstance(v, (bool, int, float, str))}
