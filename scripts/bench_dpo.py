@@ -344,14 +344,9 @@ def representative_batches(items: list[dict], batch: int, steps: int, warmup: in
 def trained_tokens(items: list[dict], steps: int, batch: int, first: int = 0) -> tuple[int, int]:
     """(non-padding tokens, padded tokens) of the one-row-per-sequence layout over steps ``first..steps-1`` of the
     sequential, drop-last batches."""
-    per_epoch = len(items) // batch
-    real = padded = 0
-    for s in range(first, steps):
-        b = items[(s % per_epoch) * batch : (s % per_epoch + 1) * batch]
-        lengths = [len(it["prompt_ids"]) + len(r) for it in b for r in it["response_ids"]]
-        real += sum(lengths)
-        padded += max(lengths) * len(lengths)
-    return real, padded
+    costs = _batch_costs(items, batch)
+    timed = [costs[s % len(costs)] for s in range(first, steps)]
+    return sum(c[0] for c in timed), sum(c[1] for c in timed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -785,8 +780,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def load_average() -> list[str] | None:
     """1, 5 and 15-minute load averages: other work on the machine skews every timing here."""
     try:
-        with open("/proc/loadavg") as f:
-            return f.read().split()[:3]
+        return [f"{x:.2f}" for x in os.getloadavg()]
     except OSError:
         return None
 

@@ -152,14 +152,6 @@ def sweep_run(lists, refs, packing: bool, model_dir, tok, batch: int, out: Path)
             "padding_fraction": stats["padding_fraction"]}
 
 
-def _load_average() -> str:
-    """The 1/5/15-minute load averages, or "unknown" where /proc is missing (other jobs' share of the machine)."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 def packing_sweep(a) -> None:
     """LiPO-λ with the shared-prompt packed forward on vs off, K = 2, 4, 8 (see the module docstring)."""
     import statistics
@@ -193,7 +185,7 @@ def packing_sweep(a) -> None:
         rows.append((k, med[True], med[False], runs[True][0]["steps"]))
     lines = [f"## LiPO-λ with the shared-prompt forward on vs off ({date.today()})", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, load "
-             f"average {_load_average()} at the end, torch "
+             f"average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end, torch "
              f"{torch.__version__}, transformers {transformers.__version__}. Model: the embedded tiny Llama "
              f"(`embedded:tiny`), float32. Data: {a.lists} OASST prompts per K (lists built as the script's "
              f"docstring says), prompts ≤ {a.max_prompt_length} and responses ≤ {a.max_response_length} tokens, "
