@@ -134,10 +134,7 @@ class PreferenceTrainer(Trainer):
         # compute_loss divides by the global item count itself (see _get_num_items_in_batch).
         self.loss_is_scaled_for_ga = True
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._tokens_seen = 0
-        # tokens in the model's input rows (padding included) and padding tokens: over the run, since the last log
-        self._fed = {"run": [0, 0], "log": [0, 0]}
-        self._micro_batches = {"run": 0, "log": 0}
+        self._reset_token_counts()
         self._train_start: float | None = None
         self._train_end: float | None = None
         # The reference: given, or (built when first needed) the policy's own starting weights, cached on disk.
@@ -189,8 +186,8 @@ class PreferenceTrainer(Trainer):
         if resume_from_checkpoint:
             # The checkpoint's weights are loaded inside Trainer.train: the reference must be taken before that.
             self.prepare_reference()
-        self._train_start, self._train_end, self._tokens_seen = time.perf_counter(), None, 0
-        self._fed, self._micro_batches = {"run": [0, 0], "log": [0, 0]}, {"run": 0, "log": 0}
+        self._train_start, self._train_end = time.perf_counter(), None
+        self._reset_token_counts()
         try:
             return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:
@@ -314,6 +311,13 @@ class PreferenceTrainer(Trainer):
         if len(missing) != len(load_result.missing_keys):
             self.model.tie_weights()
         return super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
+    def _reset_token_counts(self) -> None:
+        """Zero the token counters: the lists' tokens trained on, and the tokens fed to the model (padding
+        included) and padding tokens, over the run and since the last log."""
+        self._tokens_seen = 0
+        self._fed = {"run": [0, 0], "log": [0, 0]}
+        self._micro_batches = {"run": 0, "log": 0}
 
     def _count_tokens(self, inputs: dict[str, torch.Tensor]) -> None:
         """Tokens of a training micro-batch: fed to the model (padding included), padding, and the lists'
