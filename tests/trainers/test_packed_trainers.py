@@ -13,26 +13,15 @@ from transformers import TrainingArguments
 from align.config import ConfigError, load_recipe
 from align.forward import packing_plan, score_lists
 from align.models import load_model, load_tokenizer
-from align.trainers import (
-    CringeLossConfig,
-    CringeTrainer,
-    DPOLossConfig,
-    DPOTrainer,
-    LiPOLossConfig,
-    LiPOTrainer,
-    ListDataset,
-    MMPOLossConfig,
-    MMPOTrainer,
-)
+from align.trainers import DPOLossConfig, DPOTrainer, ListDataset
 from tests.test_packed_forward import _lists
+from tests.trainers.test_list_trainers import CASES as LIST_CASES
 
+# every offline objective: the list trainers' cases (LiPO-λ sum/RAX, ListMLE, MMPO, Cringe) and DPO/IPO on pairs
 CASES = {
     "dpo": (DPOTrainer, DPOLossConfig(beta=0.5)),
     "ipo": (DPOTrainer, DPOLossConfig(beta=0.5, loss_type="ipo")),
-    "lipo_lambda": (LiPOTrainer, LiPOLossConfig(beta=0.5)),
-    "lipo_list_mle": (LiPOTrainer, LiPOLossConfig(beta=0.5, loss_type="list_mle")),
-    "mmpo": (MMPOTrainer, MMPOLossConfig(beta=0.5, gamma=2.0, margins="ranks")),
-    "cringe": (CringeTrainer, CringeLossConfig(b=0.0, tau=5.0, k=1)),
+    **LIST_CASES,
 }
 
 
