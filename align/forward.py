@@ -244,6 +244,8 @@ class PackedOutput:
             log-probs came from the model's own logits.
         head: the model's output head module.
         logits: ``[R, W, V]`` the model's own logits of the packed rows (``model_logits=True``), else None.
+        token_entropy: ``[T]`` float32 entropy of the distribution predicting each scored token (``entropy=True``;
+            no gradient), else None.
     """
 
     logps: torch.Tensor
@@ -251,6 +253,7 @@ class PackedOutput:
     hidden: torch.Tensor | None
     head: torch.nn.Module
     logits: torch.Tensor | None = None
+    token_entropy: torch.Tensor | None = None
 
     def per_response(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """``token_logps`` split into one ``[len]`` tensor per response, responses in ``row_list`` order."""
@@ -277,7 +280,8 @@ class PackedOutput:
 
 
 def packed_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, per_token: bool = False,
-                   chunked: bool = True, chunk_size: int = 1024, model_logits: bool = False) -> PackedOutput:
+                   chunked: bool = True, chunk_size: int = 1024, model_logits: bool = False,
+                   entropy: bool = False) -> PackedOutput:
     """Summed response log-probs ``[B, K]`` of a :class:`align.data.packing.PackedListCollator` batch.
 
     The model runs once over the packed rows with the block mask and the rows' position ids (through its own
@@ -287,7 +291,7 @@ def packed_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, pe
     time); else the head on the ``[T, H]`` scored positions at once (``[T, V]`` logits, still no padding or prompt
     positions). With ``model_logits`` the model computes its own ``[R, W, V]`` logits instead and the head never
     runs outside its forward (what a ZeRO-3-partitioned head needs). Equal to :func:`policy_forward` on the same
-    lists (tests/test_packed_forward.py).
+    lists (tests/test_packed_forward.py). With ``entropy`` also the entropy at every scored position.
 
     Raises :class:`PackingUnsupportedError` when :func:`packed_unsupported_reason` gives a reason.
     """
@@ -298,11 +302,14 @@ def packed_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, pe
     eager = lm.config._attn_implementation == "eager"
     mask = packed_attention_mask(batch, lm.get_input_embeddings().weight.dtype if eager else None)
     targets, head = batch["token_target"], lm.get_output_embeddings()
+    ent = None
     if model_logits:
         out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
                     use_cache=False)
         hidden, logits = None, out.logits
-        tok = -F.cross_entropy(logits[batch["token_row"], batch["token_pos"]].float(), targets, reduction="none")
+        rows = logits[batch["token_row"], batch["token_pos"]]
+        tok = -F.cross_entropy(rows.float(), targets, reduction="none")
+        ent = _entropy(rows) if entropy else None
     else:
         out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
                     use_cache=False, logits_to_keep=1, output_hidden_states=-1)
@@ -310,12 +317,25 @@ def packed_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, pe
         index = batch["token_row"] * hidden.shape[1] + batch["token_pos"]
         if chunked:
             weight, bias = output_head(lm)
-            tok = chunked_token_logprobs(hidden, weight, targets, index, bias, chunk_size=chunk_size)
+            tok = chunked_token_logprobs(hidden, weight, targets, index, bias, chunk_size=chunk_size,
+                                         with_entropy=entropy)
+            tok, ent = tok if entropy else (tok, None)
         else:
             rows = head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, index))
             tok = -F.cross_entropy(rows.float(), targets, reduction="none")
+            ent = _entropy(rows) if entropy else None
     sums = segment_sums(tok, batch["token_response"], batch["row_list"].numel())
-    return PackedOutput(to_list_layout(sums, batch), tok if per_token else None, hidden, head, logits)
+    return PackedOutput(to_list_layout(sums, batch), tok if per_token else None, hidden, head, logits, ent)
+
+
+@torch.no_grad()
+def _entropy(logits: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+    """``[T]`` float32 entropy of each row of ``logits [T, V]``, a block of rows at a time (no gradient)."""
+    out = logits.new_empty(logits.shape[0], dtype=torch.float32)
+    for s in range(0, logits.shape[0], chunk_size):
+        block = logits[s : s + chunk_size].float()
+        out[s : s + chunk_size] = torch.logsumexp(block, -1) - (block.softmax(-1) * block).sum(-1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -110,23 +110,27 @@ class _ChunkedLogprobs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, rows, weight, bias, targets, chunk_size, dtype):  # type: ignore[override]
+    def forward(ctx, rows, weight, bias, targets, chunk_size, dtype, with_entropy=False):  # type: ignore[override]
         T = rows.shape[0]
         out = rows.new_empty(T, dtype=torch.float32)
         lse = rows.new_empty(T, dtype=torch.float32)
+        ent = rows.new_empty(T if with_entropy else 0, dtype=torch.float32)
         w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
         with torch.autocast(rows.device.type, enabled=False):
             for s in range(0, T, chunk_size):
                 logits = _chunk_logits(rows[s : s + chunk_size], w, b)
                 lse[s : s + chunk_size] = torch.logsumexp(logits, -1)
                 out[s : s + chunk_size] = logits.gather(1, targets[s : s + chunk_size, None])[:, 0]
+                if with_entropy:  # H = lse − Σ p·logit, from the block already in hand
+                    ent[s : s + chunk_size] = lse[s : s + chunk_size] - (logits.softmax(-1) * logits).sum(-1)
         out -= lse
         ctx.save_for_backward(rows, weight, bias, targets, lse)
         ctx.chunk_size, ctx.dtype = chunk_size, dtype
-        return out
+        ctx.mark_non_differentiable(ent)
+        return out, ent
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out, grad_entropy=None):  # type: ignore[override]
         rows, weight, bias, targets, lse = ctx.saved_tensors
         c, dtype = ctx.chunk_size, ctx.dtype
         need_rows, need_w, need_b = ctx.needs_input_grad[:3]
@@ -147,7 +151,7 @@ class _ChunkedLogprobs(torch.autograd.Function):
                     grad_rows[s : s + c] = (g @ w).to(rows.dtype)
                 if grad_w is not None:
                     grad_w += (g.t() @ h).to(grad_w.dtype)
-        return grad_rows, grad_w, grad_b, None, None, None
+        return grad_rows, grad_w, grad_b, None, None, None, None
 
 
 def chunked_token_logprobs(
@@ -157,7 +161,8 @@ def chunked_token_logprobs(
     index: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     chunk_size: int = 1024,
-) -> torch.Tensor:
+    with_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each target token from the final hidden state that predicts it, without full-vocabulary logits.
 
     Args:
@@ -168,6 +173,7 @@ def chunked_token_logprobs(
         index: ``[T]`` for each target, the flat index into ``hidden.reshape(-1, H)`` of the hidden state that
             predicts it (``row * L + position``); None when ``hidden`` is already ``[T, H]``.
         chunk_size: tokens per logit block; memory is O(chunk_size · V) in forward and backward.
+        with_entropy: also return the entropy of each predicted distribution (no gradient), from the same blocks.
 
     Returns:
         ``[T]`` float32 log-probs, differentiable w.r.t. ``hidden``, ``weight`` and ``bias``. The head runs in the
@@ -182,7 +188,8 @@ def chunked_token_logprobs(
     if rows.shape[0] != targets.shape[0]:
         raise ValueError(f"{rows.shape[0]} hidden rows for {targets.shape[0]} targets")
     dtype = _compute_dtype(rows.device, weight)
-    return _ChunkedLogprobs.apply(rows, weight, bias, targets.long(), chunk_size, dtype)
+    out, entropy = _ChunkedLogprobs.apply(rows, weight, bias, targets.long(), chunk_size, dtype, with_entropy)
+    return (out, entropy) if with_entropy else out
 
 
 def segment_sums(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> torch.Tensor:

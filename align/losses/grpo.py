@@ -127,7 +127,10 @@ class GRPOLossConfig:
         unlikeliness: β_rank of He et al.'s unlikeliness reward (0.25 in their recipe; 0 is plain GRPO).
         drop_zero_variance_groups: leave groups whose rewards are all equal out of the loss (they have zero
             advantage; otherwise they still carry the KL term and count in the normaliser).
-        generation_batch_size: prompts per ``generate`` call.
+        generation_batch_size: prompts per generation call.
+        generation_engine: ``shared_prefix`` (each prompt prefilled once, its cache copied to its G samples, every
+            sample on its own seeded stream) or ``generate`` (Hugging Face ``generate`` on G copies of each prompt);
+            see :mod:`align.online.engines`.
     """
 
     rewards: list[RewardSpec] = field(default_factory=list)
@@ -145,6 +148,7 @@ class GRPOLossConfig:
     unlikeliness: float = 0.0
     drop_zero_variance_groups: bool = False
     generation_batch_size: int = 64
+    generation_engine: Literal["shared_prefix", "generate"] = "shared_prefix"
 
     def __post_init__(self) -> None:
         self.rewards = [r if isinstance(r, RewardSpec) else RewardSpec(**r) for r in self.rewards]
@@ -156,6 +160,9 @@ class GRPOLossConfig:
                      num_iterations=COUNT, unlikeliness=Range(0, 1), generation_batch_size=COUNT)
         if self.loss_type not in GRPO_LOSS_TYPES:
             raise ValueError(f"loss.loss_type: expected one of {GRPO_LOSS_TYPES}, got {self.loss_type!r}")
+        if self.generation_engine not in ("shared_prefix", "generate"):
+            raise ValueError("loss.generation_engine: expected 'shared_prefix' or 'generate', "
+                             f"got {self.generation_engine!r}")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Trainers, one file per algorithm on :class:`PreferenceTrainer`, and the registry recipes name them by.
+"""Trainers, one file per algorithm on one of two bases (:class:`PreferenceTrainer` for ranked lists,
+:class:`RolloutTrainer` for the policy's own samples), and the registry recipes name them by.
 
 A registry entry is a trainer class; what the algorithm needs (its config, a reference, its counting unit, token-level
 values) is its loss's :class:`~align.losses.LossSpec`, and only the kind of model is the trainer's.
@@ -17,6 +18,7 @@ from align.trainers.grpo import GRPOLossConfig, GRPOTrainer
 from align.trainers.lipo import LiPOLossConfig, LiPOTrainer
 from align.trainers.mmpo import MMPOLossConfig, MMPOTrainer
 from align.trainers.reward import RewardLossConfig, RewardModelTrainer
+from align.trainers.rollout import PromptDataset, RolloutTrainer
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,12 @@ class Algorithm:
     @property
     def online(self) -> bool:
         """Trains on its own samples of prompts (GRPO) rather than on ranked lists."""
-        return self.trainer.online
+        return issubclass(self.trainer, RolloutTrainer)
 
     @property
     def model_kind(self) -> str:
         """``policy`` (a causal LM) or ``reward`` (a scalar-head sequence classifier)."""
-        return self.trainer.model_kind
+        return getattr(self.trainer, "model_kind", "policy")
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -73,4 +75,4 @@ ALGORITHMS: dict[str, Algorithm] = {
 __all__ = ["ALGORITHMS", "Algorithm", "CringeLossConfig", "CringeTrainer", "DPOLossConfig", "DPOTrainer",
            "GRPOLossConfig", "GRPOTrainer",
            "LiPOLossConfig", "LiPOTrainer", "ListDataset", "LossOutput", "MMPOLossConfig", "MMPOTrainer",
-           "PreferenceTrainer", "RewardLossConfig", "RewardModelTrainer"]
+           "PreferenceTrainer", "PromptDataset", "RewardLossConfig", "RewardModelTrainer", "RolloutTrainer"]

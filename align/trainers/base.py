@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -27,7 +26,7 @@ from align.losses import ListScores, LossOutput, LossSpec
 from align.losses.metrics import pair_logps_metrics
 from align.metrics import list_metrics
 from align.reference import CacheStats, ReferenceProvider, reference_for
-from align.trainers.guards import GradientGuardCallback, NonFiniteGuard
+from align.trainers.step import LossStepMixin
 
 log = logging.getLogger("align")
 
@@ -72,7 +71,7 @@ class ListDataset(Dataset):
         self.ref_logps = provider.list_logps(self.lists)
 
 
-class PreferenceTrainer(Trainer):
+class PreferenceTrainer(LossStepMixin, Trainer):
     """Base trainer for objectives over ranked lists; a subclass sets ``spec``, the loss it trains.
 
     ``needs_reference`` and ``token_level`` are the spec's (set on each subclass that sets a spec). A subclass
@@ -102,7 +101,6 @@ class PreferenceTrainer(Trainer):
     needs_reference: ClassVar[bool] = True  # the spec's
     token_level: ClassVar[bool] = False  # the spec's: the forward keeps the logits for the loss
     model_kind: ClassVar[str] = "policy"  # "reward": a scalar-head model scored by forward_lists
-    online: ClassVar[bool] = False  # trains on samples it draws itself (GRPO), from prompts
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -116,7 +114,7 @@ class PreferenceTrainer(Trainer):
                  max_prompt_length: int = 512, max_response_length: int = 512, packing: bool = True, **kwargs):
         # TRL-style construction: rows (a datasets.Dataset or a list of dicts) become token lists here
         train_dataset, eval_dataset = (
-            d if d is None or isinstance(d, ListDataset) or type(self).online else
+            d if d is None or isinstance(d, ListDataset) else
             ListDataset.from_rows(d, processing_class, max_prompt_length=max_prompt_length,
                                   max_response_length=max_response_length)
             for d in (train_dataset, eval_dataset))
@@ -131,20 +129,13 @@ class PreferenceTrainer(Trainer):
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=self.packing.collator(pad_id), processing_class=processing_class, **kwargs)
         self.loss_config = loss_config
-        # compute_loss divides by the global item count itself (see _get_num_items_in_batch).
-        self.loss_is_scaled_for_ga = True
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._reset_token_counts()
-        self._train_start: float | None = None
-        self._train_end: float | None = None
+        self._init_loss_step(on_non_finite)
         # The reference: given, or (built when first needed) the policy's own starting weights, cached on disk.
         self.reference = reference
         self._reference_is_policy_given = reference_is_policy
         self.reference_is_policy = bool(reference_is_policy)
         self.reference_stats = CacheStats()
         self.reference_check: dict[str, float] | None = None  # step 0: policy log-probs against the reference
-        self.guard = NonFiniteGuard(on_non_finite)
-        self.add_callback(GradientGuardCallback(self.guard, self))
 
     # --- the reference ---------------------------------------------------------------------------------------------
     def _datasets_missing_reference(self) -> list[ListDataset]:
@@ -186,12 +177,7 @@ class PreferenceTrainer(Trainer):
         if resume_from_checkpoint:
             # The checkpoint's weights are loaded inside Trainer.train: the reference must be taken before that.
             self.prepare_reference()
-        self._train_start, self._train_end = time.perf_counter(), None
-        self._reset_token_counts()
-        try:
-            return super().train(resume_from_checkpoint, *args, **kwargs)
-        finally:
-            self._train_end = time.perf_counter()
+        return self._timed_train(super().train, resume_from_checkpoint, *args, **kwargs)
 
     def _prepare_for_training(self, *args, **kwargs):
         model, dataloader = super()._prepare_for_training(*args, **kwargs)
@@ -243,8 +229,6 @@ class PreferenceTrainer(Trainer):
 
     def _packing_plan(self, model: torch.nn.Module, packing: bool) -> PackingPlan:
         """The batch layout: packed where the model takes it (a logged line says why not, once)."""
-        if type(self).online:
-            return PackingPlan(False, reason="online: samples are scored by the trainer's own forward")
         if self.model_kind == "reward":
             reason = ("a reward model's sequence-classification head pools one score per row, and a packed row "
                       "holds several responses")
@@ -277,13 +261,7 @@ class PreferenceTrainer(Trainer):
                 and self.state.global_step == 0 and "ref_logps" in inputs):
             self._check_step0(policy.logps, inputs)
         out = self.objective(policy, inputs)
-        if num_items_in_batch is None:  # evaluation, or a caller outside the training loop
-            num_items_in_batch = max(out.count, 1)
-        loss = out.losses.sum() / num_items_in_batch
-        if mode == "train" and self.args.world_size > 1:
-            loss = loss * self.accelerator.num_processes  # DDP averages gradients over ranks; undo it
-        if mode == "train":
-            loss = self.guard.check_loss(loss, model, self.state.global_step + 1, self.source_rows(inputs))
+        rows = self.source_rows(inputs) if mode == "train" else None
         metrics = dict(out.metrics)
         if out.pairs is not None and self.model_kind == "policy":  # a reward model's scores are no log-probs
             metrics.update(pair_logps_metrics(out.pairs, policy.logps))
@@ -293,56 +271,10 @@ class PreferenceTrainer(Trainer):
             for k, v in list_metrics(score, inputs["labels"], inputs["list_mask"]).items():
                 if v == v and k != "n_lists_ranked":  # skip NaN (no list with a preference in this batch)
                     metrics[f"ranking/{k}"] = v
-        for k, v in metrics.items():
-            self._metrics[mode][k].append(v)
+        loss = self.finish_loss(model, out, num_items_in_batch, metrics=metrics, rows=rows)
         if mode == "train":
-            self._count_tokens(inputs)
+            self.tokens.add_batch(inputs)
         return (loss, {"policy_logps": policy.logps.detach()}) if return_outputs else loss
-
-    def _issue_warnings_after_load(self, load_result):
-        # A checkpoint stores a tied weight (lm_head = embeddings) once; its other name is not really missing.
-        seen: dict[int, str] = {}
-        tied = set()
-        for name, p in self.model.named_parameters(remove_duplicate=False):
-            if p.data_ptr() in seen:
-                tied.update((name, seen[p.data_ptr()]))
-            seen.setdefault(p.data_ptr(), name)
-        missing = [k for k in load_result.missing_keys if k not in tied]
-        if len(missing) != len(load_result.missing_keys):
-            self.model.tie_weights()
-        return super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
-
-    def _reset_token_counts(self) -> None:
-        """Zero the token counters: the lists' tokens trained on, and the tokens fed to the model (padding
-        included) and padding tokens, over the run and since the last log."""
-        self._tokens_seen = 0
-        self._fed = {"run": [0, 0], "log": [0, 0]}
-        self._micro_batches = {"run": 0, "log": 0}
-
-    def _count_tokens(self, inputs: dict[str, torch.Tensor]) -> None:
-        """Tokens of a training micro-batch: fed to the model (padding included), padding, and the lists'
-        ``prompt + response`` tokens (what ``tokens_per_second`` counts, the same in either layout)."""
-        if "block_ids" in inputs:
-            fed, pad = inputs["input_ids"].numel(), int(inputs["num_pad_tokens"])
-            self._tokens_seen += int(inputs["num_unshared_real_tokens"])
-        else:
-            real = int(inputs["attention_mask"].sum())
-            fed, pad = inputs["attention_mask"].numel(), inputs["attention_mask"].numel() - real
-            self._tokens_seen += real
-        for k in ("run", "log"):
-            self._fed[k][0] += fed
-            self._fed[k][1] += pad
-            self._micro_batches[k] += 1
-
-    def token_stats(self, which: str = "run") -> dict[str, float]:
-        """``padding_fraction`` (padding share of the tokens fed to the model) and ``tokens_per_step`` (tokens
-        fed per optimizer step, padding included, this process) over the run (``run``) or since the last log
-        (``log``); empty before any training micro-batch."""
-        fed, pad = self._fed[which]
-        if not self._micro_batches[which]:
-            return {}
-        steps = self._micro_batches[which] / max(self.args.gradient_accumulation_steps, 1)
-        return {"padding_fraction": round(pad / max(fed, 1), 4), "tokens_per_step": round(fed / steps, 1)}
 
     def source_rows(self, inputs: dict[str, torch.Tensor]) -> list[int]:
         """The data-file rows of a training batch's lists (for messages)."""
@@ -350,30 +282,8 @@ class PreferenceTrainer(Trainer):
         return [ds.lists[int(i)].row for i in inputs.get("index", torch.zeros(0)).tolist()
                 if 0 <= int(i) < len(getattr(ds, "lists", []))]
 
-    def tokens_per_second(self) -> float:
-        """The lists' ``prompt + response`` tokens (without padding; a shared prompt counted once per response,
-        so either layout gives the same count) trained on per second (this process; evaluation excluded)."""
-        if not self._train_start:
-            return 0.0
-        end = self._train_end or time.perf_counter()
-        return self._tokens_seen / max(end - self._train_start, 1e-9)
-
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
-
-    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        mode = "train" if "loss" in logs else "eval"
-        prefix = "eval_" if mode == "eval" else ""
-        for k, vals in self._metrics[mode].items():
-            if vals:
-                logs[prefix + k] = sum(vals) / len(vals)
-        if mode == "train" and self._train_start:
-            logs["tokens_per_second"] = round(self.tokens_per_second(), 1)
-        if mode == "train":
-            logs.update(self.token_stats("log"))
-            self._fed["log"], self._micro_batches["log"] = [0, 0], 0
-        self._metrics[mode].clear()
-        super().log(logs, *args, **kwargs)

@@ -10,6 +10,7 @@ import pytest
 
 import align.trainers.grpo as grpo_module
 from align.config import load_recipe
+from align.online.engines import SharedPrefixEngine
 from align.online.run import run_grpo
 
 TASK = "task:sort?n=40&seed=0&min_len=2&max_len=3&max_digit=5"
@@ -28,13 +29,13 @@ def _recipe(model_dir, tmp_path, reward="short", **extra):
 @pytest.fixture
 def generate_calls(monkeypatch):
     calls = []
-    real = grpo_module.sample
+    real = SharedPrefixEngine.generate
 
-    def counting(*a, **k):
-        calls.append(len(a[1]))
-        return real(*a, **k)
+    def counting(self, model, prompt_ids, **k):
+        calls.append(len(prompt_ids))
+        return real(self, model, prompt_ids, **k)
 
-    monkeypatch.setattr(grpo_module, "sample", counting)
+    monkeypatch.setattr(SharedPrefixEngine, "generate", counting)
     return calls
 
 
@@ -54,7 +55,9 @@ def test_summary_metrics_generation_windows_and_live_reference(small_model_dir, 
     logged = [h for h in history if "loss" in h]
     assert len(logged) == 4
     for key in ("reward/mean", "reward/std", "reward/short/mean", "reward/short/std", "frac_reward_zero_std",
-                "completions/mean_length", "completions/clipped_ratio", "kl", "clip_ratio/region"):
+                "completions/mean_length", "completions/min_length", "completions/max_length",
+                "completions/clipped_ratio", "kl", "clip_ratio/region", "entropy", "tokens_per_step",
+                "padding_fraction", "reward/transformed_mean", "timing/reference_seconds"):
         assert all(key in h and math.isfinite(h[key]) for h in logged), key
     # the first step is on-policy against the reference: KL exactly 0 before any update
     assert logged[0]["kl"] == pytest.approx(0.0, abs=1e-6)
@@ -84,7 +87,7 @@ def test_one_step_moves_probability_toward_above_average_samples(small_model_dir
     def recording(self, prompt_batches):
         rollout = real(self, prompt_batches)
         seen["trainer"], seen["rollout"] = self, rollout
-        seen["before"] = [self._token_logps(self.model, b).sum(-1) for b in rollout.batches]
+        seen["before"] = [self._no_grad_logps(self.model, b).logps.sum(-1) for b in rollout.batches]
         return rollout
 
     monkeypatch.setattr(grpo_module.GRPOTrainer, "_make_rollout", recording)
@@ -96,7 +99,7 @@ def test_one_step_moves_probability_toward_above_average_samples(small_model_dir
     trainer, rollout = seen["trainer"], seen["rollout"]
     up, down = [], []
     for batch, before in zip(rollout.batches, seen["before"]):
-        delta = trainer._token_logps(trainer.model, batch).sum(-1) - before
+        delta = trainer._no_grad_logps(trainer.model, batch).logps.sum(-1) - before
         adv = batch["advantages"]
         up.append(delta[adv > 0])
         down.append(delta[adv < 0])
