@@ -40,21 +40,26 @@ def _fmt(v: Any) -> str:
 def sampling_table(summary: dict[str, Any]) -> str:
     """Markdown table of held-out rewards (by sampling) before and after an online run (GRPO)."""
     before, after = summary.get("eval_before") or {}, summary.get("eval") or {}
+    gain = summary.get("eval_gain") or {}
     lines = [f"| held-out, {after.get('n_prompts')} prompts × {after.get('samples_per_prompt')} samples | before | "
-             f"after {summary['algorithm']} (95% CI) |", "|---|---|---|"]
+             f"after {summary['algorithm']} (95% CI) | change (95% CI, paired) |", "|---|---|---|---|"]
     for name, value in (after.get("reward") or {}).items():
         ci = (after.get("reward_ci") or {}).get(name)
         b = (before.get("reward") or {}).get(name)
         interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-        lines.append(f"| mean reward: {name} | {_fmt(b)} | {_fmt(value)}{interval} |")
+        g = gain.get(name) or {}
+        change = (f"{g['mean']:+.3f}" + (f" [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]" if g.get("ci") else "")
+                  if "mean" in g else "—")
+        lines.append(f"| mean reward: {name} | {_fmt(b)} | {_fmt(value)}{interval} | {change} |")
     for name, by_k in (after.get("pass_at_k") or {}).items():
         for k, value in by_k.items():
             b = ((before.get("pass_at_k") or {}).get(name) or {}).get(k)
-            lines.append(f"| pass@{k}: {name} | {_fmt(b)} | {_fmt(value)} |")
+            lines.append(f"| pass@{k}: {name} | {_fmt(b)} | {_fmt(value)} | |")
     t = summary.get("timing") or {}
     lines += ["", f"steps {summary['steps']}, training reward {_fmt(summary.get('reward_mean_first'))} → "
               f"{_fmt(summary.get('reward_mean_last'))}; per step: generation "
-              f"{_fmt(t.get('generation_seconds_per_step'))} s, training {_fmt(t.get('training_seconds_per_step'))} s; "
+              f"{_fmt(t.get('generation_seconds_per_step'))} s, reference "
+              f"{_fmt(t.get('reference_seconds_per_step'))} s, training {_fmt(t.get('training_seconds_per_step'))} s; "
               f"{summary['tokens_per_second']} tokens/s, "
               f"peak memory {summary['peak_memory_mb']:.0f} MB"]
     return "\n".join(lines)

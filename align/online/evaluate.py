@@ -24,6 +24,7 @@ def score_samples(samples: Samples, prompts: Sequence[TokenizedPrompt], sources:
     n = len(samples.completion_ids[0]) if samples.completion_ids else 0
     weights = bootstrap_weights(len(prompts), resamples, seed) if resamples and prompts else None
     out: dict[str, Any] = {"n_prompts": len(prompts), "samples_per_prompt": n, "reward": {}, "reward_ci": {},
+                           "reward_per_prompt": {},
                            "pass_at_k": {}, "mean_length": float(torch.tensor(
                                [len(c) for g in samples.completion_ids for c in g], dtype=torch.float32).mean())
                            if n else None, "truncated": float(samples.truncated.float().mean()) if n else None}
@@ -31,6 +32,7 @@ def score_samples(samples: Samples, prompts: Sequence[TokenizedPrompt], sources:
         r = s(examples, samples.texts).double()  # [B, n]
         per_prompt = torch.nan_to_num(r).mean(-1)
         out["reward"][s.name] = float(per_prompt.mean()) if len(prompts) else None
+        out["reward_per_prompt"][s.name] = [round(float(v), 6) for v in per_prompt]
         if weights is not None:
             out["reward_ci"][s.name] = percentile_interval((weights * per_prompt).sum(-1) / len(prompts), level)
         valid = r[~torch.isnan(r)]
@@ -53,3 +55,19 @@ def evaluate_by_sampling(model: torch.nn.Module, tokenizer: Any, prompts: Sequen
     report["temperature"] = temperature
     report["seconds"] = samples.seconds
     return report
+
+
+def paired_gain(before: dict[str, Any], after: dict[str, Any], *, resamples: int = 1000, level: float = 0.95,
+                seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per reward source, the held-out change ``after − before`` of two :func:`evaluate_by_sampling` reports on the
+    same prompts: its mean and a bootstrap interval over prompts of the paired per-prompt differences (both
+    reports drew their samples on the same seeded stream, so a prompt's difference is the model's doing)."""
+    out = {}
+    for name, a in after.get("reward_per_prompt", {}).items():
+        b = before.get("reward_per_prompt", {}).get(name)
+        if b is None or len(a) != len(b) or not a:
+            continue
+        d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+        w = bootstrap_weights(len(d), resamples, seed)
+        out[name] = {"mean": float(d.mean()), "ci": percentile_interval((w * d).sum(-1) / len(d), level)}
+    return out

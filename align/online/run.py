@@ -20,7 +20,7 @@ from align.distributed import barrier, is_main, is_zero3_partitioned
 from align.io import write_json
 from align.modelcard import write_model_card
 from align.models.loading import is_adapter, load_policy, load_tokenizer, resolve_model_path
-from align.online.evaluate import evaluate_by_sampling
+from align.online.evaluate import evaluate_by_sampling, paired_gain
 from align.online.scoring import load_sources
 from align.runstate import prepare_output_dir
 from align.tracking import add_run_info, check_report_to
@@ -140,12 +140,17 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
         "reward_curve": curve,
         "eval": eval_after,
         "eval_before": eval_before,
+        # held-out change per reward, with a bootstrap interval over prompts of the paired differences
+        "eval_gain": paired_gain(eval_before, eval_after) if eval_before and eval_after else None,
         # samples are scored live (β > 0): their reference values are computed, not cached
         "reference_cache": (trainer.live_reference.stats.to_dict() if trainer.live_reference is not None
                             else {"key": "", "hits": 0, "computed": 0, "seconds": 0.0, "corrupted_shards": 0}),
         "timing": {"generation_seconds_per_step": trainer.generation_seconds / steps,
-                   "training_seconds_per_step": max(train_seconds - trainer.generation_seconds, 0.0) / steps,
+                   "reference_seconds_per_step": trainer.reference_seconds / steps,
+                   "training_seconds_per_step": max(train_seconds - trainer.generation_seconds
+                                                    - trainer.reference_seconds, 0.0) / steps,
                    "generation_fraction": trainer.generation_seconds / max(train_seconds, 1e-9)},
+        **{"padding_fraction": None, "tokens_per_step": None, **trainer.token_stats("run")},
         "tokens_per_second": round(trainer.tokens_per_second(), 1),
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "data": data_report,

@@ -14,16 +14,20 @@ positions only. A subclass sets ``spec`` (its loss) and :meth:`advantages`.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset, Sampler
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from align.data.prompts import TokenizedPrompt
 from align.distributed import gather_objects, is_zero3_partitioned
@@ -99,10 +103,34 @@ class Rollout:
     count: float
     metrics: dict[str, float]
     key: tuple[int, ...]
-    samples: Samples
-    rewards: dict[str, torch.Tensor]
-    advantages: torch.Tensor
+    samples: Samples | None = None
+    rewards: dict[str, torch.Tensor] | None = None
+    advantages: torch.Tensor | None = None
     uses: int = 0
+
+    def save(self, directory: Path, rank: int) -> None:
+        """Write the window (its micro-batches' tensors, count, metrics, key, uses) into a checkpoint directory,
+        as safetensors and JSON (nothing pickled), one pair of files per process."""
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {f"{i}/{k}": v.contiguous() for i, b in enumerate(self.batches) for k, v in b.items()}
+        save_file(tensors, str(directory / f"rollout-{rank}.safetensors"))
+        meta = {"count": self.count, "metrics": self.metrics, "key": list(self.key), "uses": self.uses,
+                "batches": len(self.batches)}
+        (directory / f"rollout-{rank}.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory: Path, rank: int) -> Rollout | None:
+        """The window saved in ``directory`` by this process, or None when it holds none."""
+        meta_path = directory / f"rollout-{rank}.json"
+        if not meta_path.exists():
+            return None
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(directory / f"rollout-{rank}.safetensors"))
+        batches: list[dict[str, torch.Tensor]] = [{} for _ in range(meta["batches"])]
+        for name, value in tensors.items():
+            i, k = name.split("/", 1)
+            batches[int(i)][k] = value
+        return cls(batches, meta["count"], meta["metrics"], tuple(meta["key"]), uses=meta["uses"])
 
 
 class RolloutTrainer(LossStepMixin, Trainer):
@@ -337,7 +365,19 @@ class RolloutTrainer(LossStepMixin, Trainer):
         return (loss, {"completion_logps": out.logps.detach()}) if return_outputs else loss
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        if resume_from_checkpoint:
+            path = (get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True
+                    else resume_from_checkpoint)
+            # a window that outlived the checkpoint continues on the same samples and π_old values
+            self._rollout = Rollout.load(Path(path), self.args.process_index) if path else None
         return self._timed_train(super().train, resume_from_checkpoint, *args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        r = self._rollout
+        if r is not None and r.uses < self.loss_config.num_iterations:  # written before the checkpoint is whole
+            r.save(Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}",
+                   self.args.process_index)
+        return super()._save_checkpoint(model, trial)
 
     def _prepare_for_training(self, *args, **kwargs):
         out = super()._prepare_for_training(*args, **kwargs)
