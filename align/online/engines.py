@@ -125,21 +125,21 @@ def _decode(model: torch.nn.Module, prompts: list[list[int]], G: int, max_new_to
         model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], past_key_values=cache,
               use_cache=True)
         cache.batch_repeat_interleave(G)
-    attn = mask.repeat_interleave(G, 0)
-    cur, cur_pos = ids[:, -1:].repeat_interleave(G, 0), pos[:, -1:].repeat_interleave(G, 0)
     R = B * G
+    attn = torch.ones((R, width + max_new_tokens), dtype=mask.dtype, device=device)  # grown by slicing
+    attn[:, :width] = mask.repeat_interleave(G, 0)
+    cur, cur_pos = ids[:, -1:].repeat_interleave(G, 0), pos[:, -1:].repeat_interleave(G, 0)
     out = torch.full((R, max_new_tokens), pad_token_id, dtype=torch.long)
     done = torch.zeros(R, dtype=torch.bool)
     ended = torch.zeros(R, dtype=torch.bool)
     steps = 0
     for t in range(max_new_tokens):
-        logits = model(input_ids=cur, attention_mask=attn, position_ids=cur_pos, past_key_values=cache,
-                       use_cache=True).logits[:, -1, :].float()
+        logits = model(input_ids=cur, attention_mask=attn[:, : width + t], position_ids=cur_pos,
+                       past_key_values=cache, use_cache=True).logits[:, -1, :].float()
         if streams is None:
             nxt = logits.argmax(-1).cpu()
         else:
-            probs = torch.softmax(warp(None, logits), -1).cpu()
-            nxt = torch.cat([torch.multinomial(probs[r], 1, generator=streams[r]) for r in range(R)])
+            nxt = _categorical(torch.softmax(warp(None, logits), -1).cpu(), streams)
         nxt = torch.where(done, pad_token_id, nxt)
         out[:, t] = nxt
         steps = t + 1
@@ -149,13 +149,21 @@ def _decode(model: torch.nn.Module, prompts: list[list[int]], G: int, max_new_to
         if bool(done.all()):
             break
         cur, cur_pos = nxt[:, None].to(device), cur_pos + 1
-        attn = torch.cat([attn, torch.ones((R, 1), dtype=attn.dtype, device=device)], 1)
     tokens = []
     for r in range(R):
         row = out[r, :steps].tolist()
         end = row.index(eos_token_id) + 1 if eos_token_id is not None and eos_token_id in row else None
         tokens.append(tuple(row[:end] if end else row))
     return tokens, ended.tolist()
+
+
+def _categorical(probs: torch.Tensor, streams: list[torch.Generator]) -> torch.Tensor:
+    """One draw per row of ``probs [R, V]``, row r from ``streams[r]``: inverse-CDF sampling with one uniform per
+    row (the first token whose cumulative probability exceeds u·total; a zero-probability token is never drawn).
+    One batched search instead of R ``multinomial`` calls."""
+    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in streams])
+    cdf = probs.double().cumsum(-1)
+    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp(max=probs.shape[1] - 1)
 
 
 ENGINES: dict[str, type[GenerationEngine]] = {e.name: e for e in (SharedPrefixEngine, HFGenerateEngine)}
