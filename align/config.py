@@ -186,6 +186,23 @@ class RewardSpec:
         elif not (Path(self.model).exists() or self.model.count("/") == 1 and not self.model.startswith(".")):
             raise ValueError(f"reward model {self.model!r}: no such directory")
 
+    @classmethod
+    def of(cls, entry: Any) -> RewardSpec:
+        """A RewardSpec from a recipe's or a caller's entry: a RewardSpec, a mapping of its fields, or a string,
+        ``module:function`` (a function) or else a reward model's directory or hub id."""
+        if isinstance(entry, RewardSpec):
+            return entry
+        if isinstance(entry, Mapping):
+            unknown = sorted(set(entry) - {f.name for f in dataclasses.fields(cls)})
+            if unknown:
+                raise ValueError(f"reward: unknown key(s) {unknown}; a reward has function or model, weight, "
+                                 "transform and name")
+            return cls(**entry)
+        if isinstance(entry, str) and entry:
+            is_function = ":" in entry and not Path(entry).exists()
+            return cls(function=entry) if is_function else cls(model=entry)
+        raise ValueError(f"reward: expected 'module:function', a reward model path or a mapping, got {entry!r}")
+
     @property
     def label(self) -> str:
         """The name in logs and reports."""
@@ -314,9 +331,30 @@ def check_number(key: str, value: Any, rng: Range) -> None:
 
 
 def check_fields(obj: Any, prefix: str, **ranges: Range) -> None:
-    """``check_number`` on each named attribute of ``obj``, keys ``prefix.name`` (for a config's ``__post_init__``)."""
+    """``check_number`` on each named attribute of ``obj``, keys ``prefix.name`` (for a config's ``__post_init__``);
+    then :func:`check_choices` on the whole dataclass, so every option is checked at construction."""
     for name, rng in ranges.items():
         check_number(f"{prefix}.{name}" if prefix else name, getattr(obj, name), rng)
+    if dataclasses.is_dataclass(obj):
+        check_choices(obj, prefix)
+
+
+def _scalar(tp: Any) -> bool:
+    """A type made only of Literal choices, bool, int, float, str and None (no list, mapping or section)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return all(_scalar(a) for a in typing.get_args(tp))
+    return typing.get_origin(tp) is Literal or tp in (bool, int, float, str, type(None))
+
+
+def check_choices(obj: Any, prefix: str) -> None:
+    """Every scalar field of dataclass ``obj`` has its declared type: a Literal field one of its choices, a bool a
+    bool, and so on (a one-line ConfigError naming ``prefix.name``). What a recipe's parser checks, for configs
+    built in Python too."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        tp = hints.get(f.name)
+        if tp is not None and _scalar(tp):
+            _check(tp, getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name)
 
 
 # Every int/float setting of every recipe section (tests/test_config.py checks none is missing). The loss configs
