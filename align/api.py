@@ -64,7 +64,7 @@ def _recipe(recipe: str | os.PathLike | Recipe, overrides: Sequence[str] | None)
     if isinstance(recipe, Recipe):
         if overrides:
             raise ValueError("overrides apply to a recipe file; change a Recipe object's fields directly")
-        return recipe, [Path.cwd()]
+        return recipe, ([recipe.recipe_dir] if recipe.recipe_dir else []) + [Path.cwd()]
     return load_recipe(recipe, list(overrides or [])), [Path(recipe).resolve().parent, Path.cwd()]
 
 

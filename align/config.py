@@ -173,6 +173,7 @@ class RewardSpec:
     weight: float = 1.0
     transform: Literal["none", "rank"] = "none"
     name: str | None = None
+    module_dirs = ()  # where ``function``'s module is looked up first (set at construction; not a recipe key)
 
     def __post_init__(self) -> None:
         if (self.function is None) == (self.model is None):
@@ -180,9 +181,10 @@ class RewardSpec:
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)):
             raise ValueError(f"reward weight must be a finite number, got {self.weight!r}")
         if self.function is not None:
-            from align.online.functions import resolve_function
+            from align.online.functions import module_dirs, resolve_function
 
-            resolve_function(self.function)  # fail at recipe load, not an hour into a run
+            self.module_dirs = module_dirs()  # the recipe's directory, searched first (not a field: not saved)
+            resolve_function(self.function, self.module_dirs)  # fail at recipe load, not an hour into a run
         elif not (Path(self.model).exists() or self.model.count("/") == 1 and not self.model.startswith(".")):
             raise ValueError(f"reward model {self.model!r}: no such directory")
 
@@ -259,6 +261,9 @@ class Recipe:
     eval: EvalSection = field(default_factory=EvalSection)
     iterate: IterateSection = field(default_factory=IterateSection)
     loss: Any = None
+    # The directory of the YAML file it was loaded from (None when built in Python): relative data paths and reward
+    # modules are looked up there first. Not a field, so not a recipe key and not in recipe.json.
+    recipe_dir = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -862,13 +867,17 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     for k, v in parse_overrides(overrides or []):
         _set_dotted(tree, k, v)
     loss = tree.pop("loss", None) or {}
-    recipe = from_dict(Recipe, tree)
+    from align.online.functions import modules_beside
     from align.trainers import ALGORITHMS  # the registry names each algorithm's loss config
 
-    if recipe.algorithm not in ALGORITHMS:
-        raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(ALGORITHMS)}"
-                          f"{_did_you_mean(recipe.algorithm, ALGORITHMS)}")
-    recipe.loss = _check(ALGORITHMS[recipe.algorithm].config, loss, "loss")
+    recipe_dir = Path(path).resolve().parent if path is not None else None
+    with modules_beside(recipe_dir):  # reward functions' modules: beside the recipe first
+        recipe = from_dict(Recipe, tree)
+        if recipe.algorithm not in ALGORITHMS:
+            raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(ALGORITHMS)}"
+                              f"{_did_you_mean(recipe.algorithm, ALGORITHMS)}")
+        recipe.loss = _check(ALGORITHMS[recipe.algorithm].config, loss, "loss")
+    recipe.recipe_dir = recipe_dir
     try:
         recipe.output_dir = recipe.output_dir.format(algorithm=recipe.algorithm)
     except (KeyError, IndexError, ValueError) as e:
