@@ -158,7 +158,7 @@ class GRPOLossConfig:
             logging step: to the console, ``completions.jsonl`` in the run directory and TensorBoard
             (:class:`align.online.completions.CompletionLog`).
         num_completions_to_print: rows of that table printed to the console (all of them go to the file); None
-            prints every row.
+            prints every row, 0 none.
     """
 
     rewards: list[RewardSpec] = field(default_factory=list)
@@ -191,7 +191,7 @@ class GRPOLossConfig:
                      temperature=POSITIVE, top_p=Range(0, 1, low_open=True), beta=NON_NEGATIVE,
                      epsilon=Range(0, 1, low_open=True, high_open=True), epsilon_high=POSITIVE,
                      num_iterations=COUNT, unlikeliness=Range(0, 1), generation_batch_size=COUNT,
-                     num_completions_to_print=COUNT)
+                     num_completions_to_print=Range(0, integer=True))
         if self.loss_type not in GRPO_LOSS_TYPES:
             raise ValueError(f"loss.loss_type: expected one of {GRPO_LOSS_TYPES}, got {self.loss_type!r}")
 
