@@ -89,8 +89,8 @@ def test_report_of_an_iterate_run(tmp_path):
     text = (run / "report.md").read_text()
     assert "No held-out evaluation was run" not in text and "| exact | mean reward |" in text
     assert "after the last round" in text
-    assert "## Rounds" in text and "| round | lists | sample reward (mean) | train loss first → last | held-out exact |"\
-        in text
+    assert "## Rounds" in text
+    assert "| round | lists | sample reward (mean) | train loss first → last | held-out exact |" in text
     assert f"| 1 | 6 | 0.500 | 0.6900 → 0.4000 | {AFTER['reward']['exact']:.3f} |" in text
     assert f"| before | — | — | — | {BEFORE['reward']['exact']:.3f} |" in text
     assert "](report_plots/eval_reward_curve.png)" in text and _png_ok(run / "report_plots" / "eval_reward_curve.png")
