@@ -134,7 +134,9 @@ class GRPOLossConfig:
     """GRPO settings; names and defaults follow TRL's ``GRPOConfig`` where the two agree.
 
     Attributes:
-        rewards: the reward sources, each a function ``module:function`` or a reward ``model``, with a weight.
+        rewards: the reward sources, each a function ``module:function`` or a reward ``model``, with a weight (a
+            recipe needs at least one; in Python they may come as the trainer's ``rewards`` instead, e.g.
+            :func:`align.online.scoring.reward_sources` of callables).
         num_generations: G, completions per prompt (TRL 8).
         temperature, top_p: sampling settings.
         max_completion_length: completion length limit (tokens).
@@ -184,9 +186,7 @@ class GRPOLossConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.rewards, list):
             raise ValueError(f"loss.rewards: expected a list of rewards, got {self.rewards!r}")
-        self.rewards = [RewardSpec.of(r) for r in self.rewards]
-        if not self.rewards:
-            raise ValueError("loss.rewards: give at least one reward (function: module:function, or model: path)")
+        self.rewards = [RewardSpec.of(r) for r in self.rewards]  # may be empty in Python: the trainer's rewards=
         check_fields(self, "loss", num_generations=Range(2, integer=True), max_completion_length=COUNT,
                      temperature=POSITIVE, top_p=Range(0, 1, low_open=True), beta=NON_NEGATIVE,
                      epsilon=Range(0, 1, low_open=True, high_open=True), epsilon_high=POSITIVE,

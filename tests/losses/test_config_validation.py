@@ -30,7 +30,7 @@ def _bad_values(tp) -> list:
     if tp is float:
         return [math.nan, "x"]
     if typing.get_origin(tp) is list:
-        return [[], ["module_that_does_not_exist:f"]]
+        return [["module_that_does_not_exist:f"], [{"function": "x:y", "weights": 2}], "not a list"]
     raise AssertionError(f"no invalid value known for {tp}")
 
 
@@ -51,6 +51,15 @@ def test_an_invalid_option_raises_at_construction(cls, name, bad):
     cls(**base)  # the defaults are valid
     with pytest.raises(ValueError, match=rf"loss\.{name}|reward|rewards"):
         cls(**{**base, name: bad})
+
+
+def test_a_grpo_recipe_needs_a_reward_but_a_python_config_may_take_them_from_the_trainer(tmp_path):
+    from align.config import load_recipe
+
+    assert losses.GRPOLossConfig().rewards == []
+    (tmp_path / "r.yaml").write_text("algorithm: grpo\nloss:\n  num_generations: 4\n")
+    with pytest.raises(ConfigError, match="loss.rewards: give at least one reward"):
+        load_recipe(tmp_path / "r.yaml")
 
 
 def test_dpo_apo_zero_is_refused_when_the_config_is_made():
