@@ -714,8 +714,6 @@ def validate_recipe(recipe: Recipe) -> None:
     if t.push_to_hub and not t.hub_model_id:
         raise ConfigError("train.push_to_hub=true needs train.hub_model_id (e.g. you/my-model): the trainer's "
                           "directory <output_dir>/checkpoints would name the hub repository 'checkpoints'")
-    if getattr(recipe.loss, "rewards", None) == []:  # GRPO: a recipe names its rewards (Python may pass callables)
-        raise ConfigError("loss.rewards: give at least one reward (function: module:function, or model: path)")
     if t.eval_strategy != "no" and not recipe.data.eval and recipe.data.eval_fraction == 0:
         raise ConfigError(f"train.eval_strategy={t.eval_strategy} needs held-out lists: set data.eval or "
                           "data.eval_fraction > 0")

@@ -134,8 +134,8 @@ class GRPOLossConfig:
     """GRPO settings; names and defaults follow TRL's ``GRPOConfig`` where the two agree.
 
     Attributes:
-        rewards: the reward sources, each a function ``module:function`` or a reward ``model``, with a weight (a
-            recipe needs at least one; in Python they may come as the trainer's ``rewards`` instead, e.g.
+        rewards: the reward sources, each a function ``module:function`` or a reward ``model``, with a weight (a run
+            needs at least one here or passed as ``reward_funcs`` / the trainer's ``rewards``, e.g.
             :func:`align.online.scoring.reward_sources` of callables).
         num_generations: G, completions per prompt (TRL 8).
         temperature, top_p: sampling settings.

@@ -53,13 +53,16 @@ def test_an_invalid_option_raises_at_construction(cls, name, bad):
         cls(**{**base, name: bad})
 
 
-def test_a_grpo_recipe_needs_a_reward_but_a_python_config_may_take_them_from_the_trainer(tmp_path):
-    from align.config import load_recipe
+def test_a_grpo_run_needs_a_reward_but_the_config_may_leave_them_to_reward_funcs(tmp_path):
+    import align
 
     assert losses.GRPOLossConfig().rewards == []
     (tmp_path / "r.yaml").write_text("algorithm: grpo\nloss:\n  num_generations: 4\n")
-    with pytest.raises(ConfigError, match="loss.rewards: give at least one reward"):
-        load_recipe(tmp_path / "r.yaml")
+    recipe = align.load_recipe(tmp_path / "r.yaml")
+    with pytest.raises(ConfigError, match="loss.rewards: give at least one reward .* or pass reward_funcs"):
+        align.train(recipe, output_dir=tmp_path / "run", quiet=True)
+    with pytest.raises(ValueError, match=r"\['reward_funcs'\] apply to algorithm grpo, not 'dpo'"):
+        align.train(align.load_recipe(None), reward_funcs=[len], quiet=True)
 
 
 def test_dpo_apo_zero_is_refused_when_the_config_is_made():
