@@ -4,9 +4,9 @@
     python examples/grpo_custom_reward.py [OUTPUT_DIR]
 
 It uses the embedded tiny model and the built-in sorting task ("Sort: 3 1 2" → "1 2 3"): a short SFT stage and 4
-GRPO steps for each run (about a minute and a half on two CPU cores), and writes under OUTPUT_DIR (default ./runs/grpo_custom_reward): each run's
-summary.json (with the reward curve), log_history.json and completions.jsonl (the sampled completions with their
-rewards and advantages).
+GRPO steps for each run (about a minute and a half on two CPU cores). It writes under OUTPUT_DIR (default
+./runs/grpo_custom_reward) each run's summary.json (with the reward curve), log_history.json and completions.jsonl
+(the sampled completions with their rewards and advantages).
 """
 
 import sys
