@@ -116,11 +116,13 @@ class CompletionLog:
                 for i in range(n)]
 
     def log(self, step: int, prompts: Sequence[Any], completions: Sequence[Any], rewards: Mapping[str, Any],
-            advantages: Any) -> list[dict[str, Any]]:
+            advantages: Any, *, writer: Any = None) -> list[dict[str, Any]]:
         """Print, append and send the table of step ``step`` (on the main process; elsewhere nothing); returns the
-        records."""
+        records. ``writer`` replaces the constructor's for this call (the trainer's TensorBoard writer exists only
+        once training has begun: pass ``CompletionLog.writer_of(trainer)``)."""
         if not self.main:
             return []
+        writer = writer if writer is not None else self.writer
         records = self.rows(step, prompts, completions, rewards, advantages)
         if self.num_to_print != 0 and records:
             print(self.table(records), file=self.stream or sys.stdout, flush=True)
@@ -128,8 +130,8 @@ class CompletionLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        if self.writer is not None and records:
-            self.writer.add_text("completions", self.markdown(records), global_step=int(step))
+        if writer is not None and records:
+            writer.add_text("completions", self.markdown(records), global_step=int(step))
         return records
 
     def table(self, records: Sequence[dict[str, Any]]) -> str:

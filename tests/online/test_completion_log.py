@@ -52,8 +52,23 @@ def test_a_step_goes_to_the_console_the_file_and_tensorboard(tmp_path):
     assert tag == "completions" and step == 4 and md.count("\n") == 1 + 4
     assert "\\|" not in md and "| Sort: 3 1 2 | 1 2 3 | 1.000 | 1.000 | 0.700 |" in md
 
-    log.log(6, prompts, completions, rewards, adv)  # appended
+    later = Writer()
+    log.log(6, prompts, completions, rewards, adv, writer=later)  # appended; the writer of this call
     assert len((tmp_path / FILENAME).read_text().splitlines()) == 8
+    assert len(writer.calls) == 1 and later.calls[0][2] == 6
+
+
+def test_the_writer_of_a_trainer_is_its_tensorboard_callbacks():
+    from types import SimpleNamespace
+
+    from transformers.integrations import TensorBoardCallback
+
+    tb = TensorBoardCallback.__new__(TensorBoardCallback)
+    tb.tb_writer = Writer()
+    trainer = SimpleNamespace(callback_handler=SimpleNamespace(callbacks=[object(), tb]))
+    assert CompletionLog.writer_of(trainer) is tb.tb_writer
+    tb.tb_writer = None  # before training begins
+    assert CompletionLog.writer_of(trainer) is None
 
 
 def test_other_processes_write_nothing_and_bad_shapes_are_errors(tmp_path):
