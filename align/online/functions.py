@@ -3,15 +3,17 @@
 Where the module is looked up: first in the given directories (for a recipe, the recipe's own directory: a
 ``myrewards.py`` or a package ``myrewards/`` beside the YAML file), then on Python's import path (``sys.path``:
 installed packages, the working directory when Python was started with ``-m`` or a script, ``PYTHONPATH``). A
-module found beside the recipe wins over one of the same name on the path, and its directory is put at the front of
-``sys.path`` so that the module's own imports of its neighbours work. (A module of that name that the process has
-already imported from a library stays: name yours apart from the libraries you use.)
+module found beside the recipe wins over one of the same name on the path; its directory is added to the end of
+``sys.path``, so the module can import its neighbours without them shadowing an installed package. (A module of
+that name that the process has already imported from a library stays: name yours apart from the libraries you
+use.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -49,23 +51,32 @@ def _origin(module: ModuleType) -> Path | None:
 
 
 def _prefer(module: str, dirs: Sequence[Path]) -> None:
-    """When ``module``'s top-level name is a file or package in one of ``dirs``, make that the one imported."""
+    """When ``module``'s top-level name is a file ``NAME.py`` or a package ``NAME/`` in one of ``dirs``, import that
+    one (from its file) under that name; its directory is appended to ``sys.path`` for its own imports."""
     top = module.split(".", 1)[0]
     for d in dirs:
-        if (d / f"{top}.py").is_file() or (d / top).is_dir():
-            if str(d) in sys.path:
-                sys.path.remove(str(d))
-            sys.path.insert(0, str(d))
-            cached = sys.modules.get(top)
-            # a module of that name that another recipe's directory supplied is replaced; one imported otherwise
-            # (a library) is kept: evicting it would re-import code that is running
-            if cached is not None and top in _BESIDE and _BESIDE[top] != d:
-                for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
-                    del sys.modules[name]
-            if sys.modules.get(top) is None or top in _BESIDE:
-                _BESIDE[top] = d
-            importlib.invalidate_caches()
-            return
+        file, package = d / f"{top}.py", d / top / "__init__.py"
+        if not (file.is_file() or package.is_file()):
+            continue
+        if str(d) not in sys.path:
+            sys.path.append(str(d))  # after the installed packages: a neighbour never shadows a library
+        cached = sys.modules.get(top)
+        if cached is not None and (_origin(cached) == d or top not in _BESIDE):
+            return  # already this one; or a library's module of that name, which stays (it may be running)
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]  # another recipe's module of that name
+        path = package if package.is_file() else file
+        spec = importlib.util.spec_from_file_location(
+            top, path, submodule_search_locations=[str(package.parent)] if path == package else None)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[top] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as e:
+            del sys.modules[top]
+            raise ValueError(f"reward module {path} cannot be imported: {type(e).__name__}: {e}") from e
+        _BESIDE[top] = d
+        return
 
 
 def resolve_function(path: str, search_dirs: Sequence[str | Path] = ()) -> Callable[..., Sequence[float | None]]:

@@ -47,13 +47,30 @@ def test_a_reward_module_beside_the_recipe_is_found_from_any_working_directory(t
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    monkeypatch.setattr("sys.path", list(__import__("sys").path))  # the lookup puts the recipe's folder in front
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))  # the lookup adds the recipe's folder
     recipe = load_recipe(path)
     assert recipe.recipe_dir == path.parent.resolve()
     [source] = align.online.scoring.load_sources(recipe.loss.rewards)
     prompt = prompts_from_rows([{"prompt": "p"}])[0][0]
     r = source([prompt], [["a 1", "none"]])
     assert r[0, 0].item() == 2 * value and math.isnan(r[0, 1].item())
+
+
+def test_a_module_beside_the_recipe_shadows_neither_libraries_nor_is_shadowed(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setattr("sys.path", list(sys.path))
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "json.py").write_text("def reward(prompts, completions, **kw):\n    return [0.0] * len(completions)\n")
+    (folder / "broken_rewards.py").write_text("def reward(:\n")
+    (folder / "recipe.yaml").write_text(RECIPE.replace("myrewards:digit_reward", "json:reward"))
+    with pytest.raises(ConfigError, match=r"the one in .* has the name of a module imported before: rename it"):
+        load_recipe(folder / "recipe.yaml")  # the standard library's json stays
+    assert sys.modules["json"].__file__ != str(folder / "json.py") and sys.path[-1] == str(folder)
+    (folder / "recipe.yaml").write_text(RECIPE.replace("myrewards:digit_reward", "broken_rewards:reward"))
+    with pytest.raises(ConfigError, match=r"reward module .*broken_rewards.py cannot be imported: SyntaxError"):
+        load_recipe(folder / "recipe.yaml")
 
 
 def test_a_missing_reward_module_says_where_it_looked(tmp_path, monkeypatch):
