@@ -155,6 +155,7 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
     steps = max(result.global_step, 1)
     summary = {
         "algorithm": recipe.algorithm,
+        "rewards": [s.describe() for s in sources],  # also those given in Python (reward_funcs)
         "steps": result.global_step,
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,

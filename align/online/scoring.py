@@ -69,6 +69,17 @@ class RewardSource:
         self.weight, self.transform = float(weight), transform
         return self
 
+    def describe(self) -> dict[str, Any]:
+        """What the source is, for a run's summary: name, weight, transform and its ``function`` (``module:name``;
+        for a callable given directly, its module and qualified name) or ``model``."""
+        out: dict[str, Any] = {"name": self.name, "weight": self.weight, "transform": self.transform}
+        if self.spec is not None:
+            out.update({"function": self.spec.function} if self.spec.function else {"model": self.spec.model})
+        else:
+            fn = self._fn
+            out["function"] = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+        return out
+
     def __call__(self, prompts: Sequence[PromptExample], texts: Sequence[Sequence[str]], *,
                  completion_ids: Sequence[Sequence[Sequence[int]]] | None = None, trainer_state: Any = None
                  ) -> torch.Tensor:

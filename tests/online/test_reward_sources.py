@@ -119,6 +119,9 @@ def test_a_callable_gets_trls_reward_arguments(small_tokenizer):
     sources = reward_sources([graded, "tests.test_config:constant_reward", graded], reward_weights=[1.0, 0.0, 0.5])
     assert [s.name for s in sources] == ["graded", "constant_reward", "graded_2"]
     assert [s.weight for s in sources] == [1.0, 0.0, 0.5]
+    assert sources[0].describe() == {"name": "graded", "weight": 1.0, "transform": "none", "function":
+                                     f"{__name__}:test_a_callable_gets_trls_reward_arguments.<locals>.graded"}
+    assert sources[1].describe()["function"] == "tests.test_config:constant_reward"
     ids = [[(5, 6), (7,)], [(8, 9, 10), (11,)]]
     r = sources[0]([p.example for p in prompts], [["abc", "de"], ["f", "gh"]], completion_ids=ids,
                    trainer_state="STATE")
