@@ -4,10 +4,11 @@
 adds nothing), then group-relative advantages of that sum, scaled as ``scale_rewards`` says
 (:func:`align.rewards.group_advantages`).
 
-``normalize_then_sum`` (GDPO, "Group reward-Decoupled Normalization Policy Optimization", arXiv 2601.05242): each reward is first normalised in its group, (r − mean_g) / (std_g + ε), so a
-reward with a large spread does not drown the others; the weighted sum of those is then normalised over the whole
-batch, (s − mean) / (std + ε). ``scale_rewards`` does not enter (as in TRL). Stds are Bessel-corrected; a group in
-which a reward has fewer than two scored samples contributes nothing for that reward.
+``normalize_then_sum`` (GDPO, "Group reward-Decoupled Normalization Policy Optimization", arXiv 2601.05242):
+each reward is first normalised in its group, (r − mean_g) / (std_g + ε), so a reward with a large spread does not
+drown the others; the weighted sum of those is then normalised over the whole batch, (s − mean) / (std + ε).
+``scale_rewards`` does not enter (as in TRL). Stds are Bessel-corrected; a group in which a reward has fewer than
+two scored samples contributes nothing for that reward.
 
 In both modes a sample that no reward scored gets advantage 0 and is left out of every mean and std. The batch is
 the whole generation step: in a multi-process run, pass every process's rewards (gathered), as TRL does.
