@@ -173,6 +173,7 @@ class RewardSpec:
     weight: float = 1.0
     transform: Literal["none", "rank"] = "none"
     name: str | None = None
+    module_dirs = ()  # where ``function``'s module is looked up first (set at construction; not a recipe key)
 
     def __post_init__(self) -> None:
         if (self.function is None) == (self.model is None):
@@ -180,11 +181,29 @@ class RewardSpec:
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)):
             raise ValueError(f"reward weight must be a finite number, got {self.weight!r}")
         if self.function is not None:
-            from align.online.functions import resolve_function
+            from align.online.functions import module_dirs, resolve_function
 
-            resolve_function(self.function)  # fail at recipe load, not an hour into a run
+            self.module_dirs = module_dirs()  # the recipe's directory, searched first (not a field: not saved)
+            resolve_function(self.function, self.module_dirs)  # fail at recipe load, not an hour into a run
         elif not (Path(self.model).exists() or self.model.count("/") == 1 and not self.model.startswith(".")):
             raise ValueError(f"reward model {self.model!r}: no such directory")
+
+    @classmethod
+    def of(cls, entry: Any) -> RewardSpec:
+        """A RewardSpec from a recipe's or a caller's entry: a RewardSpec, a mapping of its fields, or a string,
+        ``module:function`` (a function) or else a reward model's directory or hub id."""
+        if isinstance(entry, RewardSpec):
+            return entry
+        if isinstance(entry, Mapping):
+            unknown = sorted(set(entry) - {f.name for f in dataclasses.fields(cls)})
+            if unknown:
+                raise ValueError(f"reward: unknown key(s) {unknown}; a reward has function or model, weight, "
+                                 "transform and name")
+            return cls(**entry)
+        if isinstance(entry, str) and entry:
+            is_function = ":" in entry and not Path(entry).exists()
+            return cls(function=entry) if is_function else cls(model=entry)
+        raise ValueError(f"reward: expected 'module:function', a reward model path or a mapping, got {entry!r}")
 
     @property
     def label(self) -> str:
@@ -242,6 +261,9 @@ class Recipe:
     eval: EvalSection = field(default_factory=EvalSection)
     iterate: IterateSection = field(default_factory=IterateSection)
     loss: Any = None
+    # The directory of the YAML file it was loaded from (None when built in Python): relative data paths and reward
+    # modules are looked up there first. Not a field, so not a recipe key and not in recipe.json.
+    recipe_dir = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -314,9 +336,30 @@ def check_number(key: str, value: Any, rng: Range) -> None:
 
 
 def check_fields(obj: Any, prefix: str, **ranges: Range) -> None:
-    """``check_number`` on each named attribute of ``obj``, keys ``prefix.name`` (for a config's ``__post_init__``)."""
+    """``check_number`` on each named attribute of ``obj``, keys ``prefix.name`` (for a config's ``__post_init__``);
+    then :func:`check_choices` on the whole dataclass, so every option is checked at construction."""
     for name, rng in ranges.items():
         check_number(f"{prefix}.{name}" if prefix else name, getattr(obj, name), rng)
+    if dataclasses.is_dataclass(obj):
+        check_choices(obj, prefix)
+
+
+def _scalar(tp: Any) -> bool:
+    """A type made only of Literal choices, bool, int, float, str and None (no list, mapping or section)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return all(_scalar(a) for a in typing.get_args(tp))
+    return typing.get_origin(tp) is Literal or tp in (bool, int, float, str, type(None))
+
+
+def check_choices(obj: Any, prefix: str) -> None:
+    """Every scalar field of dataclass ``obj`` has its declared type: a Literal field one of its choices, a bool a
+    bool, and so on (a one-line ConfigError naming ``prefix.name``). What a recipe's parser checks, for configs
+    built in Python too."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        tp = hints.get(f.name)
+        if tp is not None and _scalar(tp):
+            _check(tp, getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name)
 
 
 # Every int/float setting of every recipe section (tests/test_config.py checks none is missing). The loss configs
@@ -824,13 +867,17 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     for k, v in parse_overrides(overrides or []):
         _set_dotted(tree, k, v)
     loss = tree.pop("loss", None) or {}
-    recipe = from_dict(Recipe, tree)
+    from align.online.functions import modules_beside
     from align.trainers import ALGORITHMS  # the registry names each algorithm's loss config
 
-    if recipe.algorithm not in ALGORITHMS:
-        raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(ALGORITHMS)}"
-                          f"{_did_you_mean(recipe.algorithm, ALGORITHMS)}")
-    recipe.loss = _check(ALGORITHMS[recipe.algorithm].config, loss, "loss")
+    recipe_dir = Path(path).resolve().parent if path is not None else None
+    with modules_beside(recipe_dir):  # reward functions' modules: beside the recipe first
+        recipe = from_dict(Recipe, tree)
+        if recipe.algorithm not in ALGORITHMS:
+            raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(ALGORITHMS)}"
+                              f"{_did_you_mean(recipe.algorithm, ALGORITHMS)}")
+        recipe.loss = _check(ALGORITHMS[recipe.algorithm].config, loss, "loss")
+    recipe.recipe_dir = recipe_dir
     try:
         recipe.output_dir = recipe.output_dir.format(algorithm=recipe.algorithm)
     except (KeyError, IndexError, ValueError) as e:
