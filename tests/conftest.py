@@ -16,6 +16,21 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Test modules that run a whole recipe, example or benchmark (marked `slow`); everything under tests/distributed/ is
+# marked `distributed`. `python -m pytest -m "not slow and not distributed"` is the fast subset.
+SLOW_MODULES = ("test_grpo_recipe.py", "test_api.py", "test_bench_dpo.py", "test_bench_grpo.py", "test_bench_cache.py",
+                "test_reproduce_pieces.py", "test_kill.py", "test_train_e2e.py", "test_iterate.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath))
+        if "distributed" in path.parts:
+            item.add_marker(pytest.mark.distributed)
+        if path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def align_home(tmp_path_factory) -> Path:
     """Every test writes models, SFT checkpoints and caches under a temporary $ALIGN_HOME."""
