@@ -256,14 +256,31 @@ class Study:
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     def true_reward(self, model: str, run: str, seed: int) -> dict[str, Any]:
-        """``align eval --scorer task`` of ``model`` on the evaluation prompts (sampling seed ``seed``)."""
-        import align
+        """``align eval --scorer task`` of ``model`` on the evaluation prompts (sampling seed ``seed``), with each
+        prompt's own numbers kept (``per_prompt``: graded score and pass@k) for the bootstrap over prompts."""
+        from align.data.prompts import load_prompts, tokenize_prompts
+        from align.evaluation.task import PASS_KS, task_report, task_sources
+        from align.models.loading import load_model, load_tokenizer
+        from align.online.evaluate import evaluate_by_sampling
+        from align.tasks.common import pass_at_k
 
         path = self.work / "evals" / run / f"seed-{seed}" / "true_reward.json"
-        if path.exists():
-            return _json(path)
-        r = align.evaluate(model, self.eval_spec(), scorer="task", samples=self.s.eval_samples,
-                           max_new_tokens=self.s.max_new_tokens, seed=seed, resamples=0, quiet=True)
+        done = _json(path)
+        if done is not None and "per_prompt" in done:
+            return done
+        s = self.s
+        prompts, _ = load_prompts(self.eval_spec())
+        tok = load_tokenizer(model)
+        tp, _ = tokenize_prompts(prompts, tok, max_prompt_length=512)  # as align eval
+        sampled = evaluate_by_sampling(load_model(model), tok, tp, task_sources(self.eval_spec()), n=s.eval_samples,
+                                       max_new_tokens=s.max_new_tokens, batch_size=16, seed=seed, ks=PASS_KS,
+                                       resamples=0)
+        per = sampled["reward_per_prompt"]
+        correct = [round(x * s.eval_samples) for x in per["exact_match"]]
+        r = {**task_report(sampled), "n_prompts": sampled["n_prompts"], "samples_per_prompt": s.eval_samples,
+             "per_prompt": {"score": per["score"], "pass_at_k": {
+                 str(k): [pass_at_k(s.eval_samples, c, k) for c in correct] for k in s.pass_ks
+                 if k <= s.eval_samples}}}
         self.log(f"true reward {run} seed {seed}: score {r['score']:.3f}, exact {r['exact_match']:.3f}, "
                  f"pass@k {r['pass_at_k']}")
         return _write(path, r)
@@ -278,8 +295,9 @@ class Study:
         from align.tasks.common import preference_probability
 
         path = self.work / "evals" / run / f"seed-{seed}" / "ranking.json"
-        if path.exists():
-            return _json(path)
+        done = _json(path)
+        if done is not None and "per_list" in done:
+            return done
         per = path.with_name("per_example.jsonl")
         r = align.evaluate(model, str(self.calibration_lists()), scorer="implicit", reference=self.sft,
                            betas=(beta,), resamples=0, per_example=str(per), max_prompt_length=32,
@@ -296,8 +314,10 @@ class Study:
         out = {"observed": r["observed_ranking_accuracy"]["summed"],
                "idealized": r["idealized_ranking_accuracy"][f"{beta:g}"]["summed"],
                "implicit_accuracy": r["by_scorer"]["implicit"]["pairwise_accuracy"],
-               "ece": ece_against(torch.tensor(pred), torch.tensor(true)), "pairs": len(pred), "beta": beta}
-        self.log(f"ranking {run} seed {seed}: {out}")
+               "ece": ece_against(torch.tensor(pred), torch.tensor(true)), "pairs": len(pred), "beta": beta,
+               "per_list": per_list_accuracy([json.loads(x) for x in per.read_text().splitlines()], beta)}
+        self.log(f"ranking {run} seed {seed}: observed {out['observed']:.3f}, idealized {out['idealized']:.3f}, "
+                 f"ECE {out['ece']:.3f}")
         return _write(path, out)
 
     def hh_ranking(self, model: str, seed: int, beta: float) -> dict[str, Any]:
@@ -305,12 +325,47 @@ class Study:
         import align
 
         path = self.work / "evals" / "hh-dpo" / f"seed-{seed}" / "ranking.json"
-        if path.exists():
-            return _json(path)
+        done = _json(path)
+        if done is not None and "per_list" in done:
+            return done
+        per = path.with_name("per_example.jsonl")
         r = align.evaluate(model, str(HH), split="eval", betas=(beta,), resamples=0, max_prompt_length=96,
-                           max_response_length=64, max_rows=self.s.hh_eval_rows, quiet=True)
+                           max_response_length=64, max_rows=self.s.hh_eval_rows, per_example=str(per), quiet=True)
         out = {"observed": r["observed_ranking_accuracy"]["summed"],
                "idealized": r["idealized_ranking_accuracy"][f"{beta:g}"]["summed"], "lists": r["n_lists"],
-               "beta": beta}
-        self.log(f"ranking hh-dpo seed {seed}: {out}")
+               "beta": beta, "per_list": per_list_accuracy([json.loads(x) for x in per.read_text().splitlines()],
+                                                           beta)}
+        self.log(f"ranking hh-dpo seed {seed}: observed {out['observed']:.3f}, idealized {out['idealized']:.3f}")
         return _write(path, out)
+
+
+def per_list_accuracy(rows: list[dict[str, Any]], beta: float) -> dict[str, list[float]]:
+    """Each held-out list's share of the observed and the idealized ranking accuracy, from ``align eval
+    --per-example`` rows: its correct pairs divided by the mean pairs per list, so that the mean over lists is the
+    pooled accuracy ``align eval`` reports. Observed: the policy's summed log-prob orders the pair (ties correct,
+    a non-finite score wrong). Idealized: R*(β) of the exact DPO optimum from π_ref, whose log-probs are the
+    policy's minus its implicit reward (π_ref = the policy itself when no reference is recorded)."""
+    import torch
+
+    from align.evaluation.idealized import idealized_correct
+
+    observed, idealized, pairs = [], [], []
+    for row in rows:
+        labels, sc = row["labels"], row["scores"]
+        lp = [math.nan if x is None else float(x) for x in sc["logprob"]]
+        imp = sc.get("implicit")
+        ref = lp if imp is None else [a - (math.nan if b is None else float(b)) for a, b in zip(lp, imp)]
+        n = ok = 0
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if labels[i] > labels[j]:
+                    n += 1
+                    ok += int(math.isfinite(lp[i] - lp[j]) and lp[i] >= lp[j])
+        t = lambda x: torch.tensor([x], dtype=torch.float64)  # noqa: E731
+        ideal = idealized_correct(t(ref), t(labels), torch.ones(1, len(labels), dtype=torch.bool), beta=beta)
+        observed.append(ok)
+        idealized.append(int(ideal[0]))
+        pairs.append(n)
+    mean_pairs = sum(pairs) / len(pairs) if pairs and sum(pairs) else 1.0
+    return {"observed": [x / mean_pairs for x in observed], "idealized": [x / mean_pairs for x in idealized],
+            "pairs": pairs}

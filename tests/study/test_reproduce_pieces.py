@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from align.study.claims import claims, collect
+import pytest
+
+from align.study.claims import claims, collect, distances
 from align.study.report import environment, markdown
 from align.study.runs import Settings, Study
 
@@ -27,16 +29,25 @@ def test_every_claim_runs_and_reports(tmp_path, small_model_dir):
     keys = [c["key"] for c in out]
     assert keys == ["lipo-k2", "lipo-k2", "mmpo-ece", "mmpo-score", "chen-task", "chen-hh", "he-pass2", "xu"]
     for c in out:
-        assert {"claim", "paper", "metric", "arms", "verdict"} <= set(c)
+        assert {"claim", "paper", "metric", "arms", "verdict", "smallest_effect", "seeds"} <= set(c)
         assert len(c["arms"]) == 2 and all(set(a) >= {"mean", "ci"} for a in c["arms"].values())
-        assert c["verdict"] == "inconclusive"  # one seed: no interval, never a verdict
+        assert c["verdict"] == "undecided" and c["seeds"] == 1 and c["seeds_needed"] >= 2  # one seed: no interval
     lipo = out[0]["arms"]
     assert list(lipo) == ["LiPO-λ", "DPO best/worst"] and all(0 <= a["mean"] <= 1 for a in lipo.values())
     assert 0 <= out[2]["arms"]["MMPO"]["mean"] <= 0.5  # an ECE of probabilities in both orientations
+    # the per-item values average to the numbers align eval reports
+    assert out[0]["difference"]["items_per_seed"] == [3]  # the evaluation prompts
+    ev = json.loads((tmp_path / "evals" / "k2-lipo-lists" / "seed-1" / "true_reward.json").read_text())
+    assert sum(ev["per_prompt"]["score"]) / 3 == pytest.approx(ev["score"], abs=1e-5)
+    assert sum(ev["per_prompt"]["pass_at_k"]["2"]) / 3 == pytest.approx(ev["pass_at_k"]["2"])
+    rank = json.loads((tmp_path / "evals" / "k2-dpo-lists" / "seed-1" / "ranking.json").read_text())
+    for kind in ("observed", "idealized"):
+        assert sum(rank["per_list"][kind]) / len(rank["per_list"][kind]) == pytest.approx(rank[kind])
+    assert set(distances(values)) >= {"LiPO-λ K=2", "GRPO", "iterative DPO"}
     result = {"quick": True, "command": "test", "settings": settings.to_dict(), "environment": environment(),
               "wall_seconds": 1.0, "claims": out}
     json.dumps(result)  # what --output writes
-    assert markdown(result).count("**Verdict: inconclusive**") == len(out)
+    assert markdown(result).count("**Verdict: undecided**") == len(out)
     # a second pass reuses every run and evaluation instead of training again
     n = len(lines)
     assert claims(collect(Study(tmp_path, settings, log=lines.append)), settings) == out
