@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
               "settings": settings.to_dict(), "environment": environment(),
               "wall_seconds": round(wall, 1), "context": context(values),
               "seeds_by_claim": used, "distance_from_sft": distances(values),
+              "stopped_at": {run: dict(by) for run, by in values.get("stopped_at", {}).items()},
               "claims": claims(values, settings, used)}
     doc = Path(a.doc) if a.doc else (work / "results.md" if a.quick else REPO / "docs" / "results.md")
     doc.parent.mkdir(parents=True, exist_ok=True)

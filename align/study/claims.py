@@ -41,7 +41,8 @@ def collect_seed(study: Study, seed: int, keys: set[str] | None = None,
     """Run the arms of the claims ``keys`` (all when None) for ``seed``, reusing finished runs, and add to ``v``:
     ``v[key][arm][seed]`` = that arm's values on the evaluation items (prompts, held-out lists or pairs; one item
     for an ECE). ``v["sft"]`` holds the shared SFT model's own numbers, ``v["distance"][arm][seed]`` each arm's
-    per-prompt change of the true reward from the SFT model."""
+    per-prompt change of the true reward from the SFT model, ``v["stopped_at"][run][seed]`` the step the stopping
+    rule chose for each trained run."""
     s = study.s
     keys = set(groups(s)) if keys is None else keys
     v = v if v is not None else defaultdict(lambda: defaultdict(dict))
@@ -61,6 +62,10 @@ def collect_seed(study: Study, seed: int, keys: set[str] | None = None,
         v["distance"][arm][seed] = [a - b for a, b in zip(r["per_prompt"]["score"], sft["per_prompt"]["score"])]
         return r["per_prompt"]
 
+    def trained(run: str, summary: dict[str, Any]) -> str:
+        v["stopped_at"][run][seed] = summary["stopping"]["step"]  # the stopping rule's step, of the budget
+        return summary["model_dir"]
+
     dpo_k0 = {"mmpo-ece", "mmpo-score", "chen-task"} & keys
     for k in s.ks:
         for arm, algorithm, loss, build in (("LiPO-λ", "lipo", lipo, "lists"),
@@ -70,7 +75,7 @@ def collect_seed(study: Study, seed: int, keys: set[str] | None = None,
             if not need:
                 continue
             run = f"k{k}-{algorithm}-{build}"
-            model = study.offline(run, algorithm, loss, data[f"k{k}-{build}"], seed)["model_dir"]
+            model = trained(run, study.offline(run, algorithm, loss, data[f"k{k}-{build}"], seed))
             v[f"lipo-k{k}"][arm][seed] = scored(model, run, f"{arm} K={k}")["score"]
             if k == k0 and arm == "DPO all pairs" and dpo_k0:  # MMPO's baseline and Chen et al.'s DPO policy
                 rank = study.ranking(model, run, seed, s.beta)
@@ -80,7 +85,7 @@ def collect_seed(study: Study, seed: int, keys: set[str] | None = None,
                 v["chen-task"]["observed"][seed] = rank["per_list"]["observed"]
     if {"mmpo-ece", "mmpo-score"} & keys:
         run = f"k{k0}-mmpo-lists"
-        model = study.offline(run, "mmpo", mmpo, data[f"k{k0}-lists"], seed)["model_dir"]
+        model = trained(run, study.offline(run, "mmpo", mmpo, data[f"k{k0}-lists"], seed))
         v["mmpo-score"]["MMPO"][seed] = scored(model, run, f"MMPO K={k0}")["score"]
         v["mmpo-ece"]["MMPO"][seed] = [study.ranking(model, run, seed, s.beta)["ece"]]
     if "chen-hh" in keys:
@@ -90,7 +95,7 @@ def collect_seed(study: Study, seed: int, keys: set[str] | None = None,
     if any(f"he-pass{k}" in keys for k in s.pass_ks):
         for arm, u in (("GRPO + unlikeliness", s.unlikeliness), ("GRPO", 0.0)):
             run = "grpo-unlikely" if u else "grpo"
-            r = scored(study.grpo(run, u, seed)["model_dir"], run, arm)
+            r = scored(trained(run, study.grpo(run, u, seed)), run, arm)
             for k in s.pass_ks:
                 v[f"he-pass{k}"][arm][seed] = r["pass_at_k"][str(k)]
     if "xu" in keys:

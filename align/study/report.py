@@ -37,8 +37,12 @@ METHOD = (
     "σ_d the standard deviation of the seed-level paired differences (never below a seed's own evaluation noise), "
     "at least one more seed than used, at most 100. With `--until-decided --max-seeds N` seeds are added one at a "
     "time to the undecided claims only (finished runs are reused) until every claim is decided or has N seeds; "
-    "*seeds* is how many seeds each verdict used. Each arm's distance from the SFT model it starts from is the "
-    "change of the true reward (arm − SFT, paired by seed and prompt).")
+    "*seeds* is how many seeds each verdict used. Stopping rule, the same for every offline and GRPO arm "
+    "(`align.study.stats.stopping_step`): the step budget is cut into equal windows; an arm stops after `patience` "
+    "windows in a row whose mean training loss (GRPO: mean training reward) does not beat its best window by "
+    "`min_improvement`, and is scored at the end of its best window (the budget when still improving); the "
+    "iterative arms keep their two rounds and the HH DPO policies their fixed steps. Each arm's distance from the "
+    "SFT model it starts from is the change of the true reward (arm − SFT, paired by seed and prompt).")
 
 
 SETUP = """## Setup of each comparison
@@ -137,8 +141,10 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
             f"- date: {env['date']}; wall time {result['wall_seconds'] / 60:.1f} min (summed over the invocations "
             "that built the work folder)",
             f"- seeds: {', '.join(map(str, s['seeds']))}; SFT {s['sft_steps']} steps (shared by every arm and "
-            f"seed); {s['list_prompts']} training prompts per seed; {s['steps']} steps × {s['batch_size']} lists "
-            f"for every offline arm; evaluation: {s['eval_prompts']} prompts × {s['eval_samples']} samples",
+            f"seed); {s['list_prompts']} training prompts per seed; a budget of {s['steps']} steps × "
+            f"{s['batch_size']} lists for every offline arm and {s.get('grpo_steps')} for GRPO; stopping rule: "
+            f"{s.get('windows')} windows, patience {s.get('patience')}, min_improvement {s.get('min_improvement')}; "
+            f"evaluation: {s['eval_prompts']} prompts × {s['eval_samples']} samples",
             "", "**How hyper-parameters were chosen.** " + HOW_CHOSEN, "",
             "| # | claim | verdict | δ | seeds | difference (95% CI) | seeds needed |", "|---|---|---|---|---|---|---|"]
     sft = result.get("context") or {}
@@ -155,6 +161,11 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
                  "| arm | change (95% CI) | per seed |", "|---|---|---|"]
         head += [f"| {arm} | {_f(m['mean'])} {_ci(m['ci'])} | {', '.join(f'{x:+.3f}' for x in m['values'])} |"
                  for arm, m in dist.items()]
+    stops = result.get("stopped_at") or {}
+    if stops:
+        head += ["", f"Step at which the stopping rule scored each run (budget {s['steps']} offline, "
+                 f"{s.get('grpo_steps')} GRPO), by seed: " + "; ".join(
+                     f"{run} {', '.join(str(x) for x in by.values())}" for run, by in stops.items()) + "."]
     body = [f"## {i}. {c['claim']}\n\n{claim_table(c)}" for i, c in enumerate(result["claims"], 1)]
     head += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in s.items() if k != "seeds")]
     tail = [SETUP] + ([notes] if notes else [])

@@ -44,7 +44,7 @@ class Settings:
     sft_rows: int = 2000
     list_prompts: int = 128  # training prompts per seed; their K samples, ranked, are the lists
     ks: tuple[int, ...] = (4, 8)
-    steps: int = 24  # optimiser steps of every offline arm
+    steps: int = 72  # step budget of every offline arm (the stopping rule may stop it earlier)
     batch_size: int = 8  # lists per step
     learning_rate: float = 5e-4
     beta: float = 0.1  # every offline arm (DPO, LiPO-λ, MMPO)
@@ -53,7 +53,7 @@ class Settings:
     eval_prompts: int = 48
     eval_samples: int = 16
     calibration_prompts: int = 48  # held-out K=4 lists for calibration and ranking accuracy
-    grpo_steps: int = 8
+    grpo_steps: int = 24  # step budget of the GRPO arms
     grpo_prompts: int = 4  # prompts per GRPO step
     grpo_generations: int = 8
     grpo_learning_rate: float = 5e-4
@@ -63,6 +63,9 @@ class Settings:
     iterate_prompts: int = 48  # prompts per round
     iterate_steps: int = 6  # optimiser steps per round
     cringe: tuple[float, float, float] = (2.0, 1.0, 1.0)  # b, tau, alpha (recipes/iterate_cringe_tiny.yaml)
+    windows: int = 6  # the stopping rule (align.study.stats.stopping_step): the budget in this many windows,
+    patience: int = 2  # stop after this many windows in a row without improvement,
+    min_improvement: float = 0.005  # an improvement: the window's mean training loss (reward) beats the best by this
     hh_sft_steps: int = 20
     hh_steps: int = 24
     hh_eval_rows: int | None = None  # rows of the HH file read for its held-out split (None: all)
@@ -73,7 +76,7 @@ class Settings:
 
 QUICK = Settings(seeds=(1, 2), sft_steps=120, list_prompts=32, ks=(4,), steps=6, eval_prompts=16, eval_samples=8,
                  calibration_prompts=16, grpo_steps=3, grpo_prompts=4, pass_ks=(2, 4, 8), iterate_prompts=16,
-                 iterate_steps=2, hh_sft_steps=5, hh_steps=6, hh_eval_rows=300)
+                 iterate_steps=2, windows=3, patience=1, hh_sft_steps=5, hh_steps=6, hh_eval_rows=300)
 
 
 def _json(path: Path) -> Any:
@@ -178,27 +181,71 @@ class Study:
                           "save_steps": 100000},
                 "eval": {"enabled": False}, "loss": loss}
 
-    def train(self, name: str, recipe: dict[str, Any], seed: int) -> dict[str, Any]:
-        """``align.train`` of ``recipe`` with ``train.seed=seed`` into ``work/runs/NAME/seed-S`` (reused when done)."""
+    def train(self, name: str, recipe: dict[str, Any], seed: int, signal: str | None = None,
+              higher: bool = False) -> dict[str, Any]:
+        """``align.train`` of ``recipe`` with ``train.seed=seed`` into ``work/runs/NAME/seed-S`` (reused when done).
+        With ``signal`` (the logged training loss, or reward with ``higher``) the stopping rule of
+        :func:`~align.study.stats.stopping_step` picks the policy: a checkpoint is kept at every window's end, and
+        the summary's ``model_dir`` is the chosen one, its ``stopping`` the rule's record."""
         import align
 
         out = self.work / "runs" / name / f"seed-{seed}"
-        if (out / "summary.json").exists():
-            return _json(out / "summary.json")
-        summary = align.train(str(self._recipe(name, recipe)), [f"train.seed={seed}"], output_dir=out,
-                              overwrite=True, quiet=True)
-        self.log(f"trained {name} seed {seed}: {summary['steps']} steps, loss {summary['train_loss_first']} → "
-                 f"{summary['train_loss_last']}, {summary.get('train_seconds')} s")
+        budget = recipe["train"]["max_steps"]
+        if signal:
+            width = budget // self.s.windows
+            recipe["train"] |= {"logging_steps": 1, "save_steps": width, "save_total_limit": self.s.windows + 1}
+        summary = _json(out / "summary.json")
+        if summary is None:
+            summary = align.train(str(self._recipe(name, recipe)), [f"train.seed={seed}"], output_dir=out,
+                                  overwrite=True, quiet=True)
+            self.log(f"trained {name} seed {seed}: {summary['steps']} steps, loss {summary['train_loss_first']} → "
+                     f"{summary['train_loss_last']}, {summary.get('train_seconds')} s")
+        if signal:
+            summary = {**summary, **self._stopped(out, summary, signal, higher, budget)}
         return summary
 
+    def _stopped(self, out: Path, summary: dict[str, Any], signal: str, higher: bool, budget: int) -> dict[str, Any]:
+        """The stopping rule's choice for the finished run ``out``: ``{"model_dir", "stopping"}``, kept in
+        ``stop.json``; a chosen step before the budget is its checkpoint with the final model's tokenizer files."""
+        import shutil
+
+        from align.study.stats import stopping_step
+
+        done = _json(out / "stop.json")
+        if done is not None:
+            return done
+        s = self.s
+        rule = stopping_step(_json(out / "log_history.json") or [], signal, higher, budget, s.windows, s.patience,
+                             s.min_improvement)
+        model = Path(summary["model_dir"])
+        if rule["step"] < summary["steps"]:
+            ckpt = out / "checkpoints" / f"checkpoint-{rule['step']}"
+            if not (ckpt / "config.json").exists():
+                raise FileNotFoundError(f"{out} has no checkpoint at step {rule['step']} (trained before the "
+                                        "stopping rule?): use a fresh --work-dir")
+            chosen = out / f"stopped-{rule['step']}"
+            chosen.mkdir(exist_ok=True)
+            for f in ckpt.iterdir():
+                if f.name.endswith((".json", ".safetensors", ".jinja")) and f.name != "trainer_state.json":
+                    shutil.copy2(f, chosen / f.name)
+            for f in model.iterdir():  # tokenizer and align's model metadata, which checkpoints lack
+                if f.is_file() and not (chosen / f.name).exists() and not f.name.endswith(".safetensors"):
+                    shutil.copy2(f, chosen / f.name)
+            model = chosen
+        self.log(f"stopping rule {out.parent.name} {out.name}: step {rule['step']} of {budget} "
+                 f"({signal} by window {[None if x is None else round(x, 4) for x in rule['windows']]})")
+        return _write(out / "stop.json", {"model_dir": str(model), "stopping": rule})
+
     def offline(self, name: str, algorithm: str, loss: dict[str, Any], data: Path, seed: int) -> dict[str, Any]:
-        """An offline arm: ``algorithm`` on the ranked lists ``data`` from the SFT model, ``steps`` steps."""
+        """An offline arm: ``algorithm`` on the ranked lists ``data`` from the SFT model, within a budget of
+        ``steps`` steps, stopped by the stopping rule on its own training loss."""
         recipe = self._base(algorithm, loss, self.s.steps, self.s.learning_rate)
         recipe["data"] |= {"train": str(data), "format": "ranked"}
-        return self.train(name, recipe, seed)
+        return self.train(name, recipe, seed, signal="loss")
 
     def grpo(self, name: str, unlikeliness: float, seed: int) -> dict[str, Any]:
-        """GRPO from the SFT model on fresh task prompts, with the unlikeliness reward's β_rank (0: plain)."""
+        """GRPO from the SFT model on fresh task prompts, with the unlikeliness reward's β_rank (0: plain), within a
+        budget of ``grpo_steps`` steps, stopped by the stopping rule on its own mean training reward."""
         s = self.s
         reward = GRADED if s.grpo_reward == "graded" else EXACT
         loss = {"num_generations": s.grpo_generations, "temperature": 1.0, "max_completion_length": s.max_new_tokens,
@@ -208,7 +255,7 @@ class Study:
         recipe["data"] = {"train": self.task_spec(s.grpo_steps * s.grpo_prompts, 3000 + seed), "eval_fraction": 0.0,
                           "max_prompt_length": 32}
         recipe["train"]["per_device_train_batch_size"] = s.grpo_prompts
-        return self.train(name, recipe, seed)
+        return self.train(name, recipe, seed, signal="reward/mean", higher=True)
 
     def iterate(self, name: str, algorithm: str, loss: dict[str, Any], seed: int) -> str:
         """Two rounds of ``align iterate`` (best-vs-worst of 4 samples per prompt, graded reward) from the SFT

@@ -210,6 +210,46 @@ def mean_ci(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": m, "ci": [m - h, m + h], "n": len(v), "values": v}
 
 
+def stopping_step(history: Sequence[dict[str, Any]], signal: str, higher: bool, budget: int, windows: int,
+                  patience: int, min_improvement: float) -> dict[str, Any]:
+    """The stopping rule every trained arm obeys, declared before the run: the step budget is cut into ``windows``
+    equal windows; a window's score is the mean of the logged training ``signal`` (an arm's own training loss,
+    ``higher`` False, or training reward, ``higher`` True) over its steps; a window improves when it beats the best
+    earlier window by more than ``min_improvement``. Training stops after ``patience`` windows in a row without
+    improvement, and the arm is the policy at the end of its best window (early stopping that keeps the best
+    weights); an arm the rule never stops is the policy at the end of its best window (the budget when it
+    still improves in the last window). The learning-rate
+    schedule is fixed by the budget, so the policy at a window's end is exactly the one a run stopped there gives.
+
+    ``history`` is the trainer's log (one entry per step with ``step`` and ``signal``). Returns ``{"step"``: the
+    chosen policy's step, ``"stopped"``: the step where the rule stopped (``budget`` when it never did),
+    ``"windows"``: each window's score, ``"signal"``, ``"budget"}``."""
+    if windows < 1 or budget < windows:
+        raise ValueError(f"the budget of {budget} steps cannot hold {windows} windows")
+    width = budget // windows
+    scores: list[float | None] = []
+    for w in range(windows):
+        vals = [float(h[signal]) for h in history if signal in h and w * width < h.get("step", 0) <= (w + 1) * width]
+        vals = [x for x in vals if math.isfinite(x)]
+        scores.append(_mean(vals) if vals else None)
+    sign = 1.0 if higher else -1.0
+    best, best_w, bad, stopped = None, windows - 1, 0, budget
+    for w, sc in enumerate(scores):
+        if sc is None:
+            continue
+        if best is None or sign * (sc - best) > min_improvement:
+            best, best_w, bad = sc, w, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                stopped = (w + 1) * width
+                break
+    if best is None:
+        raise ValueError(f"no finite {signal!r} in the training log: the stopping rule cannot be applied")
+    step = budget if stopped == budget and best_w == windows - 1 else (best_w + 1) * width
+    return {"step": step, "stopped": stopped, "windows": scores, "signal": signal, "budget": budget}
+
+
 def run_until_decided(keys: Iterable[str], seeds: Sequence[int], max_seeds: int,
                       run: Callable[[int, set[str]], None], decide: Callable[[str, list[int]], str]
                       ) -> dict[str, list[int]]:

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from align.study.stats import hierarchical_bootstrap, run_until_decided, seeds_needed, spread_of_seed, verdict
+from align.study.stats import (
+    hierarchical_bootstrap,
+    run_until_decided,
+    seeds_needed,
+    spread_of_seed,
+    stopping_step,
+    verdict,
+)
 
 
 def arm(rng: np.random.Generator, mean: float, seeds: int, items: int, seed_sd: float, item_sd: float,
@@ -109,3 +116,24 @@ def test_sequential_rule_stops_when_decided_within_the_budget_and_reuses_seeds()
     assert run_until_decided(["early"], (1, 2), 10, lambda s, k: None, lambda k, s: "equivalent") == {"early": [1, 2]}
     with pytest.raises(ValueError, match="max-seeds"):
         run_until_decided(["a"], (1, 2, 3), 2, lambda s, k: None, lambda k, s: "undecided")
+
+
+def history(values, key="loss"):
+    return [{key: v, "step": i + 1} for i, v in enumerate(values)]
+
+
+def test_stopping_rule_keeps_the_best_window_after_patience_runs_out():
+    # windows of 2 steps: means 1.0, 0.5, 0.3, 0.31, 0.32, 0.1; patience 2 stops after window 5, best is window 3
+    h = history([1.0, 1.0, 0.6, 0.4, 0.3, 0.3, 0.31, 0.31, 0.32, 0.32, 0.1, 0.1])
+    r = stopping_step(h, "loss", False, budget=12, windows=6, patience=2, min_improvement=0.005)
+    assert r["step"] == 6 and r["stopped"] == 10 and r["windows"][:3] == pytest.approx([1.0, 0.5, 0.3])
+    # still improving to the end: the policy at the budget
+    assert stopping_step(history([5, 4, 3, 2, 1, 0]), "loss", False, 6, 3, 1, 0.0)["step"] == 6
+    # a reward is better when higher; an improvement smaller than min_improvement does not count
+    up = history([0.1, 0.2, 0.3, 0.3, 0.301, 0.301], key="reward/mean")
+    r = stopping_step(up, "reward/mean", True, 6, 3, 1, 0.005)
+    assert r["step"] == 4 and r["stopped"] == 6
+    with pytest.raises(ValueError, match="no finite"):
+        stopping_step(history([float("nan")] * 4), "loss", False, 4, 2, 1, 0.0)
+    with pytest.raises(ValueError, match="windows"):
+        stopping_step(h, "loss", False, 2, 3, 1, 0.0)

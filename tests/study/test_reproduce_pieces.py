@@ -14,10 +14,10 @@ from align.study.runs import Settings, Study
 
 def tiny(model: str) -> Settings:
     """Every size at its least; the conftest's ~0.1 M-parameter model as the base."""
-    return Settings(seeds=(1,), base_model=model, sft_steps=60, sft_rows=200, list_prompts=8, ks=(2,), steps=1,
-                    batch_size=4, eval_prompts=3, eval_samples=2, calibration_prompts=6, grpo_steps=1, grpo_prompts=2,
-                    grpo_generations=2, pass_ks=(2,), iterate_prompts=6, iterate_steps=1, hh_sft_steps=1, hh_steps=1,
-                    hh_eval_rows=60)
+    return Settings(seeds=(1,), base_model=model, sft_steps=60, sft_rows=200, list_prompts=8, ks=(2,), steps=2,
+                    batch_size=4, eval_prompts=3, eval_samples=2, calibration_prompts=6, grpo_steps=2, grpo_prompts=2,
+                    grpo_generations=2, pass_ks=(2,), iterate_prompts=6, iterate_steps=1, windows=2, patience=1,
+                    hh_sft_steps=1, hh_steps=1, hh_eval_rows=60)
 
 
 def test_every_claim_runs_and_reports(tmp_path, small_model_dir):
@@ -44,6 +44,13 @@ def test_every_claim_runs_and_reports(tmp_path, small_model_dir):
     for kind in ("observed", "idealized"):
         assert sum(rank["per_list"][kind]) / len(rank["per_list"][kind]) == pytest.approx(rank[kind])
     assert set(distances(values)) >= {"LiPO-λ K=2", "GRPO", "iterative DPO"}
+    # the stopping rule chose a step within the budget for every trained arm, and its policy is what was scored
+    assert set(values["stopped_at"]) == {"k2-lipo-lists", "k2-dpo-best_worst", "k2-dpo-lists", "k2-mmpo-lists",
+                                         "grpo-unlikely", "grpo"}
+    for run, by in values["stopped_at"].items():
+        stop = json.loads((tmp_path / "runs" / run / "seed-1" / "stop.json").read_text())
+        assert by[1] == stop["stopping"]["step"] in (1, 2)
+        assert (tmp_path / stop["model_dir"] / "config.json").exists()
     result = {"quick": True, "command": "test", "settings": settings.to_dict(), "environment": environment(),
               "wall_seconds": 1.0, "claims": out}
     json.dumps(result)  # what --output writes
