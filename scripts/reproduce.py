@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work_dir or REPO / "runs" / ("reproduce-quick" if a.quick else "reproduce")).resolve()
     os.environ["ALIGN_HOME"] = str(work / "home")  # caches and the embedded model stay with the study
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # the models are a few million parameters, too small for intra-op threads to pay; on a busy 2-core machine two
+    # threads made the SFT steps ~15x slower than one. Set OMP_NUM_THREADS to choose otherwise.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     from align.study.claims import claims, collect_seed, context, distances, groups
     from align.study.report import environment, markdown
     from align.study.runs import QUICK, Settings, Study

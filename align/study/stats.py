@@ -12,7 +12,8 @@ Verdicts, for the interval [lo, hi] of the mean difference and the declared smal
 - ``equivalent`` when −δ < lo and hi < δ: no effect as large as δ at this scale (checked first, so a difference
   that is real but smaller than δ counts as no difference that matters);
 - ``reproduced`` when the interval excludes 0 on the side the paper claims, ``reversed`` on the other side;
-- ``undecided`` otherwise, with :func:`seeds_needed`, the seeds a paired power calculation asks for.
+- ``undecided`` otherwise, with :func:`seeds_needed`, the seeds a paired power calculation asks for; also when
+  every seed and item gave the same difference (a zero-width interval from, e.g., both arms at 0: no information).
 """
 
 from __future__ import annotations
@@ -183,11 +184,17 @@ def compare(claim: str, paper: str, metric: str, arms: dict[str, Sequence[Sequen
     (a, va), (b, vb) = arms.items()
     d = paired_differences(va, vb)
     diff = hierarchical_bootstrap(d, resamples)
+    flat = {x for seed in d for x in seed}
     out = {"claim": claim, "paper": paper, "metric": metric,
            "arms": {a: hierarchical_bootstrap(va, resamples), b: hierarchical_bootstrap(vb, resamples)},
            "difference": {"of": f"{a} - {b}", **diff, "items_per_seed": [len(s) for s in d]},
            "direction": "higher" if direction > 0 else "lower", "smallest_effect": smallest_effect,
            "seeds": len(d), "verdict": verdict(diff["ci"], direction, smallest_effect)}
+    if len(flat) == 1 and len(d) > 1:
+        # every seed and item gave the same difference (e.g. both arms at 0 everywhere: a floor): a zero-width
+        # interval measures no uncertainty, so it decides nothing
+        out["verdict"] = "undecided"
+        out["note"] = f"no spread: every seed and evaluation item gave the difference {flat.pop():g}"
     sigma = spread_of_seed(d)
     out["sigma_d"] = sigma
     if out["verdict"] == "undecided":

@@ -40,8 +40,10 @@ def test_compare_pairs_the_arms_by_seed_and_item():
     assert noisy["verdict"] == "undecided" and noisy["seeds_needed"] >= 4
     one = compare("x", "p", "m", {"a": [[1.0, 0.5]], "b": [[0.0, 0.2]]})
     assert one["verdict"] == "undecided" and one["seeds"] == 1 and one["seeds_needed"] >= 2  # no interval
-    same = compare("x", "p", "m", {"a": [[0.5, 0.6]] * 4, "b": [[0.5, 0.6]] * 4}, smallest_effect=0.02)
-    assert same["verdict"] == "equivalent"
+    close = compare("x", "p", "m", {"a": [[0.5, 0.6], [0.5, 0.61]] * 2, "b": [[0.5, 0.6]] * 4}, smallest_effect=0.02)
+    assert close["verdict"] == "equivalent"
+    floor = compare("x", "p", "m", {"a": [[0.0, 0.0]] * 3, "b": [[0.0, 0.0]] * 3})  # both arms never pass
+    assert floor["verdict"] == "undecided" and "no spread" in floor["note"] and floor["seeds_needed"] == 4
     with pytest.raises(ValueError, match="paired"):
         compare("x", "p", "m", {"a": [[1.0], [2.0]], "b": [[0.0]]})
     with pytest.raises(ValueError, match="paired by item"):
@@ -62,3 +64,16 @@ def test_markdown_shows_every_arm_the_difference_and_the_verdict():
                                   "eval_prompts": 1, "eval_samples": 1}})
     assert "| 1 | LiPO beats DPO | undecided | 0.02 | 2 |" in page and "hierarchical bootstrap" in page
     assert "quick run" in page and "python scripts/reproduce.py --quick" in page and "How hyper-parameters" in page
+
+
+def test_reproduce_refuses_a_seed_budget_without_until_decided(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit):
+        mod.main(["--quick", "--max-seeds", "3"])
+    assert "--max-seeds applies to --until-decided" in capsys.readouterr().err
