@@ -22,6 +22,29 @@ HOW_CHOSEN = (
     "changed after a full-run result was seen.")
 
 
+METHOD = (
+    "Each arm is run once per seed; a seed redraws the training prompts, the sampled lists, the training order and "
+    "the evaluation samples (arms of one seed share them). Every comparison is paired twice: by seed and by "
+    "evaluation item (prompt, held-out list or held-out pair) within a seed. Intervals are 95% hierarchical "
+    "bootstrap intervals over seeds and items together (resample seeds, then items within each drawn seed; "
+    "mean ± t_{0.975, S−1}·ŝe with ŝe from 2000 resamples, rescaled by √(S/(S−1)); "
+    "`align.study.stats.hierarchical_bootstrap`); an ECE is one number per seed, so its interval is over seeds "
+    "only. Each claim declares before the run the smallest effect δ that matters (graded score 0.02, pass@k 0.02, "
+    "ECE 0.01, ranking accuracy 0.02; reasons in `align/study/claims.py`). Verdict: *equivalent* when the "
+    "difference's whole interval lies within ±δ (no effect as large as δ at this scale; checked first), "
+    "*reproduced* when it excludes 0 in the paper's direction, *reversed* when it excludes 0 the other way, "
+    "otherwise *undecided*, with the seeds a paired power calculation asks for: n = ⌈((z_{0.975} + z_{0.8})·σ_d/δ)²⌉, "
+    "σ_d the standard deviation of the seed-level paired differences (never below a seed's own evaluation noise), "
+    "at least one more seed than used, at most 100. With `--until-decided --max-seeds N` seeds are added one at a "
+    "time to the undecided claims only (finished runs are reused) until every claim is decided or has N seeds; "
+    "*seeds* is how many seeds each verdict used. Stopping rule, the same for every offline and GRPO arm "
+    "(`align.study.stats.stopping_step`): the step budget is cut into equal windows; an arm stops after `patience` "
+    "windows in a row whose mean training loss (GRPO: mean training reward) does not beat its best window by "
+    "`min_improvement`, and is scored at the end of its best window (the budget when still improving); the "
+    "iterative arms keep their two rounds and the HH DPO policies their fixed steps. Each arm's distance from the "
+    "SFT model it starts from is the change of the true reward (arm − SFT, paired by seed and prompt).")
+
+
 SETUP = """## Setup of each comparison
 
 - **Task.** `task:sort`, three digits 0–5 (`min_len=3&max_len=3&max_digit=5`, as `recipes/grpo_rank_tiny.yaml`): the
@@ -91,14 +114,15 @@ def _ci(ci: Any) -> str:
 def claim_table(c: dict[str, Any]) -> str:
     """One claim as Markdown: each arm's mean, 95% interval and per-seed values, the difference, the verdict."""
     lines = [f"**Claim:** {c['claim']}  ", f"**Paper:** {c['paper']}  ", f"**Metric:** {c['metric']} "
-             f"({c['direction']} is better)", "", "| arm | mean | 95% CI (t, over seeds) | per seed |",
+             f"({c['direction']} is better)", "", "| arm | mean | 95% CI (seeds × items) | per seed |",
              "|---|---|---|---|"]
     for name, a in c["arms"].items():
         lines.append(f"| {name} | {_f(a['mean'])} | {_ci(a['ci'])} | {', '.join(f'{x:.3f}' for x in a['values'])} |")
     d = c["difference"]
     lines.append(f"| **difference** {d['of']} | {_f(d['mean'])} | {_ci(d['ci'])} | "
                  f"{', '.join(f'{x:+.3f}' for x in d['values'])} |")
-    lines += ["", f"**Verdict: {c['verdict']}**", ""]
+    lines += ["", f"**Verdict: {c['verdict']}** (δ = {c['smallest_effect']:g}, {c['seeds']} seeds"
+              + (f"; about {c['seeds_needed']} seeds would decide it" if c.get("seeds_needed") else "") + ")", ""]
     return "\n".join(lines)
 
 
@@ -109,11 +133,7 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
             "Every claim is tested on the built-in sort task (`task:sort`, three digits 0–5, graded score = "
             "fraction of positions right), where the true reward of any response is known, and (Chen et al.) also "
             "on held-out HH-RLHF. Every trained policy is scored by sampling from it and applying the true rule "
-            "(`align eval --scorer task`). Each arm is run once per seed; a seed redraws the training prompts, "
-            "the sampled lists, the training order and the evaluation samples (arms of one seed share them). "
-            "Intervals are 95% Student-t intervals over seeds; the difference is paired by seed. Verdict: "
-            "*reproduced* when the difference's interval excludes 0 in the paper's direction, *reversed* when it "
-            "excludes 0 the other way, otherwise *inconclusive*.", "",
+            "(`align eval --scorer task`). " + METHOD, "",
             f"- command: `{result['command']}`",
             f"- machine: {env['machine']}" + (f", GPU {env['gpu']}" if env.get("gpu") else ""),
             f"- versions: Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
@@ -121,17 +141,31 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
             f"- date: {env['date']}; wall time {result['wall_seconds'] / 60:.1f} min (summed over the invocations "
             "that built the work folder)",
             f"- seeds: {', '.join(map(str, s['seeds']))}; SFT {s['sft_steps']} steps (shared by every arm and "
-            f"seed); {s['list_prompts']} training prompts per seed; {s['steps']} steps × {s['batch_size']} lists "
-            f"for every offline arm; evaluation: {s['eval_prompts']} prompts × {s['eval_samples']} samples",
+            f"seed); {s['list_prompts']} training prompts per seed; a budget of {s['steps']} steps × "
+            f"{s['batch_size']} lists for every offline arm and {s.get('grpo_steps')} for GRPO; stopping rule: "
+            f"{s.get('windows')} windows, patience {s.get('patience')}, min_improvement {s.get('min_improvement')}; "
+            f"evaluation: {s['eval_prompts']} prompts × {s['eval_samples']} samples",
             "", "**How hyper-parameters were chosen.** " + HOW_CHOSEN, "",
-            "| # | claim | verdict | difference (95% CI) |", "|---|---|---|---|"]
+            "| # | claim | verdict | δ | seeds | difference (95% CI) | seeds needed |", "|---|---|---|---|---|---|---|"]
     sft = result.get("context") or {}
     if sft:
         head[-2:-2] = ["The shared SFT model, before any preference training (the same evaluation): " + "; ".join(
             f"{k} {_f(m['mean'])} {_ci(m['ci'])}" for k, m in sft.items()) + ".", ""]
     for i, c in enumerate(result["claims"], 1):
         d = c["difference"]
-        head.append(f"| {i} | {c['claim']} | {c['verdict']} | {_f(d['mean'])} {_ci(d['ci'])} |")
+        head.append(f"| {i} | {c['claim']} | {c['verdict']} | {c['smallest_effect']:g} | {c['seeds']} | "
+                    f"{_f(d['mean'])} {_ci(d['ci'])} | {c.get('seeds_needed') or '—'} |")
+    dist = result.get("distance_from_sft") or {}
+    if dist:
+        head += ["", "Distance of each arm from the SFT model (change of the true reward, arm − SFT):", "",
+                 "| arm | change (95% CI) | per seed |", "|---|---|---|"]
+        head += [f"| {arm} | {_f(m['mean'])} {_ci(m['ci'])} | {', '.join(f'{x:+.3f}' for x in m['values'])} |"
+                 for arm, m in dist.items()]
+    stops = result.get("stopped_at") or {}
+    if stops:
+        head += ["", f"Step at which the stopping rule scored each run (budget {s['steps']} offline, "
+                 f"{s.get('grpo_steps')} GRPO), by seed: " + "; ".join(
+                     f"{run} {', '.join(str(x) for x in by.values())}" for run, by in stops.items()) + "."]
     body = [f"## {i}. {c['claim']}\n\n{claim_table(c)}" for i, c in enumerate(result["claims"], 1)]
     head += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in s.items() if k != "seeds")]
     tail = [SETUP] + ([notes] if notes else [])

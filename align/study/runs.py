@@ -44,7 +44,7 @@ class Settings:
     sft_rows: int = 2000
     list_prompts: int = 128  # training prompts per seed; their K samples, ranked, are the lists
     ks: tuple[int, ...] = (4, 8)
-    steps: int = 24  # optimiser steps of every offline arm
+    steps: int = 72  # step budget of every offline arm (the stopping rule may stop it earlier)
     batch_size: int = 8  # lists per step
     learning_rate: float = 5e-4
     beta: float = 0.1  # every offline arm (DPO, LiPO-λ, MMPO)
@@ -53,7 +53,7 @@ class Settings:
     eval_prompts: int = 48
     eval_samples: int = 16
     calibration_prompts: int = 48  # held-out K=4 lists for calibration and ranking accuracy
-    grpo_steps: int = 8
+    grpo_steps: int = 24  # step budget of the GRPO arms
     grpo_prompts: int = 4  # prompts per GRPO step
     grpo_generations: int = 8
     grpo_learning_rate: float = 5e-4
@@ -63,6 +63,9 @@ class Settings:
     iterate_prompts: int = 48  # prompts per round
     iterate_steps: int = 6  # optimiser steps per round
     cringe: tuple[float, float, float] = (2.0, 1.0, 1.0)  # b, tau, alpha (recipes/iterate_cringe_tiny.yaml)
+    windows: int = 6  # the stopping rule (align.study.stats.stopping_step): the budget in this many windows,
+    patience: int = 2  # stop after this many windows in a row without improvement,
+    min_improvement: float = 0.005  # an improvement: the window's mean training loss (reward) beats the best by this
     hh_sft_steps: int = 20
     hh_steps: int = 24
     hh_eval_rows: int | None = None  # rows of the HH file read for its held-out split (None: all)
@@ -73,7 +76,7 @@ class Settings:
 
 QUICK = Settings(seeds=(1, 2), sft_steps=120, list_prompts=32, ks=(4,), steps=6, eval_prompts=16, eval_samples=8,
                  calibration_prompts=16, grpo_steps=3, grpo_prompts=4, pass_ks=(2, 4, 8), iterate_prompts=16,
-                 iterate_steps=2, hh_sft_steps=5, hh_steps=6, hh_eval_rows=300)
+                 iterate_steps=2, windows=3, patience=1, hh_sft_steps=5, hh_steps=6, hh_eval_rows=300)
 
 
 def _json(path: Path) -> Any:
@@ -178,27 +181,71 @@ class Study:
                           "save_steps": 100000},
                 "eval": {"enabled": False}, "loss": loss}
 
-    def train(self, name: str, recipe: dict[str, Any], seed: int) -> dict[str, Any]:
-        """``align.train`` of ``recipe`` with ``train.seed=seed`` into ``work/runs/NAME/seed-S`` (reused when done)."""
+    def train(self, name: str, recipe: dict[str, Any], seed: int, signal: str | None = None,
+              higher: bool = False) -> dict[str, Any]:
+        """``align.train`` of ``recipe`` with ``train.seed=seed`` into ``work/runs/NAME/seed-S`` (reused when done).
+        With ``signal`` (the logged training loss, or reward with ``higher``) the stopping rule of
+        :func:`~align.study.stats.stopping_step` picks the policy: a checkpoint is kept at every window's end, and
+        the summary's ``model_dir`` is the chosen one, its ``stopping`` the rule's record."""
         import align
 
         out = self.work / "runs" / name / f"seed-{seed}"
-        if (out / "summary.json").exists():
-            return _json(out / "summary.json")
-        summary = align.train(str(self._recipe(name, recipe)), [f"train.seed={seed}"], output_dir=out,
-                              overwrite=True, quiet=True)
-        self.log(f"trained {name} seed {seed}: {summary['steps']} steps, loss {summary['train_loss_first']} → "
-                 f"{summary['train_loss_last']}, {summary.get('train_seconds')} s")
+        budget = recipe["train"]["max_steps"]
+        if signal:
+            width = budget // self.s.windows
+            recipe["train"] |= {"logging_steps": 1, "save_steps": width, "save_total_limit": self.s.windows + 1}
+        summary = _json(out / "summary.json")
+        if summary is None:
+            summary = align.train(str(self._recipe(name, recipe)), [f"train.seed={seed}"], output_dir=out,
+                                  overwrite=True, quiet=True)
+            self.log(f"trained {name} seed {seed}: {summary['steps']} steps, loss {summary['train_loss_first']} → "
+                     f"{summary['train_loss_last']}, {summary.get('train_seconds')} s")
+        if signal:
+            summary = {**summary, **self._stopped(out, summary, signal, higher, budget)}
         return summary
 
+    def _stopped(self, out: Path, summary: dict[str, Any], signal: str, higher: bool, budget: int) -> dict[str, Any]:
+        """The stopping rule's choice for the finished run ``out``: ``{"model_dir", "stopping"}``, kept in
+        ``stop.json``; a chosen step before the budget is its checkpoint with the final model's tokenizer files."""
+        import shutil
+
+        from align.study.stats import stopping_step
+
+        done = _json(out / "stop.json")
+        if done is not None:
+            return done
+        s = self.s
+        rule = stopping_step(_json(out / "log_history.json") or [], signal, higher, budget, s.windows, s.patience,
+                             s.min_improvement)
+        model = Path(summary["model_dir"])
+        if rule["step"] < summary["steps"]:
+            ckpt = out / "checkpoints" / f"checkpoint-{rule['step']}"
+            if not (ckpt / "config.json").exists():
+                raise FileNotFoundError(f"{out} has no checkpoint at step {rule['step']} (trained before the "
+                                        "stopping rule?): use a fresh --work-dir")
+            chosen = out / f"stopped-{rule['step']}"
+            chosen.mkdir(exist_ok=True)
+            for f in ckpt.iterdir():
+                if f.name.endswith((".json", ".safetensors", ".jinja")) and f.name != "trainer_state.json":
+                    shutil.copy2(f, chosen / f.name)
+            for f in model.iterdir():  # tokenizer and align's model metadata, which checkpoints lack
+                if f.is_file() and not (chosen / f.name).exists() and not f.name.endswith(".safetensors"):
+                    shutil.copy2(f, chosen / f.name)
+            model = chosen
+        self.log(f"stopping rule {out.parent.name} {out.name}: step {rule['step']} of {budget} "
+                 f"({signal} by window {[None if x is None else round(x, 4) for x in rule['windows']]})")
+        return _write(out / "stop.json", {"model_dir": str(model), "stopping": rule})
+
     def offline(self, name: str, algorithm: str, loss: dict[str, Any], data: Path, seed: int) -> dict[str, Any]:
-        """An offline arm: ``algorithm`` on the ranked lists ``data`` from the SFT model, ``steps`` steps."""
+        """An offline arm: ``algorithm`` on the ranked lists ``data`` from the SFT model, within a budget of
+        ``steps`` steps, stopped by the stopping rule on its own training loss."""
         recipe = self._base(algorithm, loss, self.s.steps, self.s.learning_rate)
         recipe["data"] |= {"train": str(data), "format": "ranked"}
-        return self.train(name, recipe, seed)
+        return self.train(name, recipe, seed, signal="loss")
 
     def grpo(self, name: str, unlikeliness: float, seed: int) -> dict[str, Any]:
-        """GRPO from the SFT model on fresh task prompts, with the unlikeliness reward's β_rank (0: plain)."""
+        """GRPO from the SFT model on fresh task prompts, with the unlikeliness reward's β_rank (0: plain), within a
+        budget of ``grpo_steps`` steps, stopped by the stopping rule on its own mean training reward."""
         s = self.s
         reward = GRADED if s.grpo_reward == "graded" else EXACT
         loss = {"num_generations": s.grpo_generations, "temperature": 1.0, "max_completion_length": s.max_new_tokens,
@@ -208,7 +255,7 @@ class Study:
         recipe["data"] = {"train": self.task_spec(s.grpo_steps * s.grpo_prompts, 3000 + seed), "eval_fraction": 0.0,
                           "max_prompt_length": 32}
         recipe["train"]["per_device_train_batch_size"] = s.grpo_prompts
-        return self.train(name, recipe, seed)
+        return self.train(name, recipe, seed, signal="reward/mean", higher=True)
 
     def iterate(self, name: str, algorithm: str, loss: dict[str, Any], seed: int) -> str:
         """Two rounds of ``align iterate`` (best-vs-worst of 4 samples per prompt, graded reward) from the SFT
@@ -256,14 +303,31 @@ class Study:
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     def true_reward(self, model: str, run: str, seed: int) -> dict[str, Any]:
-        """``align eval --scorer task`` of ``model`` on the evaluation prompts (sampling seed ``seed``)."""
-        import align
+        """``align eval --scorer task`` of ``model`` on the evaluation prompts (sampling seed ``seed``), with each
+        prompt's own numbers kept (``per_prompt``: graded score and pass@k) for the bootstrap over prompts."""
+        from align.data.prompts import load_prompts, tokenize_prompts
+        from align.evaluation.task import PASS_KS, task_report, task_sources
+        from align.models.loading import load_model, load_tokenizer
+        from align.online.evaluate import evaluate_by_sampling
+        from align.tasks.common import pass_at_k
 
         path = self.work / "evals" / run / f"seed-{seed}" / "true_reward.json"
-        if path.exists():
-            return _json(path)
-        r = align.evaluate(model, self.eval_spec(), scorer="task", samples=self.s.eval_samples,
-                           max_new_tokens=self.s.max_new_tokens, seed=seed, resamples=0, quiet=True)
+        done = _json(path)
+        if done is not None and "per_prompt" in done:
+            return done
+        s = self.s
+        prompts, _ = load_prompts(self.eval_spec())
+        tok = load_tokenizer(model)
+        tp, _ = tokenize_prompts(prompts, tok, max_prompt_length=512)  # as align eval
+        sampled = evaluate_by_sampling(load_model(model), tok, tp, task_sources(self.eval_spec()), n=s.eval_samples,
+                                       max_new_tokens=s.max_new_tokens, batch_size=16, seed=seed, ks=PASS_KS,
+                                       resamples=0)
+        per = sampled["reward_per_prompt"]
+        correct = [round(x * s.eval_samples) for x in per["exact_match"]]
+        r = {**task_report(sampled), "n_prompts": sampled["n_prompts"], "samples_per_prompt": s.eval_samples,
+             "per_prompt": {"score": per["score"], "pass_at_k": {
+                 str(k): [pass_at_k(s.eval_samples, c, k) for c in correct] for k in s.pass_ks
+                 if k <= s.eval_samples}}}
         self.log(f"true reward {run} seed {seed}: score {r['score']:.3f}, exact {r['exact_match']:.3f}, "
                  f"pass@k {r['pass_at_k']}")
         return _write(path, r)
@@ -278,8 +342,9 @@ class Study:
         from align.tasks.common import preference_probability
 
         path = self.work / "evals" / run / f"seed-{seed}" / "ranking.json"
-        if path.exists():
-            return _json(path)
+        done = _json(path)
+        if done is not None and "per_list" in done:
+            return done
         per = path.with_name("per_example.jsonl")
         r = align.evaluate(model, str(self.calibration_lists()), scorer="implicit", reference=self.sft,
                            betas=(beta,), resamples=0, per_example=str(per), max_prompt_length=32,
@@ -296,8 +361,10 @@ class Study:
         out = {"observed": r["observed_ranking_accuracy"]["summed"],
                "idealized": r["idealized_ranking_accuracy"][f"{beta:g}"]["summed"],
                "implicit_accuracy": r["by_scorer"]["implicit"]["pairwise_accuracy"],
-               "ece": ece_against(torch.tensor(pred), torch.tensor(true)), "pairs": len(pred), "beta": beta}
-        self.log(f"ranking {run} seed {seed}: {out}")
+               "ece": ece_against(torch.tensor(pred), torch.tensor(true)), "pairs": len(pred), "beta": beta,
+               "per_list": per_list_accuracy([json.loads(x) for x in per.read_text().splitlines()], beta)}
+        self.log(f"ranking {run} seed {seed}: observed {out['observed']:.3f}, idealized {out['idealized']:.3f}, "
+                 f"ECE {out['ece']:.3f}")
         return _write(path, out)
 
     def hh_ranking(self, model: str, seed: int, beta: float) -> dict[str, Any]:
@@ -305,12 +372,47 @@ class Study:
         import align
 
         path = self.work / "evals" / "hh-dpo" / f"seed-{seed}" / "ranking.json"
-        if path.exists():
-            return _json(path)
+        done = _json(path)
+        if done is not None and "per_list" in done:
+            return done
+        per = path.with_name("per_example.jsonl")
         r = align.evaluate(model, str(HH), split="eval", betas=(beta,), resamples=0, max_prompt_length=96,
-                           max_response_length=64, max_rows=self.s.hh_eval_rows, quiet=True)
+                           max_response_length=64, max_rows=self.s.hh_eval_rows, per_example=str(per), quiet=True)
         out = {"observed": r["observed_ranking_accuracy"]["summed"],
                "idealized": r["idealized_ranking_accuracy"][f"{beta:g}"]["summed"], "lists": r["n_lists"],
-               "beta": beta}
-        self.log(f"ranking hh-dpo seed {seed}: {out}")
+               "beta": beta, "per_list": per_list_accuracy([json.loads(x) for x in per.read_text().splitlines()],
+                                                           beta)}
+        self.log(f"ranking hh-dpo seed {seed}: observed {out['observed']:.3f}, idealized {out['idealized']:.3f}")
         return _write(path, out)
+
+
+def per_list_accuracy(rows: list[dict[str, Any]], beta: float) -> dict[str, list[float]]:
+    """Each held-out list's share of the observed and the idealized ranking accuracy, from ``align eval
+    --per-example`` rows: its correct pairs divided by the mean pairs per list, so that the mean over lists is the
+    pooled accuracy ``align eval`` reports. Observed: the policy's summed log-prob orders the pair (ties correct,
+    a non-finite score wrong). Idealized: R*(β) of the exact DPO optimum from π_ref, whose log-probs are the
+    policy's minus its implicit reward (π_ref = the policy itself when no reference is recorded)."""
+    import torch
+
+    from align.evaluation.idealized import idealized_correct
+
+    observed, idealized, pairs = [], [], []
+    for row in rows:
+        labels, sc = row["labels"], row["scores"]
+        lp = [math.nan if x is None else float(x) for x in sc["logprob"]]
+        imp = sc.get("implicit")
+        ref = lp if imp is None else [a - (math.nan if b is None else float(b)) for a, b in zip(lp, imp)]
+        n = ok = 0
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if labels[i] > labels[j]:
+                    n += 1
+                    ok += int(math.isfinite(lp[i] - lp[j]) and lp[i] >= lp[j])
+        t = lambda x: torch.tensor([x], dtype=torch.float64)  # noqa: E731
+        ideal = idealized_correct(t(ref), t(labels), torch.ones(1, len(labels), dtype=torch.bool), beta=beta)
+        observed.append(ok)
+        idealized.append(int(ideal[0]))
+        pairs.append(n)
+    mean_pairs = sum(pairs) / len(pairs) if pairs and sum(pairs) else 1.0
+    return {"observed": [x / mean_pairs for x in observed], "idealized": [x / mean_pairs for x in idealized],
+            "pairs": pairs}
