@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+import torch
 
 from align.runstate import checkpoint_problem, last_whole_checkpoint, prepare_output_dir
 
@@ -17,8 +18,8 @@ def _checkpoint(root, step, *, state=True, weights=True, optimizer=True):
         (d / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     if weights:
         (d / "model.safetensors").write_bytes(b"x")
-    if optimizer:
-        (d / "optimizer.pt").write_bytes(b"x")
+    if optimizer:  # plain tensors: a resume loads it as Transformers does (weights_only) before it starts
+        torch.save({"state": {}, "param_groups": [{"lr": torch.tensor(1e-3)}]}, d / "optimizer.pt")
     return d
 
 
