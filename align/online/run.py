@@ -72,10 +72,12 @@ def check_grpo_sizes(recipe: Recipe, model_config: Any, prompts: Sequence[Tokeni
 
     - the longest prompt + ``loss.max_completion_length`` must fit the model's context
       (``max_position_embeddings`` or the like);
-    - a lower bound of the memory one prompt's group takes, G completions × their length × a per-token cost (the
-      KV cache while sampling, 2·layers·kv_heads·head_dim values, plus the float32 logits and log-softmax of the
-      training forward, 2·vocab·4 bytes), must fit the memory available (free GPU memory on a GPU, else the
-      system's available memory; ``available`` overrides it).
+    - a lower bound of the memory a step takes must fit the memory available (free GPU memory on a GPU, else
+      the system's available memory; ``available`` overrides it). Sampling holds, for each of
+      min(``loss.generation_batch_size``, prompts a step) × G sequences, the KV cache of its length
+      (2·layers·kv_heads·head_dim values a token) and a few float32 vocabulary-sized rows; the training forward
+      holds, for each of (prompts a step) × G sequences and each token, the float32 logits, their log-softmax and
+      its gradient (3·vocab·4 bytes). Activations and the model itself come on top.
     """
     from align.config import ConfigError, model_context_length
 
@@ -93,15 +95,17 @@ def check_grpo_sizes(recipe: Recipe, model_config: Any, prompts: Sequence[Tokeni
     heads = get("num_attention_heads", 0) or 0
     kv_heads = get("num_key_value_heads", None) or heads
     head_dim = get("head_dim", None) or (hidden // heads if heads else 0)
-    per_token = 2 * layers * kv_heads * head_dim * param_bytes + 2 * vocab * 4
-    need = c.num_generations * length * per_token
+    kv = 2 * layers * kv_heads * head_dim * param_bytes
+    per_step = recipe.train.per_device_train_batch_size
+    sampling = min(c.generation_batch_size, per_step) * c.num_generations * (length * kv + 3 * vocab * 4)
+    training = per_step * c.num_generations * length * 3 * vocab * 4
+    need = max(sampling, training)
     available = _available_memory() if available is None else available
     if available is not None and need > available:
-        raise ConfigError(f"loss.num_generations={c.num_generations} × {length} tokens (longest prompt + "
-                          f"loss.max_completion_length) needs at least {need / 2**30:.1f} GiB for one prompt's "
-                          f"samples ({per_token} bytes a token: KV cache and logits), more than the "
-                          f"{available / 2**30:.1f} GiB available; lower loss.num_generations or "
-                          "loss.max_completion_length")
+        raise ConfigError(f"loss.num_generations={c.num_generations} × {per_step} prompts a step × {length} tokens "
+                          f"(longest prompt + loss.max_completion_length) needs at least {need / 2**30:.1f} GiB "
+                          f"(KV cache and logits), more than the {available / 2**30:.1f} GiB available; lower "
+                          "loss.num_generations, loss.max_completion_length or train.per_device_train_batch_size")
 
 
 def _available_memory() -> int | None:
