@@ -16,7 +16,7 @@ from align.online.scoring import RewardError, load_sources
 from align.rewards.combine import combine
 from tests.data.bad_inputs.rewards import REWARD_CASES
 
-PROMPTS = [PromptExample("ab", {}, row=10), PromptExample("abc", {}, row=11)]  # "abc": odd length
+PROMPTS = [PromptExample("ab", {}, row=10), PromptExample("a3", {}, row=11)]  # `raises` fails on a "3"
 TEXTS = [["x", "yy", "zzz"], ["1", "22", "333"]]
 
 

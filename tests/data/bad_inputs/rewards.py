@@ -16,8 +16,8 @@ def _length(completions: list) -> list[float]:
 
 
 def raises(prompts: list, completions: list, **columns: Any) -> list[float]:
-    """Fails on any prompt whose text has an odd number of characters (the error must name the first one)."""
-    if any(len(str(p)) % 2 for p in prompts):
+    """Fails on any prompt whose text holds the digit 3 (the error must name the first such prompt)."""
+    if any("3" in str(p) for p in prompts):
         raise ZeroDivisionError("division by zero in the user's reward")
     return _length(completions)
 
@@ -92,7 +92,7 @@ REWARD_CASES: dict[str, str | None] = {
     "returns_strings": r"returned '1\.0' \(str\) for completion 0 on prompt 0",
     "wrong_length": r"reward function \S+:wrong_length returned \d+ values for \d+ completions",
     "returns_inf": r"returned inf for completion 0 on prompt 0.*must be finite",
-    "huge_finite": r"the weighted sum of rewards overflows float32 \(\|reward\| up to huge_finite: \d(\.\d+)?e\+300",
+    "huge_finite": r"the weighted sum of rewards overflows float32 \(\|reward\| up to huge_finite: \d(\.\d+)?e\+30[01]",
     "all_none": r"no sample was scored: every reward \(all_none\) gave None or NaN",
     "all_nan": r"no sample was scored: every reward \(all_nan\) gave None or NaN",
     "half_none": None,
