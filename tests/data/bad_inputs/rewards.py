@@ -84,7 +84,8 @@ def never_returns(prompts: list, completions: list, **columns: Any) -> list[floa
 
 # name -> regex of the one-line error (None: accepted; `half_none` is counted as unscored)
 REWARD_CASES: dict[str, str | None] = {
-    "raises": r"reward function \S+:raises raised ZeroDivisionError: division by zero in the user's reward on prompt \d",
+    "raises": r"reward function \S+:raises raised ZeroDivisionError: division by zero in the user's reward on "
+              r"prompt \d",
     "returns_none": r"reward function \S+:returns_none returned None on prompts 0-\d+ \(the whole batch",
     "returns_scalar": r"reward function \S+:returns_scalar returned 1\.0 on prompts",
     "returns_nested": r"reward function \S+:returns_nested returned \[\d+\.0\] \(list\) for completion 0 on prompt 0",
