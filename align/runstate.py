@@ -331,13 +331,25 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _asks_for_more(summary: dict[str, Any], old: Any, new: dict[str, Any]) -> bool:
+    """Whether ``new`` trains past the finished run: a higher ``train.max_steps`` than the steps it ran, or (with
+    no step limit) more ``train.num_train_epochs`` than it ran with."""
+    train, before = new.get("train") or {}, (old.get("train") if isinstance(old, dict) else None) or {}
+    steps = train.get("max_steps")
+    if isinstance(steps, int) and steps > 0:
+        return steps > int(summary.get("steps") or 0)
+    epochs, ran = train.get("num_train_epochs"), before.get("num_train_epochs")
+    return isinstance(epochs, (int, float)) and isinstance(ran, (int, float)) and epochs > ran
+
+
 def prepare_output_dir(out: Path, recipe: dict[str, Any], *, resume: bool, overwrite: bool = False) -> RunState:
     """Check ``out`` before a run writes into it; returns where the run starts.
 
     - A directory holding another run (a summary or checkpoints) is refused unless ``resume`` (continue it) or
       ``overwrite`` (its outputs are removed first).
-    - With ``resume``: a finished run (its ``summary.json`` written) is left as it is: ``finished`` holds its
-      summary and nothing is to be done. Otherwise the newest whole checkpoint (incomplete ones skipped with a
+    - With ``resume``: a finished run (its ``summary.json`` written) is left as it is, unless ``recipe`` trains
+      past it (a higher ``train.max_steps`` or more epochs): ``finished`` holds its summary and nothing is to be
+      done. Otherwise the newest whole checkpoint (incomplete ones skipped with a
       warning); with none, the run starts fresh and says so. Settings that differ from the resumed run's
       ``recipe.json`` are listed with their effect; for those the checkpoint decides, ``recipe`` is given the old
       values, so the ``recipe.json`` written is what actually ran.
@@ -359,10 +371,10 @@ def prepare_output_dir(out: Path, recipe: dict[str, Any], *, resume: bool, overw
         return state
     old = _read_json(out / "recipe.json")
     summary = _read_json(out / "summary.json")
-    if isinstance(summary, dict):
+    if isinstance(summary, dict) and not _asks_for_more(summary, old, recipe):
         state.finished = summary
         log.warning("--resume: %s holds a finished run (%s steps): nothing to do; its model and outputs are left "
-                    "as they are (start a new run from its model to train further)", out, summary.get("steps"))
+                    "as they are (raise train.max_steps to train further)", out, summary.get("steps"))
         for key, c in setting_changes(old, recipe).items() if isinstance(old, dict) else ():
             log.warning("--resume: %s changed %r → %r: not applied (the run is finished)", key, c["old"], c["new"])
         return state
