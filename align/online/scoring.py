@@ -63,17 +63,19 @@ class UnscoredTally:
 
     def __init__(self, n_sources: int):
         self.n_sources, self.scored, self.unscored = n_sources, 0, 0
-        self._pending: dict[int, dict[int, torch.Tensor]] = {}
+        self._texts: int | None = None  # id of the completions the pending masks are of
+        self._masks: dict[int, torch.Tensor] = {}
 
     def add(self, source: Any, texts: Any, missing: torch.Tensor) -> None:
-        """Record ``source``'s NaN mask for the completions ``texts`` (the same object for every source)."""
-        masks = self._pending.setdefault(id(texts), {})
-        masks[id(source)] = missing
-        if len(masks) >= self.n_sources:
-            del self._pending[id(texts)]
-            shapes = {tuple(m.shape) for m in masks.values()}
-            if len(shapes) == 1:
-                none = torch.stack(list(masks.values())).all(0)
+        """Record ``source``'s NaN mask for the completions ``texts`` (the same object for every source; the
+        sources score one batch after another, so masks of another batch start afresh)."""
+        if id(texts) != self._texts:
+            self._texts, self._masks = id(texts), {}
+        self._masks[id(source)] = missing
+        if len(self._masks) >= self.n_sources:
+            masks, self._texts, self._masks = list(self._masks.values()), None, {}
+            if len({tuple(m.shape) for m in masks}) == 1:
+                none = torch.stack(masks).all(0)
                 self.unscored += int(none.sum())
                 self.scored += int((~none).sum())
 
@@ -184,7 +186,9 @@ class RewardSource:
                 continue
             if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_complex():
                 v = v.item()
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            if getattr(getattr(v, "dtype", None), "kind", "") == "b":  # numpy's bool, as Python's: 0 or 1
+                v = bool(v)
+            if not isinstance(v, numbers.Real):
                 raise RewardError(f"reward function {fn} returned {_short(v)} ({type(v).__name__}) for completion "
                                   f"{i} on {_prompts_named(prompts, [owner[i]])}: each value must be a real number "
                                   "or None")

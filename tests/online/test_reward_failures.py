@@ -64,7 +64,7 @@ def test_unscored_samples_are_counted_and_a_batch_with_some_goes_on():
     assert c.all_missing.sum() == 3 and torch.isfinite(c.total).all()
 
 
-def test_a_reward_model_style_tensor_and_numpy_output_are_accepted():
+def test_tensor_numpy_and_bool_outputs_are_accepted():
     import numpy as np
 
     src = _source("half_none")
@@ -72,6 +72,8 @@ def test_a_reward_model_style_tensor_and_numpy_output_are_accepted():
     assert src(PROMPTS, TEXTS).tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
     src._fn = lambda prompts, completions, **k: torch.ones(len(completions))
     assert src(PROMPTS, TEXTS).sum() == 6
+    src._fn = lambda prompts, completions, **k: [True, False, np.bool_(True)] * 2  # a pass/fail reward
+    assert src(PROMPTS, TEXTS).tolist() == [[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]]
 
 
 def test_reward_timeout_must_be_positive():
