@@ -166,6 +166,9 @@ class RewardSpec:
         transform: ``none``, or ``rank``: each reward replaced by its rank in its group mapped to [0, 1] (a
             scale-free use of a reward model).
         name: the name in logs (default: the function's or the model's).
+        reward_timeout_s: for a function, the most seconds one call may take (None: no limit); a call that takes
+            longer stops the run with an error. The call runs in a worker thread, which Python cannot kill: an
+            abandoned call runs on in the background until it returns.
     """
 
     function: str | None = None
@@ -174,12 +177,17 @@ class RewardSpec:
     transform: Literal["none", "rank"] = "none"
     name: str | None = None
     module_dirs = ()  # where ``function``'s module is looked up first (set at construction; not a recipe key)
+    reward_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if (self.function is None) == (self.model is None):
             raise ValueError("a reward needs exactly one of 'function' (module:function) or 'model' (a path)")
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)):
             raise ValueError(f"reward weight must be a finite number, got {self.weight!r}")
+        t = self.reward_timeout_s
+        if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                                  and t > 0):
+            raise ValueError(f"reward_timeout_s must be a positive number of seconds, got {t!r}")
         if self.function is not None:
             from align.online.functions import module_dirs, resolve_function
 

@@ -14,6 +14,7 @@ the round and, inside a round's training, at the step where it stopped.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from align.config import Recipe, to_dict
+from align.config import Recipe, _check, from_dict, to_dict
 from align.data.loaders import split_examples
 from align.data.prompts import TokenizedPrompt, load_prompts, tokenize_prompts
 from align.io import write_json
@@ -34,6 +35,7 @@ from align.online.generation import sample
 from align.online.scoring import RewardSource, load_sources
 from align.rewards.combine import combine
 from align.rewards.grouping import rank_group
+from align.runstate import _read_json, claim_output_dir, setting_changes
 
 log = logging.getLogger("align")
 
@@ -59,18 +61,63 @@ def build_rows(prompts: list[TokenizedPrompt], texts: list[list[str]], rewards: 
 
 def run_iterate(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bool = False,
                 search_dirs: tuple = (), progress: bool = True) -> dict[str, Any]:
-    """Run ``recipe.iterate.rounds`` rounds (see the module docstring); returns and writes ``summary.json``."""
+    """Run ``recipe.iterate.rounds`` rounds (see the module docstring); returns and writes ``summary.json``.
+    The output directory is checked and locked as a training run's is (:func:`align.runstate.claim_output_dir`)."""
+    out = Path(output_dir or recipe.output_dir)
+    with claim_output_dir(out, kind="iterate"):
+        return _run_rounds(recipe, out, resume=resume, search_dirs=search_dirs, progress=progress)
+
+
+def _open_state(out: Path, recipe: Recipe, resume: bool) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """``state.json`` (empty for a new run), the settings changed since the run began (listed, as ``align train
+    --resume`` does), and the summary of a run with every round finished (``--resume`` of it does nothing)."""
+    if not resume:
+        if (out / "state.json").exists():
+            raise ValueError(f"{out} holds an earlier `align iterate` run: pass --resume to continue it, or another "
+                             "--output-dir")
+        write_json(out / "recipe.json", to_dict(recipe))
+        return {"rounds": {}}, {}, None
+    state = _state(out)
+    old = _read_json(out / "recipe.json")
+    first_new = next((k for k in range(10**6) if str(k) not in state["rounds"]), 0)
+    changes = setting_changes(old, to_dict(recipe)) if isinstance(old, dict) else {}
+    for key, c in changes.items():
+        c["effect"] = (f"takes effect from round {first_new} (a round already started keeps the settings in its "
+                       "round-K/recipe.json)")
+        log.warning("--resume: %s changed %r → %r: %s", key, c["old"], c["new"], c["effect"])
+    summary = _read_json(out / "summary.json")
+    done = all(state["rounds"].get(str(k), {}).get("finished") for k in range(recipe.iterate.rounds))
+    if done and isinstance(summary, dict):
+        log.warning("--resume: %s holds a finished run (%d rounds): nothing to do; its models and outputs are left "
+                    "as they are", out, recipe.iterate.rounds)
+        return state, changes, summary
+    return state, changes, None
+
+
+def _round_settings(rdir: Path, recipe: Recipe) -> Recipe:
+    """The recipe round ``rdir`` runs with: the one recorded in ``rdir/recipe.json`` when the round started (a
+    resumed round keeps it), else ``recipe``, recorded now."""
+    old = _read_json(rdir / "recipe.json")
+    if not isinstance(old, dict):
+        write_json(rdir / "recipe.json", to_dict(recipe))
+        return recipe
+    tree = copy.deepcopy(old)
+    loss = tree.pop("loss", None) or {}
+    kept = from_dict(Recipe, tree)
+    from align.trainers import ALGORITHMS
+
+    kept.loss = _check(ALGORITHMS[kept.algorithm].config, loss, "loss")
+    return kept
+
+
+def _run_rounds(recipe: Recipe, out: Path, *, resume: bool, search_dirs: tuple, progress: bool) -> dict[str, Any]:
     from align.online.run import completion_rows
     from align.pipeline import resolve_path, run_sft, run_training
 
     it = recipe.iterate
-    out = Path(output_dir or recipe.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = _state(out) if resume else {"rounds": {}}
-    if not resume and (out / "state.json").exists():
-        raise ValueError(f"{out} holds an earlier `align iterate` run: pass --resume to continue it, or another "
-                         "--output-dir")
-    write_json(out / "recipe.json", to_dict(recipe))
+    state, changes, finished = _open_state(out, recipe, resume)
+    if finished is not None:
+        return finished
     tokenizer = load_tokenizer(recipe.model.name_or_path)
     source = it.prompts or recipe.data.train
     source = source if source.startswith("task:") else resolve_path(source, search_dirs)
@@ -94,16 +141,19 @@ def run_iterate(recipe: Recipe, output_dir: str | Path | None = None, *, resume:
         write_json(out / "state.json", state)
     for k in range(it.rounds):
         done = state["rounds"].get(str(k), {})
+        rdir = out / f"round-{k}"
         if done.get("finished"):
             current = done["model"]
+            if not (rdir / "metrics.json").exists():  # killed between the state and its copy
+                write_json(rdir / "metrics.json", done["metrics"])
             continue
-        rdir = out / f"round-{k}"
         rdir.mkdir(exist_ok=True)
+        settings = _round_settings(rdir, recipe)
         if not done.get("sampled"):
-            done.update(_sample_round(k, recipe, current, tokenizer, train_t, sources, rdir))
+            done.update(_sample_round(k, settings, current, tokenizer, train_t, sources, rdir))
             state["rounds"][str(k)] = done
             write_json(out / "state.json", state)
-        round_recipe = _round_recipe(recipe, current, rdir / "data.jsonl", k)
+        round_recipe = _round_recipe(settings, current, rdir / "data.jsonl", k)
         resume_training = bool(done.get("training_started"))
         done.update(training_started=True)
         write_json(out / "state.json", state)
@@ -114,10 +164,10 @@ def run_iterate(recipe: Recipe, output_dir: str | Path | None = None, *, resume:
         current = summary["model_dir"]
         if held_t:
             metrics["eval"] = evaluate_by_sampling(load_model(current), tokenizer, held_t, sources, **eval_kw)
-        write_json(rdir / "metrics.json", metrics)
         done.update(finished=True, model=current, metrics=metrics)
         state["rounds"][str(k)] = done
-        write_json(out / "state.json", state)
+        write_json(out / "state.json", state)  # the round's result and its state: one atomic write
+        write_json(rdir / "metrics.json", metrics)  # a copy of the round's result, for reading
     rounds = [state["rounds"][str(k)]["metrics"] for k in range(it.rounds)]
     evals = [state.get("eval_initial")] + [r.get("eval") for r in rounds]
     summary = {"algorithm": f"iterate-{recipe.algorithm}", "rounds": rounds, "final_model": current,
@@ -128,7 +178,7 @@ def run_iterate(recipe: Recipe, output_dir: str | Path | None = None, *, resume:
                # each source's mean reward on the held-out prompts: before round 0, then after every round
                "eval_reward_curve": {s.name: [e["reward"].get(s.name) if e else None for e in evals]
                                      for s in sources},
-               "data": report.to_dict()}
+               "data": report.to_dict(), "resume": {"resumed": resume, "changed_settings": changes}}
     write_json(out / "summary.json", summary)
     return summary
 

@@ -39,7 +39,7 @@ from align.models.loading import (
     resolve_model_path,
 )
 from align.reference import CachedReference, CacheStats, reference_for
-from align.runstate import prepare_output_dir
+from align.runstate import RunState, check_no_links, claim_output_dir, prepare_output_dir
 from align.tracking import add_run_info, check_report_to
 from align.trainers import ALGORITHMS, ListDataset, PreferenceTrainer
 
@@ -211,10 +211,19 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
                         progress=progress, command=command)
     check_report_to(recipe.train.report_to)  # a missing tracker or a bad device setting fails before any load
     preflight(recipe)
-    t_start = time.perf_counter()
     out = Path(output_dir or recipe.output_dir)
-    recipe_dict = to_dict(recipe)
-    run_state = prepare_output_dir(out, recipe_dict, resume=resume, overwrite=overwrite)
+    with claim_output_dir(out, command):  # one run at a time in `out`; refused: /, ~, a project root, links
+        recipe_dict = to_dict(recipe)
+        run_state = prepare_output_dir(out, recipe_dict, resume=resume, overwrite=overwrite)
+        if run_state.finished is not None:  # --resume of a finished run: nothing to do, the model is untouched
+            return run_state.finished
+        return _train(recipe, out, recipe_dict, run_state, search_dirs, progress, command)
+
+
+def _train(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: RunState,
+           search_dirs: Sequence[str | Path], progress: bool, command: str | None) -> dict[str, Any]:
+    """The offline run of :func:`run_training`, once its output directory is claimed and checked."""
+    t_start = time.perf_counter()
     algo = ALGORITHMS[recipe.algorithm]
     torch.manual_seed(recipe.train.seed)
     # TrainingArguments first: under `accelerate launch` it sets up the process group (and ZeRO-3 partitioning
@@ -263,6 +272,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
         eval_after = evaluate_policy(trainer.model, data.eval, ref_logps=None if eval_refs is None else
                                      pad_values(eval_refs), engine_managed=engine, packing=recipe.train.packing,
                                      **eval_kw)
+    check_no_links(out)  # nothing links out of the output directory now either
     model_dir = save_trained(trainer, recipe, out, start_model)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {

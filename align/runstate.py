@@ -1,12 +1,17 @@
-"""The state of a run's output directory: refuse to mix two runs, resume from the last whole checkpoint, and say
-what a resumed run takes from its checkpoint and what from the command line."""
+"""The state of a run's output directory: refuse directories a run must not write into (the filesystem root, the
+home directory, a project root, a directory holding files no align run wrote, a symbolic link among the run's
+outputs), one run at a time per directory (a lock file), refuse to mix two runs, resume from the last whole
+checkpoint, and say what a resumed run takes from its checkpoint and what from the command line."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,8 @@ from align.distributed import barrier, is_main
 
 log = logging.getLogger("align")
 
+MARKER = ".align-run"  # written first into every output directory: "an align run wrote here"
+LOCK = ".align.lock"  # held while a run writes: {"pid", "host", "start", "time", "command"}
 _OUTPUTS = ("checkpoints", "model", "adapter", "summary.json", "log_history.json", "recipe.json", "report.md",
             "report_plots")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin",
@@ -32,16 +39,201 @@ class RunState:
 
     Attributes:
         skipped: incomplete checkpoint directories passed over.
+        finished: with ``--resume`` of a run that finished, its ``summary.json`` (nothing is left to do).
         changes: settings that differ from the resumed run's recipe: ``{key: {"old", "new", "effect"}}``.
     """
 
     resume_from: str | None = None
     skipped: list[str] = field(default_factory=list)
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished: dict[str, Any] | None = None  # the summary of a finished run that --resume leaves as it is
 
     def to_dict(self) -> dict[str, Any]:
         return {"resumed_from": self.resume_from, "skipped_checkpoints": self.skipped,
                 "changed_settings": self.changes}
+
+
+class OutputDirError(ValueError):
+    """An output directory a run must not write into, or one that another live run holds."""
+
+
+def _project_roots() -> set[Path]:
+    """The checkout this package runs from (the folder above ``align/`` holding ``pyproject.toml``)."""
+    root = Path(__file__).resolve().parents[1]
+    return {root} if (root / "pyproject.toml").is_file() else set()
+
+
+def output_dir_problem(out: Path) -> str | None:
+    """Why ``out`` must not be a run's output directory, or None.
+
+    Refused: the filesystem root; the home directory; a project root (a directory holding ``.git`` or
+    ``pyproject.toml``, or the checkout this package runs from); and an existing, non-empty directory that no
+    align run wrote: one without the run marker (``.align-run``) whose entries are not all a run's own outputs
+    (directories written before the marker existed hold only those)."""
+    r = Path(out).expanduser().resolve()
+    if r == Path(r.anchor):
+        return "it is the filesystem root"
+    if r == Path.home().resolve():
+        return "it is your home directory"
+    if (r / ".git").exists() or (r / "pyproject.toml").exists() or r in _project_roots():
+        return "it is a project root (it holds .git or pyproject.toml)"
+    if r.exists() and not r.is_dir():
+        return "it is a file, not a directory"
+    if r.is_dir() and not (r / MARKER).exists():
+        own = {*_OUTPUTS, "state.json", LOCK}
+        foreign = sorted(e.name for e in r.iterdir() if e.name not in own and not e.name.startswith(
+            ("round-", ".summary.json.", ".recipe.json.", ".state.json.")))
+        if foreign:
+            return (f"it holds files no align run wrote ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
+                    "; choose a new or empty directory")
+    return None
+
+
+def check_no_links(out: Path) -> None:
+    """Refuse (:class:`OutputDirError`) a symbolic link among the run's outputs in ``out``: the run would write
+    through it, outside the output directory. Checked before a run starts and again before it saves."""
+    out = Path(out)
+    names = (*_OUTPUTS, "state.json", MARKER, LOCK)
+    links = [out / n for n in names if (out / n).is_symlink()]
+    for d in ("checkpoints", "model", "adapter"):
+        if (out / d).is_dir() and not (out / d).is_symlink():
+            for root, dirs, files in os.walk(out / d):
+                links += [Path(root) / n for n in dirs + files if (Path(root) / n).is_symlink()]
+    if links:
+        raise OutputDirError(f"{links[0]} is a symbolic link (to {os.readlink(links[0])}): a run never writes "
+                             f"through a link in its output directory; remove it or choose another --output-dir")
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    if holder.get("host") != socket.gethostname():
+        return True  # another machine's process cannot be checked from here
+    pid = int(holder.get("pid", -1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except (OverflowError, ValueError):
+        return False
+    start = _process_start(pid)
+    return holder.get("start") is None or start is None or start == holder.get("start")
+
+
+class OutputDirLock:
+    """One run at a time in a directory: ``DIR/.align.lock`` (pid, host, process start, time, command), created
+    with ``O_EXCL``. A second run is refused with the holder's pid while the holder lives; the lock of a process
+    that died (kill -9) is taken over. A context manager; ``release`` removes the file if this process holds it."""
+
+    def __init__(self, out: Path, command: str | None = None):
+        self.path, self.held = Path(out) / LOCK, False
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
+                   "time": time.time(), "command": command}
+
+    def acquire(self) -> OutputDirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_symlink():
+            check_no_links(self.path.parent)
+        for _ in range(50):
+            if self._create():
+                self.held = True
+                return self
+            holder = self._read()
+            if holder is None:  # being written by its creator right now (or torn by a kill as it was written)
+                if time.time() - self._mtime() > 10:
+                    self._take_over(None)
+                time.sleep(0.1)
+                continue
+            if _alive(holder):
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))
+                raise OutputDirError(f"{self.path.parent} is in use by another run (pid {holder.get('pid')} on "
+                                     f"{holder.get('host')}, since {since}): wait for it to finish, or choose "
+                                     "another --output-dir")
+            log.warning("%s: taking over the lock of pid %s, which is no longer running", self.path.parent,
+                        holder.get("pid"))
+            self._take_over(holder)
+        raise OutputDirError(f"could not take the lock {self.path} (another run keeps taking it)")
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self.me))
+        return True
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return holder if isinstance(holder, dict) else None
+
+    def _mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return time.time()
+
+    def _take_over(self, seen: dict[str, Any] | None) -> None:
+        # Two runs may find the same dead holder: a guard file (O_EXCL) lets one remove it; the other retries.
+        guard = self.path.with_name(LOCK + ".takeover")
+        try:
+            fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                if time.time() - guard.stat().st_mtime > 30:  # left by a run killed while taking over
+                    guard.unlink()
+            except OSError:
+                pass
+            return
+        os.close(fd)
+        try:
+            if self._read() == seen:
+                self.path.unlink(missing_ok=True)
+        finally:
+            guard.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.held and self._read() == self.me:
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self) -> OutputDirLock:
+        return self if self.held else self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def claim_output_dir(out: Path, command: str | None = None, kind: str = "train") -> OutputDirLock:
+    """Check ``out`` (:func:`output_dir_problem`, :func:`check_no_links`), take its lock and write the run marker;
+    returns the held lock (release it, or use it as a context manager). On ranks other than the main process the
+    lock is not taken (they write nothing of their own)."""
+    problem = output_dir_problem(out)
+    if problem:
+        raise OutputDirError(f"refusing --output-dir {out}: {problem}")
+    lock = OutputDirLock(out, command)
+    if not is_main():
+        return lock
+    out.mkdir(parents=True, exist_ok=True)
+    check_no_links(out)
+    lock.acquire()
+    marker = out / MARKER
+    if not marker.exists():
+        from align.io import write_json
+
+        write_json(marker, {"kind": kind, "created": time.time()})
+    return lock
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -57,6 +249,37 @@ def checkpoint_problem(path: Path) -> str | None:
     if not deepspeed and not (path / "optimizer.pt").is_file():
         return "no optimizer state"
     return None
+
+
+def check_pickled_files(path: Path) -> None:
+    """Refuse, naming the file, a checkpoint file that is not plain tensors (``optimizer.pt``, ``scheduler.pt``,
+    ``rng_state*.pth``, ``*.bin`` weights): loading it as Transformers does (``weights_only``) would fail deep in
+    ``train()``; a forged pickle never runs here either. Read memory-mapped, so a large optimizer state costs little."""
+    import pickle
+
+    import torch
+
+    try:
+        from transformers.trainer import safe_globals  # the numpy types Transformers allows in rng_state.pth
+    except ImportError:  # pragma: no cover - older Transformers
+        from contextlib import nullcontext as safe_globals
+    for f in sorted(path.iterdir()):
+        if not f.is_file() or f.suffix not in (".pt", ".pth", ".bin") or f.name == "training_args.bin":
+            continue
+        try:
+            with safe_globals():
+                try:
+                    torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError as e:
+                    if "mmap" not in str(e):
+                        raise
+                    torch.load(f, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, ImportError) as e:
+            why = " ".join(str(e).split())
+            if "Weights only load failed" in why or isinstance(e, pickle.UnpicklingError):
+                found = re.search(r"Unsupported global: GLOBAL [\w.]+|unsupported GLOBAL [\w.]+", why)
+                why = "it holds pickled objects, not plain tensors" + (f" ({found.group(0)})" if found else "")
+            raise ValueError(f"{f}: refused: {why[:300]}; delete this checkpoint (or the run) to start over") from None
 
 
 def last_whole_checkpoint(checkpoints: Path) -> tuple[str | None, list[str]]:
@@ -94,17 +317,45 @@ def _effect(key: str) -> str:
     return "takes effect"
 
 
+def setting_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Settings that differ between two recipes (as dicts): ``{dotted key: {"old", "new", "effect"}}``."""
+    before, now = _flat(old), _flat(new)
+    return {key: {"old": before.get(key), "new": now.get(key), "effect": _effect(key)}
+            for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _asks_for_more(summary: dict[str, Any], old: Any, new: dict[str, Any]) -> bool:
+    """Whether ``new`` trains past the finished run: a higher ``train.max_steps`` than the steps it ran, or (with
+    no step limit) more ``train.num_train_epochs`` than it ran with."""
+    train, before = new.get("train") or {}, (old.get("train") if isinstance(old, dict) else None) or {}
+    steps = train.get("max_steps")
+    if isinstance(steps, int) and steps > 0:
+        return steps > int(summary.get("steps") or 0)
+    epochs, ran = train.get("num_train_epochs"), before.get("num_train_epochs")
+    return isinstance(epochs, (int, float)) and isinstance(ran, (int, float)) and epochs > ran
+
+
 def prepare_output_dir(out: Path, recipe: dict[str, Any], *, resume: bool, overwrite: bool = False) -> RunState:
     """Check ``out`` before a run writes into it; returns where the run starts.
 
     - A directory holding another run (a summary or checkpoints) is refused unless ``resume`` (continue it) or
       ``overwrite`` (its outputs are removed first).
-    - With ``resume``: the newest whole checkpoint (incomplete ones skipped with a warning); with none, the run
-      starts fresh and says so. Settings that differ from the resumed run's ``recipe.json`` are listed with their
-      effect; for those the checkpoint decides, ``recipe`` is given the old values, so the ``recipe.json`` written
-      is what actually ran.
+    - With ``resume``: a finished run (its ``summary.json`` written) is left as it is, unless ``recipe`` trains
+      past it (a higher ``train.max_steps`` or more epochs): ``finished`` holds its summary and nothing is to be
+      done. Otherwise the newest whole checkpoint (incomplete ones skipped with a
+      warning); with none, the run starts fresh and says so. Settings that differ from the resumed run's
+      ``recipe.json`` are listed with their effect; for those the checkpoint decides, ``recipe`` is given the old
+      values, so the ``recipe.json`` written is what actually ran.
     """
     state = RunState()
+    check_no_links(out)
     used = (out / "summary.json").exists() or any((out / "checkpoints").glob("checkpoint-*"))
     if used and not resume:
         if not overwrite:
@@ -118,23 +369,28 @@ def prepare_output_dir(out: Path, recipe: dict[str, Any], *, resume: bool, overw
         barrier()
     if not resume:
         return state
+    old = _read_json(out / "recipe.json")
+    summary = _read_json(out / "summary.json")
+    if isinstance(summary, dict) and not _asks_for_more(summary, old, recipe):
+        state.finished = summary
+        log.warning("--resume: %s holds a finished run (%s steps): nothing to do; its model and outputs are left "
+                    "as they are (raise train.max_steps to train further)", out, summary.get("steps"))
+        for key, c in setting_changes(old, recipe).items() if isinstance(old, dict) else ():
+            log.warning("--resume: %s changed %r → %r: not applied (the run is finished)", key, c["old"], c["new"])
+        return state
     state.resume_from, state.skipped = last_whole_checkpoint(out / "checkpoints")
     if state.resume_from is None:
         log.warning("--resume: no whole checkpoint in %s; starting from the beginning", out / "checkpoints")
         return state
     log.info("resuming from %s", state.resume_from)
-    try:
-        old = json.loads((out / "recipe.json").read_text())
-    except (OSError, ValueError):
+    check_pickled_files(Path(state.resume_from))
+    if not isinstance(old, dict):
         return state
-    before, now = _flat(old), _flat(recipe)
-    for key in sorted(set(before) | set(now)):
-        if before.get(key) != now.get(key):
-            state.changes[key] = {"old": before.get(key), "new": now.get(key), "effect": _effect(key)}
-            log.warning("--resume: %s changed %r → %r: %s", key, before.get(key), now.get(key),
-                        state.changes[key]["effect"])
-            if state.changes[key]["effect"].startswith("ignored"):
-                _set(recipe, key, before.get(key))
+    state.changes = setting_changes(old, recipe)
+    for key, c in state.changes.items():
+        log.warning("--resume: %s changed %r → %r: %s", key, c["old"], c["new"], c["effect"])
+        if c["effect"].startswith("ignored"):
+            _set(recipe, key, c["old"])
     return state
 
 

@@ -103,3 +103,60 @@ def test_two_rounds_killed_between_rounds_resume(base, small_model_dir, tmp_path
     assert summary["eval_initial"]["n_prompts"] == 4
     curve = summary["eval_reward_curve"]["length"]
     assert len(curve) == 3 and all(math.isfinite(v) for v in curve)
+
+
+def _hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_round_killed_before_its_state_is_written_is_not_trained_again(small_model_dir, tmp_path):
+    """Killed after round 0's training wrote its summary and model, before state.json recorded the round: the
+    resumed run takes the round's result as it is (no extra step, the same model) and goes on."""
+    recipe, out, home = _recipe(tmp_path, small_model_dir, "iterate_dpo_tiny.yaml"), tmp_path / "run", tmp_path / "h"
+    killed = subprocess.run(
+        [sys.executable, "-m", "tests.reliability.killer", "trained", "0", "--", "iterate", str(recipe),
+         "--output-dir", str(out), "iterate.rounds=1", "iterate.eval_prompts=0"],
+        cwd=REPO, env={"PYTHONPATH": str(REPO), "ALIGN_HOME": str(home), "OMP_NUM_THREADS": "1",
+                       "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    train = out / "round-0" / "train"
+    assert json.loads((train / "summary.json").read_text())["steps"] == 3
+    assert not json.loads((out / "state.json").read_text())["rounds"]["0"].get("finished")
+    model = _hash(train / "model" / "model.safetensors")
+
+    resumed = _iterate(home, str(recipe), "--output-dir", str(out), "--resume", "iterate.rounds=1",
+                       "iterate.eval_prompts=0")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((train / "summary.json").read_text())["steps"] == 3
+    assert _hash(train / "model" / "model.safetensors") == model
+    state = json.loads((out / "state.json").read_text())
+    assert state["rounds"]["0"]["finished"] and state["rounds"]["0"]["metrics"]["train"]["steps"] == 3
+    assert json.loads((out / "round-0" / "metrics.json").read_text()) == state["rounds"]["0"]["metrics"]
+
+    # --resume of the finished run: nothing to do, nothing rewritten
+    summary = (out / "summary.json").read_bytes()
+    again = _iterate(home, str(recipe), "--output-dir", str(out), "--resume", "iterate.rounds=1",
+                     "iterate.eval_prompts=0")
+    assert again.returncode == 0 and "holds a finished run (1 rounds): nothing to do" in again.stderr
+    assert (out / "summary.json").read_bytes() == summary and _hash(train / "model" / "model.safetensors") == model
+
+
+def test_resume_lists_changed_settings_and_keeps_each_rounds_recipe(small_model_dir, tmp_path):
+    recipe, out, home = _recipe(tmp_path, small_model_dir, "iterate_dpo_tiny.yaml"), tmp_path / "run", tmp_path / "h"
+    first = _iterate(home, str(recipe), "--output-dir", str(out), "iterate.rounds=1", "iterate.eval_prompts=0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = _iterate(home, str(recipe), "--output-dir", str(out), "--resume", "iterate.eval_prompts=0",
+                       "train.learning_rate=0.01", "iterate.rounds=2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    err = resumed.stderr
+    assert "--resume: train.learning_rate changed 0.001 → 0.01: takes effect from round 1" in err, err
+    assert "--resume: iterate.rounds changed 1 → 2" in err
+    lr = {name: json.loads((out / name).read_text())["train"]["learning_rate"]
+          for name in ("recipe.json", "round-0/recipe.json", "round-1/recipe.json")}
+    assert lr == {"recipe.json": 1e-3, "round-0/recipe.json": 1e-3, "round-1/recipe.json": 0.01}
+    assert json.loads((out / "round-1" / "train" / "recipe.json").read_text())["train"]["learning_rate"] == 0.01
+    changed = json.loads((out / "summary.json").read_text())["resume"]["changed_settings"]
+    assert set(changed) == {"train.learning_rate", "iterate.rounds"}

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+import torch
 
 from align.runstate import checkpoint_problem, last_whole_checkpoint, prepare_output_dir
 
@@ -17,8 +18,8 @@ def _checkpoint(root, step, *, state=True, weights=True, optimizer=True):
         (d / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     if weights:
         (d / "model.safetensors").write_bytes(b"x")
-    if optimizer:
-        (d / "optimizer.pt").write_bytes(b"x")
+    if optimizer:  # plain tensors: a resume loads it as Transformers does (weights_only) before it starts
+        torch.save({"state": {}, "param_groups": [{"lr": torch.tensor(1e-3)}]}, d / "optimizer.pt")
     return d
 
 
@@ -80,3 +81,31 @@ def test_changed_settings_on_resume_are_listed_with_their_effect(tmp_path, caplo
     assert recipe["train"]["learning_rate"] == 1e-3 and recipe["loss"]["beta"] == 0.3
     assert "train.learning_rate changed" in caplog.text
     assert state.to_dict()["resumed_from"].endswith("checkpoint-5")
+
+
+def test_resume_of_a_finished_run_is_left_alone_unless_asked_to_train_further(tmp_path, caplog):
+    _checkpoint(tmp_path, 2)
+    ran = {"train": {"max_steps": 2, "num_train_epochs": 1}, "loss": {"beta": 0.1}}
+    (tmp_path / "recipe.json").write_text(json.dumps(ran))
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 2}))
+    with caplog.at_level(logging.WARNING, logger="align"):
+        state = prepare_output_dir(tmp_path, {**ran, "loss": {"beta": 0.3}}, resume=True)
+    assert state.finished == {"steps": 2} and state.resume_from is None
+    assert "nothing to do" in caplog.text and "loss.beta changed 0.1 → 0.3: not applied" in caplog.text
+    more = prepare_output_dir(tmp_path, {"train": {"max_steps": 4, "num_train_epochs": 1}}, resume=True)
+    assert more.finished is None and more.resume_from.endswith("checkpoint-2")
+    epochs = {"train": {"max_steps": -1, "num_train_epochs": 2}}
+    assert prepare_output_dir(tmp_path, epochs, resume=True).finished is None
+    assert prepare_output_dir(tmp_path, {"train": {"max_steps": -1, "num_train_epochs": 1}}, resume=True).finished
+
+
+def test_a_pickled_file_in_the_resumed_checkpoint_is_refused_by_name(tmp_path):
+    d = _checkpoint(tmp_path, 2)
+
+    class Payload:
+        def __reduce__(self):
+            return print, ("never",)
+
+    torch.save({"x": Payload()}, d / "scheduler.pt")
+    with pytest.raises(ValueError, match=r"checkpoint-2/scheduler\.pt: refused: it holds pickled objects"):
+        prepare_output_dir(tmp_path, {}, resume=True)

@@ -34,6 +34,10 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
 
 Row = tuple[int, Any, str]
+# A jsonl line this long is skipped as one bad row, read past in pieces: no row of ranked text is near it, and
+# parsing and tokenizing a line of tens of megabytes takes minutes.
+MAX_LINE_CHARS = 8 * 2**20
+LINE_TOO_LONG = "line too long (8 MiB or more)"
 
 
 @dataclass(frozen=True)
@@ -143,13 +147,20 @@ def _open_text(path: Path) -> Iterator[IO[str]]:
         yield io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape", newline="\n")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str | BadRow]]:
+def _lines(path: Path, limit: int | None = None) -> Iterator[tuple[int, str | BadRow]]:
     """``(0-based line number, line)`` for every line; a compressed stream that breaks after some lines ends
-    with one ``BadRow`` (the lines before it are kept); one that breaks before any line is a ``DataError``."""
+    with one ``BadRow`` (the lines before it are kept); one that breaks before any line is a ``DataError``. With
+    ``limit``, a line of ``limit`` characters or more is read past in pieces and is a ``BadRow`` (never held)."""
     n = -1
     with _open_text(path) as f:
         try:
-            for n, line in enumerate(f):
+            while line := f.readline(limit or -1):
+                n += 1
+                if limit and len(line) >= limit and not line.endswith("\n"):
+                    while (rest := f.readline(limit)) and not rest.endswith("\n"):
+                        pass
+                    yield n, BadRow(LINE_TOO_LONG, f"line {n + 1} has {limit} characters or more")
+                    continue
                 yield n, line
             return
         except EOFError as e:
@@ -173,7 +184,7 @@ def _parse(line: str) -> Any:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    for n, line in _lines(path):
+    for n, line in _lines(path, MAX_LINE_CHARS):
         if isinstance(line, BadRow):
             yield n, line
         elif line.strip():

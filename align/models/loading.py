@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -92,12 +94,29 @@ def load_tokenizer(name: str, key: str = "model.name_or_path") -> PreTrainedToke
     return tok
 
 
+@contextlib.contextmanager
+def _naming_pickled_files(path: str):
+    """Turn the ``weights_only`` refusal of a pickled weights file (an ``UnpicklingError`` deep in Transformers)
+    into a one-line error naming the file."""
+    import pickle
+
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        files = sorted(str(f) for f in Path(path).glob("*.bin")) or [path]
+        found = re.search(r"unsupported GLOBAL [\w.]+", str(e))
+        raise ValueError(f"{', '.join(files)}: refused: it holds pickled objects, not plain tensors"
+                         f"{f' ({found.group(0)})' if found else ''}; use safetensors weights") from None
+
+
 def load_model(name: str, dtype: str = "float32", key: str = "model.name_or_path") -> PreTrainedModel:
     """Load a causal LM in ``dtype`` (``float32`` | ``bfloat16`` | ``float16`` | ``auto``); ``key`` names the
-    setting in errors."""
+    setting in errors. Pickled weights (``pytorch_model.bin`` holding objects) are refused, naming the file."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    return AutoModelForCausalLM.from_pretrained(resolve_model_path(name, key), dtype=DTYPES[dtype])
+    path = resolve_model_path(name, key)
+    with _naming_pickled_files(path):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
 
 
 def is_adapter(name: str) -> bool:
@@ -119,8 +138,9 @@ def load_policy(name: str, dtype: str = "float32") -> torch.nn.Module:
     base_name = json.loads((Path(path) / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base_name:
         raise ValueError(f"{path}/adapter_config.json names no base_model_name_or_path")
-    policy = PeftModel.from_pretrained(load_model(base_name, dtype), path, is_trainable=True)
-    policy.load_adapter(path, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+    with _naming_pickled_files(path):
+        policy = PeftModel.from_pretrained(load_model(base_name, dtype), path, is_trainable=True)
+        policy.load_adapter(path, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
     policy.set_adapter("default")
     for n, p in policy.named_parameters():  # set_adapter leaves only the active adapter trainable; make sure
         if f".{REFERENCE_ADAPTER}." in n:
@@ -162,7 +182,8 @@ def load_reward_model(name: str, dtype: str = "float32", tokenizer: PreTrainedTo
     config = AutoConfig.from_pretrained(path)
     if getattr(config, "num_labels", 1) != 1 and is_reward_model(name):
         raise ValueError(f"{name} has {config.num_labels} output labels; a reward model has exactly one")
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=DTYPES[dtype])
+    with _naming_pickled_files(path):
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=DTYPES[dtype])
     if tokenizer is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
         if tokenizer.pad_token_id == tokenizer.eos_token_id:

@@ -21,8 +21,8 @@ from align.io import write_json
 from align.modelcard import write_model_card
 from align.models.loading import is_adapter, load_policy, load_tokenizer, resolve_model_path
 from align.online.evaluate import evaluate_by_sampling, paired_gain
-from align.online.scoring import RewardFunction, load_sources, reward_sources
-from align.runstate import prepare_output_dir
+from align.online.scoring import RewardFunction, load_sources, reward_sources, unscored_callback
+from align.runstate import RunState, check_no_links, claim_output_dir, prepare_output_dir
 from align.tracking import add_run_info, check_report_to
 from align.trainers.grpo import GRPOLossConfig, GRPOTrainer, PromptDataset
 
@@ -77,6 +77,72 @@ def completion_rows(prompts: Sequence[TokenizedPrompt]) -> list[dict]:
     return rows
 
 
+def check_grpo_sizes(recipe: Recipe, model_config: Any, prompts: Sequence[TokenizedPrompt], *,
+                     param_bytes: int = 4, available: int | None = None) -> None:
+    """Refuse GRPO settings this model and machine cannot run, before any sampling (a ``ConfigError``, one line):
+
+    - the longest prompt + ``loss.max_completion_length`` must fit the model's context
+      (``max_position_embeddings`` or the like);
+    - a lower bound of the memory a step takes must fit the memory available (free GPU memory on a GPU, else
+      the system's available memory; ``available`` overrides it). Sampling holds, for each of
+      min(``loss.generation_batch_size``, prompts a step) × G sequences, the KV cache of its length
+      (2·layers·kv_heads·head_dim values a token) and a few float32 vocabulary-sized rows; the training forward
+      (each prompt once, log-probs of the completion tokens through the chunked head) holds the activations of
+      every token fed (at least 8·layers·hidden values a token) and three float32 blocks of at most 1,024
+      completion tokens × the vocabulary. The model, its gradients and optimizer state come on top.
+    """
+    from align.config import ConfigError, model_context_length
+
+    c: GRPOLossConfig = recipe.loss
+    longest = max((len(p.prompt_ids) for p in prompts), default=0)
+    length = longest + c.max_completion_length
+    found = model_context_length(model_config)
+    if found is not None and length > found[0]:
+        limit, name = found
+        raise ConfigError(f"loss.max_completion_length={c.max_completion_length} + the longest prompt ({longest} "
+                          f"tokens) = {length} exceeds the model's context ({name}={limit}); lower "
+                          f"loss.max_completion_length to at most {max(limit - longest, 0)}")
+    get = model_config.get if isinstance(model_config, dict) else lambda k, d=None: getattr(model_config, k, d)
+    layers, hidden, vocab = get("num_hidden_layers", 0) or 0, get("hidden_size", 0) or 0, get("vocab_size", 0) or 0
+    heads = get("num_attention_heads", 0) or 0
+    kv_heads = get("num_key_value_heads", None) or heads
+    head_dim = get("head_dim", None) or (hidden // heads if heads else 0)
+    kv = 2 * layers * kv_heads * head_dim * param_bytes
+    per_step = recipe.train.per_device_train_batch_size
+    sampling = min(c.generation_batch_size, per_step) * c.num_generations * (length * kv + 3 * vocab * 4)
+    fed = per_step * (longest + c.num_generations * c.max_completion_length)
+    scored = per_step * c.num_generations * c.max_completion_length
+    training = fed * 8 * layers * hidden * param_bytes + 3 * min(scored, 1024) * vocab * 4
+    need = max(sampling, training)
+    available = _available_memory() if available is None else available
+    if available is not None and need > available:
+        raise ConfigError(f"loss.num_generations={c.num_generations} × {per_step} prompts a step × {length} tokens "
+                          f"(longest prompt + loss.max_completion_length) needs at least {need / 2**30:.1f} GiB "
+                          f"(KV cache and logits), more than the {available / 2**30:.1f} GiB available; lower "
+                          "loss.num_generations, loss.max_completion_length or train.per_device_train_batch_size")
+
+
+def _available_memory() -> int | None:
+    """Free memory on the current GPU, else the system's available memory (Linux), in bytes; None if unknown."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_finite_policy(model: torch.nn.Module, name: str) -> None:
+    """A clear error if any weight of the policy is NaN or infinite (sampling from it fails deep in ``generate``)."""
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(f"model {name} has non-finite weights ({len(bad)} tensors with NaN or inf, e.g. {bad[0]}): "
+                         "GRPO cannot sample from it")
+
+
 def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bool = False,
              overwrite: bool = False, search_dirs: Sequence[str | Path] = (), progress: bool = True,
              command: str | None = None, reward_funcs: Sequence[RewardFunction | Any] | None = None,
@@ -88,17 +154,30 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
     ``module:function`` strings, reward-model paths; see :func:`align.online.scoring.reward_sources`) with
     ``reward_weights`` replace ``loss.rewards``; ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset`` or
     a list of dicts with a ``prompt`` column) replace ``data.train`` / ``data.eval``."""
-    from align.pipeline import _disable_dropout, _maybe_lora, peak_memory_mb, run_sft, save_trained, training_arguments
-
     if reward_funcs is None and not recipe.loss.rewards:  # before anything loads
         raise ConfigError("loss.rewards: give at least one reward (function: module:function, or model: path), "
                           "or pass reward_funcs to align.train")
     check_report_to(recipe.train.report_to)
     preflight(recipe)
-    t_start = time.perf_counter()
     out = Path(output_dir or recipe.output_dir)
-    recipe_dict = to_dict(recipe)
-    run_state = prepare_output_dir(out, recipe_dict, resume=resume, overwrite=overwrite)
+    with claim_output_dir(out, command):  # one run at a time in `out`; refused: /, ~, a project root, links
+        recipe_dict = to_dict(recipe)
+        run_state = prepare_output_dir(out, recipe_dict, resume=resume, overwrite=overwrite)
+        if run_state.finished is not None:  # --resume of a finished run: nothing to do, the model is untouched
+            return run_state.finished
+        return _run(recipe, out, recipe_dict, run_state, search_dirs, progress, command, reward_funcs,
+                    reward_weights, train_dataset, eval_dataset)
+
+
+def _run(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: RunState,
+         search_dirs: Sequence[str | Path], progress: bool, command: str | None,
+         reward_funcs: Sequence[RewardFunction | Any] | None, reward_weights: Sequence[float] | None,
+         train_dataset: Iterable[Mapping[str, Any]] | None, eval_dataset: Iterable[Mapping[str, Any]] | None
+         ) -> dict[str, Any]:
+    """The GRPO run of :func:`run_grpo`, once its output directory is claimed and checked."""
+    from align.pipeline import _disable_dropout, _maybe_lora, peak_memory_mb, run_sft, save_trained, training_arguments
+
+    t_start = time.perf_counter()
     torch.manual_seed(recipe.train.seed)
     args = training_arguments(recipe, out)
     args.disable_tqdm = not progress
@@ -116,6 +195,8 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
         start_model = run_sft(start_model, completion_rows(train), recipe)
         sft_seconds = time.perf_counter() - t0
     policy = load_policy(start_model, recipe.model.dtype)
+    check_finite_policy(policy, start_model)
+    check_grpo_sizes(recipe, policy.config, train + held, param_bytes=next(policy.parameters()).element_size())
     if not hasattr(policy, "peft_config"):
         policy = _maybe_lora(policy, recipe, "CAUSAL_LM")
     if not is_zero3_partitioned(policy):
@@ -144,11 +225,14 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
     add_run_info(trainer, {"recipe": to_dict(recipe), "data": data_report})
+    unscored = unscored_callback(sources[0].tally)  # reward/unscored in the logs: samples no reward scored
+    trainer.callback_handler.callbacks.insert(0, unscored)  # first, so the trackers' callbacks see it too
     last = run_state.resume_from
     t_train = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.perf_counter() - t_train
     eval_after = evaluate_by_sampling(trainer.model, tokenizer, held, sources, **eval_kw) if do_eval else None
+    check_no_links(out)  # nothing links out of the output directory now either
     model_dir = save_trained(trainer, recipe, out, start_model)
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
@@ -189,6 +273,7 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
         "command": command,
         "resume": run_state.to_dict(),
         "non_finite_steps": trainer.guard.events,
+        "unscored_samples": unscored.total,  # sampled in training, scored by no reward (None or NaN from each)
     }
     if is_main():
         write_json(out / "summary.json", summary)

@@ -3,7 +3,9 @@
 A reward function may return ``None`` for a sample it does not score (TRL ``GRPOTrainer``); here that is NaN.
 The total is the weighted ``nansum`` over functions (as TRL): a missing reward contributes nothing. A sample
 where every function is missing gets 0 and is flagged in ``all_missing``, so the caller can count it, or drop it
-from its group by passing ``mask & ~all_missing`` to :func:`align.rewards.group_advantages`.
+from its group by passing ``mask & ~all_missing`` to :func:`align.rewards.group_advantages`. A batch where no
+sample is scored at all is an error (not a reward of 0), and so is a total beyond float32's range (the sum is
+computed in float64: a finite reward such as 1e300 is not mistaken for ±inf, but it cannot be trained on).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import torch
+
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 class Combined(NamedTuple):
@@ -46,6 +50,15 @@ def combine(rewards: Mapping[str, torch.Tensor], weights: Mapping[str, float] | 
     stacked = torch.stack([rewards[n].double() for n in names])  # [F, B, G]
     if torch.isinf(stacked).any():
         raise ValueError(f"rewards contain ±inf: {[n for n in names if torch.isinf(rewards[n]).any()]}")
+    missing = torch.isnan(stacked).all(0)
+    if missing.numel() and missing.all():
+        raise ValueError(f"no sample was scored: every reward ({', '.join(names)}) gave None or NaN for all "
+                         f"{missing.numel()} samples")
     w = torch.tensor([float(weights[n]) for n in names], dtype=torch.float64)[:, None, None]
     total = (stacked * w).nansum(0)
-    return Combined(total.float(), torch.isnan(stacked).all(0))
+    if not torch.isfinite(total).all() or total.abs().max() > _FLOAT32_MAX:
+        big = {n: float(rewards[n].double().nan_to_num(0.0).abs().max()) for n in names}
+        raise ValueError(f"the weighted sum of rewards overflows float32 (|reward| up to "
+                         f"{', '.join(f'{n}: {v:.3g}' for n, v in big.items())}; weights "
+                         f"{', '.join(f'{n}: {weights[n]:g}' for n in names)}): scale the rewards down")
+    return Combined(total.float(), missing)

@@ -6,6 +6,8 @@ chosen point. ``python -m tests.reliability.killer POINT N -- align-arguments ..
     save N        while checkpoint-N is written: its weights are on disk, its optimizer state is not
     sft N         at SFT step N, in the middle of the stage (its temporary copy is left behind)
     round N       between rounds of ``align iterate``: when round N (0-based) starts sampling
+    trained N     when round N of ``align iterate`` has finished training (its summary.json and model written),
+                  before ``state.json`` records the round
 """
 
 from __future__ import annotations
@@ -72,6 +74,18 @@ def main() -> None:
             return real_round(k, *a, **kw)
 
         iterate._sample_round = sample_round
+    elif point == "trained":
+        import align.pipeline as pipeline
+
+        real_training = pipeline.run_training
+
+        def run_training(recipe, output_dir=None, **kw):
+            summary = real_training(recipe, output_dir, **kw)
+            if output_dir is not None and str(output_dir).endswith(f"round-{n}/train"):
+                _die()
+            return summary
+
+        pipeline.run_training = run_training
     else:
         raise SystemExit(f"unknown point {point}")
     from align.cli import main as align_main

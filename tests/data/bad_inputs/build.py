@@ -85,6 +85,11 @@ CASES: dict[str, tuple[str, Any, dict[str, Any]]] = {
                       "strict": r"^row 3: corrupt compressed stream \(.*invalid block type"}),
     "corrupt_gzip_at_start": ("corrupt_gzip_at_start.jsonl.gz", corrupt_member(jl(TRL)),
                               {"error": r"corrupt_gzip_at_start\.jsonl\.gz: cannot read: corrupt compressed stream"}),
+    # a 9 MiB line (gzip makes it 9 KiB): read past in pieces and skipped, not parsed and tokenized for minutes
+    "line_too_long": ("line_too_long.jsonl.gz",
+                      member(jl(TRL, {**TRL, "chosen": "four " * (9 * 2**20 // 5)}, {**TRL, "prompt": "What is 3+3?"})),
+                      {"format": "trl", "examples": 2, "skipped": {"line too long (8 MiB or more)": 1},
+                       "strict": r"^row 2: line too long \(8 MiB or more\)"}),
     "truncated_gzip": ("truncated_gzip.jsonl.gz", member(jl(TRL, HH)) + member(LONG_ROW.encode())[:60],
                        {"examples": 2, "skipped": {"truncated compressed stream": 1},
                         "strict": r"^row 3: truncated compressed stream"}),
