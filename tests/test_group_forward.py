@@ -40,7 +40,8 @@ def _padded_rows(model, groups) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = mask.sum(-1)
     layout = torch.zeros(mask.shape[0], int(lengths.max()))
     for r in range(mask.shape[0]):
-        layout = layout.index_put((torch.full((int(lengths[r]),), r), torch.arange(int(lengths[r]))), per_tok[r][mask[r]])
+        n = int(lengths[r])
+        layout = layout.index_put((torch.full((n,), r), torch.arange(n)), per_tok[r][mask[r]])
     return layout, (torch.arange(layout.shape[1])[None] < lengths[:, None]).float()
 
 
