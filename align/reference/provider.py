@@ -292,6 +292,8 @@ class CachedReference(ReferenceProvider):
                         sequences.setdefault(k, (t.prompt_ids, r))
             self.audit_report = run_audit(self.live, sample, known, shard_of, sequences, samples=self.audit_samples,
                                           seed=seed)
+        elif self.audit_report is None and self.live is not None:  # nothing cached to audit, or the audit is off
+            self.audit_report = {"samples": self.audit_samples, "checked": 0}
         chunks = self._chunks(lists, keys, set(wanted) - set(known))
         computed_here = 0
         if chunks:
