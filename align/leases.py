@@ -177,6 +177,7 @@ class _Renewer:
         self.leases: dict[int, Lease] = {}
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        self.wake = threading.Event()
         self.pid = os.getpid()
 
     def add(self, lease: Lease) -> None:
@@ -184,6 +185,7 @@ class _Renewer:
             if self.pid != os.getpid():  # a forked child holds none of its parent's leases
                 self.leases, self.thread, self.pid = {}, None, os.getpid()
             self.leases[id(lease)] = lease
+            self.wake.set()  # renew on the current TTL from now on
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._run, name="align-leases", daemon=True)
                 self.thread.start()
@@ -194,7 +196,8 @@ class _Renewer:
 
     def _run(self) -> None:
         while True:
-            time.sleep(max(TTL / 4, 0.05))
+            self.wake.wait(max(TTL / 4, 0.05))
+            self.wake.clear()
             with self.lock:
                 held = list(self.leases.values())
             for lease in held:
