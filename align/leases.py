@@ -175,7 +175,7 @@ class _Renewer:
 
     def __init__(self) -> None:
         self.leases: dict[int, Lease] = {}
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # a store collected while this is held releases its lease from here
         self.thread: threading.Thread | None = None
         self.wake = threading.Event()
         self.pid = os.getpid()

@@ -145,6 +145,17 @@ class KeyIndex:
         for name in [n for n in self.tail if n in covered]:
             self.drop(name)
 
+    def forget_segments(self, shards: set[str]) -> None:
+        """Remove the segments that cover any of ``shards`` (their shards are indexed again from the shards)."""
+        for ident, seg in list(self.segments.items()):
+            if shards & set(seg.shards):
+                del self.segments[ident]
+                for suffix in (".json", ".bin"):
+                    try:
+                        (self.dir / f"index-{ident}{suffix}").unlink(missing_ok=True)
+                    except OSError:  # a read-only cache: this process indexes them in memory
+                        pass
+
     def add(self, name: str, keys: np.ndarray) -> None:
         """Index a (verified) shard's keys in the tail."""
         self.tail[name] = key_words(keys)

@@ -339,6 +339,7 @@ class CachedReference(ReferenceProvider):
         out: dict[bytes, Entry] = {}
         here = 0
         waiting: list[_Chunk] = []
+        rechecked: set[str] = set()
         with self._bar(chunks) as bar, self.live.session():  # type: ignore[union-attr]
             queue = list(chunks)
             while queue or waiting:
@@ -354,7 +355,10 @@ class CachedReference(ReferenceProvider):
                 if not self.store.claim(chunk.name):
                     waiting.append(chunk)
                     continue
-                if self.store.has_shard(chunk.name):  # finished by another builder between our look and our claim
+                if self.store.has_shard(chunk.name) and chunk.name not in rechecked:
+                    # finished by another builder between our look and our claim (looked up once more; a shard
+                    # whose entries the index still does not find is computed and written again)
+                    rechecked.add(chunk.name)
                     self.store.release(chunk.name)
                     self.store.open()
                     queue.insert(0, chunk)

@@ -200,11 +200,13 @@ class ReferenceStore:
                 claim.unlink(missing_ok=True)
         return self
 
-    def find(self, keys: Sequence[bytes], shards: dict[bytes, str] | None = None) -> dict[bytes, Entry]:
+    def find(self, keys: Sequence[bytes], shards: dict[bytes, str] | None = None, *, _healed: bool = False
+             ) -> dict[bytes, Entry]:
         """The entries of ``keys`` this store holds (absent keys are left out); ``shards``, if given, receives the
         shard each came from."""
         if not keys:
             return {}
+        misrouted: set[str] = set()
         raw = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), KEY_BYTES)
         by_shard: dict[str, list[tuple[int, int]]] = {}
         for i, where in enumerate(self.index.locate(raw)):
@@ -222,6 +224,8 @@ class ReferenceStore:
             try:
                 stored = shard.keys()[rows]
                 same = (stored == raw[q]).all(axis=1)
+                if not same.all():
+                    misrouted.add(name)
                 q, rows = q[same], rows[same]
                 values = shard.logps()[rows]
                 tokens = shard.tokens(rows) if self.identity.per_token else None
@@ -233,6 +237,12 @@ class ReferenceStore:
                 out[k] = Entry(v, torch.from_numpy(tokens[j]) if tokens is not None else None)
                 if shards is not None:
                     shards[k] = name
+        if misrouted and not _healed:  # the index is damaged: drop the segments that lied, re-index, look again
+            log.warning("reference cache %s: its index points at wrong rows of shard(s) %s; re-indexing them",
+                        self.dir, ", ".join(sorted(misrouted)))
+            self.index.forget_segments(misrouted)
+            self.open()
+            out.update(self.find([k for k in keys if k not in out], shards, _healed=True))
         return out
 
     def get(self, key: bytes) -> Entry | None:
@@ -365,8 +375,7 @@ class ReferenceStore:
         name = write_shard(self.dir, self.key, self.secret, raw, logps, flat, counts, source)
         self._shards.add(name)
         self._files.pop(name, None)
-        if name not in self.index.covered():
-            self.index.add(name, raw)
+        self.index.add(name, raw)  # searched before the segments, which may hold it already
         return name
 
     # --- claims: concurrent builders split the work instead of duplicating it -------------------------------------
