@@ -180,28 +180,29 @@ class KeyIndex:
                 self._tail_sorted = e, e, np.zeros(0, np.int64), np.zeros(0, np.int64), []
         return self._tail_sorted
 
-    def locate(self, keys: np.ndarray) -> list[tuple[str, int] | None]:
-        """(shard name, row) of each ``[m, 16]`` key, or None where the index does not know it."""
+    def locate(self, keys: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Where each ``[m, 16]`` key is: (shard names, shard number per key into them or -1 where the index
+        does not know the key, row per key). The tail is searched first, then the segments."""
         q_hi, q_lo = key_words(keys)
         order = np.argsort(q_hi, kind="stable")
         sh, sl = q_hi[order], q_lo[order]
-        out: list[tuple[str, int] | None] = [None] * len(keys)
-        todo = np.ones(len(keys), bool)
+        sid, rows = np.full(len(keys), -1, np.int64), np.zeros(len(keys), np.int64)
+        names: list[str] = []
         hi, lo, tshard, trow, tnames = self._tail()
         tail_seg = [(tnames, hi, lo, tshard, trow)] if len(hi) else []
-        for names, *cols in tail_seg + [(s.shards, s) for s in self.segments.values()]:  # type: ignore[misc]
-            idx = np.flatnonzero(todo)
+        for seg_names, *cols in tail_seg + [(s.shards, s) for s in self.segments.values()]:  # type: ignore[misc]
+            idx = np.flatnonzero(sid[order] < 0)
             if not len(idx):
                 break
             if len(cols) == 1:
                 found, shard, row = cols[0].locate(sh[idx], sl[idx])
             else:
                 found, shard, row = _locate_in_memory(*cols, sh[idx], sl[idx])
-            for i, s, r in zip(idx[found], shard[found], row[found]):
-                if s < len(names):
-                    out[order[i]] = (names[s], int(r))
-                    todo[i] = False
-        return out
+            found &= shard < len(seg_names)
+            at = order[idx[found]]
+            sid[at], rows[at] = shard[found] + len(names), row[found]
+            names += seg_names
+        return names, sid, rows
 
     def compact(self, shards_present: set[str], lock_ttl: float | None = None) -> bool:
         """Write the tail as a segment, merged with the segments not much larger than it; False if another

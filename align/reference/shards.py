@@ -181,6 +181,9 @@ class ShardFile:
             self._offsets = np.concatenate([[0], np.cumsum(counts)])
         dtype, _, begin, _ = self.sections["token_logps"]
         item = np.dtype(dtype).itemsize
+        if 8 * len(rows) > self.entries:  # most of the shard: one read, sliced
+            flat = self._read("token_logps").astype(np.float32, copy=False)
+            return [flat[self._offsets[r] : self._offsets[r + 1]] for r in rows.tolist()]
         out = []
         with open(self.path, "rb") as f:
             for r in rows:

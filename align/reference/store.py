@@ -30,6 +30,7 @@ verified-at record matches the file).
 from __future__ import annotations
 
 import array
+import gc
 import hashlib
 import json
 import logging
@@ -208,35 +209,18 @@ class ReferenceStore:
             return {}
         misrouted: set[str] = set()
         raw = np.frombuffer(b"".join(keys), np.uint8).reshape(len(keys), KEY_BYTES)
-        by_shard: dict[str, list[tuple[int, int]]] = {}
-        for i, where in enumerate(self.index.locate(raw)):
-            if where is not None:
-                by_shard.setdefault(where[0], []).append((i, where[1]))
+        names, sid, where = self.index.locate(raw)
+        hit = np.flatnonzero(sid >= 0)
+        hit = hit[np.argsort(sid[hit], kind="stable")]
+        starts = np.flatnonzero(np.diff(sid[hit], prepend=-1)) if len(hit) else np.zeros(0, np.int64)
         out: dict[bytes, Entry] = {}
-        for name, hits in by_shard.items():
-            shard = self._file(name) if name in self._files or name in self._shards else None
-            if shard is None:
-                continue
-            q = np.array([i for i, _ in hits])
-            rows = np.array([r for _, r in hits])
-            ok = (rows < shard.entries)
-            q, rows = q[ok], rows[ok]
-            try:
-                stored = shard.keys()[rows]
-                same = (stored == raw[q]).all(axis=1)
-                if not same.all():
-                    misrouted.add(name)
-                q, rows = q[same], rows[same]
-                values = shard.logps()[rows]
-                tokens = shard.tokens(rows) if self.identity.per_token else None
-            except (OSError, ValueError) as e:  # changed under us since it was verified
-                self._forget(name, f"unreadable ({type(e).__name__})")
-                continue
-            for j, (i, v) in enumerate(zip(q.tolist(), values.tolist())):
-                k = keys[i]
-                out[k] = Entry(v, torch.from_numpy(tokens[j]) if tokens is not None else None)
-                if shards is not None:
-                    shards[k] = name
+        collecting = gc.isenabled()
+        gc.disable()  # no collection passes over everything the process holds while the entries are made
+        try:
+            self._read_hits(keys, raw, names, sid, where, hit, starts, out, shards, misrouted)
+        finally:
+            if collecting:
+                gc.enable()
         if misrouted and not _healed:  # the index is damaged: drop the segments that lied, re-index, look again
             log.warning("reference cache %s: its index points at wrong rows of shard(s) %s; re-indexing them",
                         self.dir, ", ".join(sorted(misrouted)))
@@ -244,6 +228,37 @@ class ReferenceStore:
             self.open()
             out.update(self.find([k for k in keys if k not in out], shards, _healed=True))
         return out
+
+    def _read_hits(self, keys: Sequence[bytes], raw: np.ndarray, names: list[str], sid: np.ndarray,
+                   where: np.ndarray, hit: np.ndarray, starts: np.ndarray, out: dict[bytes, Entry],
+                   shards: dict[bytes, str] | None, misrouted: set[str]) -> None:
+        """Read the located keys shard by shard, checking each against the key its shard holds at that row."""
+        for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(hit)]):
+            name = names[int(sid[hit[a]])]
+            shard = self._file(name) if name in self._files or name in self._shards else None
+            if shard is None:
+                continue
+            q, rows = hit[a:b], where[hit[a:b]]
+            ok = rows < shard.entries
+            q, rows = q[ok], rows[ok]
+            try:
+                stored = shard.keys()[rows]
+                same = (stored == raw[q]).all(axis=1)
+                if not same.all():
+                    misrouted.add(name)
+                q, rows = q[same], rows[same]
+                values = shard.logps()[rows].tolist()
+                tokens = shard.tokens(rows) if self.identity.per_token else None
+            except (OSError, ValueError) as e:  # changed under us since it was verified
+                self._forget(name, f"unreadable ({type(e).__name__})")
+                continue
+            found = [keys[i] for i in q.tolist()]
+            if tokens is None:
+                out.update(zip(found, map(Entry, values)))
+            else:
+                out.update(zip(found, map(Entry, values, map(torch.from_numpy, tokens))))
+            if shards is not None:
+                shards.update(dict.fromkeys(found, name))
 
     def get(self, key: bytes) -> Entry | None:
         """The entry of ``key``, or None if this store does not hold it."""
