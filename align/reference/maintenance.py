@@ -111,7 +111,9 @@ def verify_cache(root: Path, cache_dir: Path) -> dict[str, Any]:
         except CacheError as e:
             out["problem"] = str(e)
             return out
-        if isinstance(result, str):
+        if result is None:  # removed while this ran
+            out["shards"] -= 1
+        elif isinstance(result, str):
             out["bad"].append({"shard": name, "problem": result})
         else:
             out["ok"] += 1

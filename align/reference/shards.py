@@ -167,6 +167,20 @@ class ShardFile:
             raise OSError(f"{self.path} is shorter than its header says")
         return out.reshape(shape) if count is None else out
 
+    def keys_and_logps(self) -> tuple[np.ndarray, np.ndarray]:
+        """``[n, 16]`` keys and ``[n]`` float32 values, in one pass over the file."""
+        out = []
+        with open(self.path, "rb") as f:
+            for name in ("keys", "logps"):
+                dtype, shape, begin, end = self.sections[name]
+                f.seek(begin)
+                n = (end - begin) // np.dtype(dtype).itemsize
+                a = np.fromfile(f, dtype=dtype, count=n)
+                if a.size != n:
+                    raise OSError(f"{self.path} is shorter than its header says")
+                out.append(a.reshape(shape))
+        return out[0], out[1].astype(np.float32, copy=False)
+
     def keys(self) -> np.ndarray:
         """``[n, 16]`` uint8."""
         return self._read("keys")
@@ -181,7 +195,7 @@ class ShardFile:
             self._offsets = np.concatenate([[0], np.cumsum(counts)])
         dtype, _, begin, _ = self.sections["token_logps"]
         item = np.dtype(dtype).itemsize
-        if 8 * len(rows) > self.entries:  # most of the shard: one read, sliced
+        if self.sections["token_logps"][3] - begin <= 16384 * len(rows):  # one read beats a seek per row
             flat = self._read("token_logps").astype(np.float32, copy=False)
             return [flat[self._offsets[r] : self._offsets[r + 1]] for r in rows.tolist()]
         out = []

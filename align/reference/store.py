@@ -242,12 +242,12 @@ class ReferenceStore:
             ok = rows < shard.entries
             q, rows = q[ok], rows[ok]
             try:
-                stored = shard.keys()[rows]
-                same = (stored == raw[q]).all(axis=1)
+                stored, logps = shard.keys_and_logps()
+                same = (stored[rows] == raw[q]).all(axis=1)
                 if not same.all():
                     misrouted.add(name)
                 q, rows = q[same], rows[same]
-                values = shard.logps()[rows].tolist()
+                values = logps[rows].tolist()
                 tokens = shard.tokens(rows) if self.identity.per_token else None
             except (OSError, ValueError) as e:  # changed under us since it was verified
                 self._forget(name, f"unreadable ({type(e).__name__})")
@@ -269,22 +269,26 @@ class ReferenceStore:
         shard = self._files.get(name)
         if shard is not None:
             return shard
-        if not (self.dir / f"shard-{name}.json").exists():  # removed meanwhile, or never completed: missing
+        result = self._verify(name)
+        if result is None:  # removed meanwhile, or never completed: missing
             self._shards.discard(name)
             self.index.drop(name)
             return None
-        result = self._verify(name)
         if isinstance(result, str):
             self._forget(name, result)
             return None
         self._files[name] = result
         return result
 
-    def _verify(self, name: str, *, rehash: bool = False) -> ShardFile | str:
-        """The shard's reader, or why it cannot be trusted. Rehashed unless its verified-at record holds."""
+    def _verify(self, name: str, *, rehash: bool = False) -> ShardFile | str | None:
+        """The shard's reader, or why it cannot be trusted (None: it has no sidecar, so it is not there).
+        Rehashed unless its verified-at record holds."""
         sidecar, data = self.dir / f"shard-{name}.json", self.dir / f"shard-{name}.safetensors"
         try:
-            meta = json.loads(sidecar.read_text())
+            try:
+                meta = json.loads(sidecar.read_text())
+            except FileNotFoundError:
+                return None
             if not isinstance(meta, dict):
                 return "unreadable sidecar (not an object)"
             try:

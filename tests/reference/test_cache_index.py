@@ -49,8 +49,8 @@ def test_a_lookup_reads_only_the_shards_it_finds(small_segments, built_copy, bui
     ReferenceStore(root, built[0].identity).open()  # writes the index
     store = ReferenceStore(root, built[0].identity).open()
     read = []
-    real = ShardFile.keys
-    monkeypatch.setattr(ShardFile, "keys", lambda self: read.append(self.path.name) or real(self))
+    real = ShardFile.keys_and_logps
+    monkeypatch.setattr(ShardFile, "keys_and_logps", lambda self: read.append(self.path.name) or real(self))
     keys = _keys(lists[:1])
     assert len(store.find(keys)) == len(keys)
     assert 1 <= len(set(read)) <= len(keys)  # not every shard of the cache
