@@ -10,6 +10,7 @@ from typing import Any
 
 from align import leases
 from align.reference.identity import FORMAT_VERSION, ReferenceIdentity
+from align.reference.shards import SECRET_FILE
 
 log = logging.getLogger("align.reference")
 
@@ -97,6 +98,9 @@ def verify_cache(root: Path, cache_dir: Path) -> dict[str, Any]:
         return out
     if identity.key != cache_dir.name:
         out["problem"] = "manifest.json names another cache key"
+        return out
+    if not (cache_dir / SECRET_FILE).is_file():
+        out["problem"] = f"no {SECRET_FILE}: its shards cannot be verified (a run recomputes them)"
         return out
     store = ReferenceStore(root, identity)
     for sidecar in sorted(cache_dir.glob("shard-*.json")):

@@ -87,6 +87,12 @@ class Entry:
     tokens: torch.Tensor | None = None
 
 
+def _key_list(keys: torch.Tensor | np.ndarray) -> list[bytes]:
+    """``[n, 16]`` uint8 keys as a list of 16-byte strings."""
+    raw = (keys.contiguous().numpy() if isinstance(keys, torch.Tensor) else np.ascontiguousarray(keys)).tobytes()
+    return [raw[i : i + KEY_BYTES] for i in range(0, len(raw), KEY_BYTES)]
+
+
 def _digest(cache_key: str, name: str, path: Path, secret: bytes | None = None) -> str:
     """The signed digest of a shard file; ``secret`` defaults to that of the cache holding ``path``."""
     if secret is None:
