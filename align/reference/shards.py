@@ -197,7 +197,9 @@ class ShardFile:
         item = np.dtype(dtype).itemsize
         if self.sections["token_logps"][3] - begin <= 16384 * len(rows):  # one read beats a seek per row
             flat = self._read("token_logps").astype(np.float32, copy=False)
-            return [flat[self._offsets[r] : self._offsets[r + 1]] for r in rows.tolist()]
+            keep = 2 * len(rows) < self.entries  # copies, so the rest of the section is freed
+            return [flat[self._offsets[r] : self._offsets[r + 1]].copy() if keep else
+                    flat[self._offsets[r] : self._offsets[r + 1]] for r in rows.tolist()]
         out = []
         with open(self.path, "rb") as f:
             for r in rows:
