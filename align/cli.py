@@ -146,8 +146,8 @@ def cmd_iterate(a: argparse.Namespace) -> int:
 
 
 def cmd_cache(a: argparse.Namespace) -> int:
-    if a.recipe in ("list", "prune") and not Path(a.recipe).is_file():
-        return cmd_cache_list(a) if a.recipe == "list" else cmd_cache_prune(a)
+    if a.recipe in ("list", "prune", "verify") and not Path(a.recipe).is_file():
+        return {"list": cmd_cache_list, "prune": cmd_cache_prune, "verify": cmd_cache_verify}[a.recipe](a)
     from align.config import load_recipe, preflight
     from align.distributed import is_main
     from align.io import json_text
@@ -161,6 +161,7 @@ def cmd_cache(a: argparse.Namespace) -> int:
     tokenizer, data, _, policy, _ = prepare_policy(recipe, _search_dirs(a.recipe))
     reference = recipe_reference(recipe, policy, tokenizer, data)
     stats = reference.prefetch(data.train + data.eval) if reference.live is not None else reference.stats
+    reference.store.close()  # this run no longer uses the cache (prune may remove it)
     if is_main():
         print(json_text({"reference_cache": stats.to_dict(), "data": data.to_dict()}))
     return 0
@@ -193,7 +194,36 @@ def cmd_cache_list(a: argparse.Namespace) -> int:
         for e in entries:
             print(f"| {e['key']} | {e['model'] or '—'} | {', '.join(e['sources']) or '—'} | {e['entries']} | "
                   f"{e['bytes'] / 2**20:.1f} MB | {_when(e['created'])} | {_when(e['last_used'])} |")
+    for e in entries:
+        for m in e["malformed"]:
+            print(f"{e['key']}: shard {m['shard']}: malformed sidecar ({m['problem']})")
+        if e["manifest_problem"]:
+            print(f"{e['key']}: {e['manifest_problem']}")
     return 0
+
+
+def cmd_cache_verify(a: argparse.Namespace) -> int:
+    from align.io import json_text
+    from align.reference.maintenance import verify_cache
+
+    root = _cache_root(a)
+    keys = [k for k in a.overrides if "=" not in k]
+    every = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    dirs = [root / k for k in keys] if keys else every
+    missing = [d.name for d in dirs if not d.is_dir()]
+    if missing:
+        raise ValueError(f"align cache verify: no cache {', '.join(missing)} in {root}")
+    results = [verify_cache(root, d) for d in dirs]
+    if a.json:
+        print(json_text({"root": str(root), "caches": results}))
+    else:
+        for r in results:
+            state = r["problem"] or (f"{r['ok']}/{r['shards']} shards verified" +
+                                     (f", {len(r['bad'])} bad" if r["bad"] else ""))
+            print(f"{r['key']}: {state}")
+            for b in r["bad"]:
+                print(f"  shard {b['shard']}: {b['problem']}")
+    return 1 if any(r["bad"] or r["problem"] for r in results) else 0
 
 
 def cmd_cache_prune(a: argparse.Namespace) -> int:
@@ -220,6 +250,9 @@ def cmd_cache_prune(a: argparse.Namespace) -> int:
         if not d.is_dir():
             continue
         e = describe(d)
+        if e["in_use"]:  # a live run holds a lease on it
+            print(f"kept {e['key']}: in use by a running process")
+            continue
         old = a.older_than is not None and now - (e["last_used"] or e["created"] or 0) > a.older_than * 86400
         orphan = keep is not None and e["key"] not in keep
         if (a.older_than is None or old) and (keep is None or orphan):
@@ -357,16 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("--resume", action="store_true", help="continue a killed run at its round and step")
     it.set_defaults(fn=cmd_iterate)
 
-    c = sub.add_parser("cache", help="build, list or prune reference log-prob caches",
+    c = sub.add_parser("cache", help="build, list, verify or prune reference log-prob caches",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="align cache RECIPE [key=value ...]: compute (or verify and reuse) the reference "
                        "log-probs of a recipe's data.\nalign cache list: every cache with its model, data, entries, "
-                       "size and dates.\nalign cache prune --older-than DAYS | --unreferenced RUN_DIR ...: remove "
-                       "caches not used for DAYS, or named by no summary.json under the run directories.")
-    c.add_argument("recipe", help="a recipe, or 'list' or 'prune'")
+                       "size and dates.\nalign cache verify [KEY ...]: recheck every shard (of every cache, or those "
+                       "named); exit 1 if any fails.\nalign cache prune --older-than DAYS | --unreferenced RUN_DIR "
+                       "...: remove caches not used for DAYS, or named by no summary.json under the run directories "
+                       "(a cache a running process holds is kept).")
+    c.add_argument("recipe", help="a recipe, or 'list', 'verify' or 'prune'")
     c.add_argument("overrides", nargs="*", metavar="key=value")
-    c.add_argument("--cache-dir", help="cache root for list/prune (default $ALIGN_HOME/reference)")
-    c.add_argument("--json", action="store_true", help="list: JSON instead of a table")
+    c.add_argument("--cache-dir", help="cache root for list/verify/prune (default $ALIGN_HOME/reference)")
+    c.add_argument("--json", action="store_true", help="list, verify: JSON instead of a table")
     c.add_argument("--older-than", type=_non_negative_float, metavar="DAYS", help="prune: not used for DAYS days")
     c.add_argument("--unreferenced", nargs="+", metavar="RUN_DIR", help="prune: keys no summary.json names")
     c.add_argument("--dry-run", action="store_true", help="prune: only say what would go")
@@ -459,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     # `align train R --output-dir D key=value`: argparse stops filling a positional list at the first option, so
     # overrides given after an option arrive here; take them, refuse anything else.
-    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+    verify = getattr(args, "recipe", None) == "verify"  # `align cache verify [KEY ...]`: keys, not overrides
+    if extra and hasattr(args, "overrides") and all(("=" in x or verify) and not x.startswith("-") for x in extra):
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -88,6 +88,7 @@ class ReferenceConfig:
     batch_size: int = 16
     shard_size: int = 512
     on_corrupt: Literal["recompute", "error"] = "recompute"
+    audit_samples: int = 64  # cache hits re-scored by the reference before training and compared; 0: off
 
 
 @dataclass

@@ -184,7 +184,7 @@ def recipe_reference(recipe: Recipe, policy: torch.nn.Module, tokenizer, data: P
     r = recipe.reference
     kw = {"cache_dir": r.cache_dir, "batch_size": r.batch_size, "shard_size": r.shard_size,
           "on_corrupt": r.on_corrupt, "source": Path(recipe.data.train).name, "progress": progress,
-          "packing": recipe.train.packing}
+          "packing": recipe.train.packing, "audit_samples": r.audit_samples}
     if not recipe.model.reference:
         return reference_for(policy, tokenizer, model_name=recipe.model.name_or_path, **kw)
     ref = load_model(recipe.model.reference, recipe.model.dtype, key="model.reference")

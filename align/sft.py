@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from align import leases
 from align.config import SFTStage
 from align.data.example import RankedExample
 from align.distributed import barrier, gather_objects, rank_world
@@ -82,7 +83,7 @@ def sft_on_rows(model_name: str, rows: list[dict], stage: SFTStage, root: Path, 
 
     The directory is keyed by the base weights, the rows and the settings, so a second run (and the reference
     cache behind it) reuses the same weights instead of training new, slightly different ones.
-    A concurrent run training the same stage is waited for (its claim file names its process); a killed run's
+    A concurrent run training the same stage is waited for (it holds a lease, :mod:`align.leases`); a killed run's
     half-written copy is removed by the next run.
     """
     model = load_model(model_name, dtype)
@@ -132,51 +133,28 @@ def _remove_stale_temporaries(root: Path) -> None:
             pid = int(tmp.name.rsplit(".", 2)[-2])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not leases.pid_alive(pid):
             log.info("removing %s, left by a killed SFT stage", tmp)
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def _claim(path: Path, out: Path):
-    """Hold ``path`` while this process trains the stage; wait while another live process holds it."""
+    """Hold the lease at ``path`` while this process trains the stage; wait while another live process holds it
+    (a claim left by a killed process, or one on another host not renewed within the lease time, is taken over)."""
     announced = False
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                holder = int(path.read_text() or -1)
-            except (OSError, ValueError):
-                holder = -1
-            if holder > 0 and holder != os.getpid() and _alive(holder) and not (out / "config.json").exists():
-                if not announced:
-                    log.info("another run (pid %d) is training this SFT stage; waiting for it", holder)
-                    announced = True
-                time.sleep(1.0)
-                continue
-            if holder == -1 and time.time() - path.stat().st_mtime < 10:  # being written right now
-                time.sleep(0.2)
-                continue
-            path.unlink(missing_ok=True)  # its holder died (or finished): take it
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
+    while (lease := leases.acquire(path)) is None:
+        if (out / "config.json").exists():  # the holder has finished it: nothing to train
+            break
+        if not announced:
+            log.info("another run is training this SFT stage (%s); waiting for it", path)
+            announced = True
+        time.sleep(1.0)
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
+        if lease is not None:
+            lease.release()
 
 
 def _has_gpu() -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from align.reference.audit import DEFAULT_SAMPLES
 from align.reference.provider import CachedReference, LiveReference
 
 # The PEFT adapter name under which a run that starts from an existing adapter keeps a frozen copy of it: the
@@ -29,16 +30,19 @@ def reference_adapter(model: torch.nn.Module) -> str | None:
 def reference_for(model: torch.nn.Module, tokenizer: Any, *, cache_dir: str | os.PathLike | None = None,
                   batch_size: int = 16, shard_size: int = 512, on_corrupt: str = "recompute", per_token: bool = False,
                   source: str | None = None, model_name: str | None = None, engine_managed: bool = False,
-                  progress: bool = True, packing: bool = True) -> CachedReference:
+                  progress: bool = True, packing: bool = True, audit_samples: int = DEFAULT_SAMPLES
+                  ) -> CachedReference:
     """A cached reference whose misses ``model`` computes: the model itself, or for a PEFT policy its reference
     mode (the frozen :data:`REFERENCE_ADAPTER` if it has one, else adapters disabled).
 
     Identifies the reference (hashes its weights): in a distributed run every rank must call it. ``packing``:
-    score misses in the shared-prompt packed layout where the model takes it.
+    score misses in the shared-prompt packed layout where the model takes it. ``audit_samples``: cache hits
+    scored again by ``model`` and compared at each prefetch (:mod:`align.reference.audit`; 0: off).
     """
     live = LiveReference(model, tokenizer, adapter=reference_adapter(model), batch_size=batch_size,
                          per_token=per_token, engine_managed=engine_managed, packing=packing)
     info = {"model": model_name or getattr(getattr(model, "config", None), "_name_or_path", None),
             "tokenizer": getattr(tokenizer, "name_or_path", None)}
     return CachedReference.for_model(cache_dir or default_cache_root(), live, on_corrupt=on_corrupt,
-                                     shard_size=shard_size, source=source, info=info, progress=progress)
+                                     shard_size=shard_size, source=source, info=info, progress=progress,
+                                     audit_samples=audit_samples)

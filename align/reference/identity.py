@@ -19,7 +19,7 @@ import torch
 from align.distributed import agree
 from align.reference.fingerprint import config_fingerprint, tokenizer_fingerprint, weights_fingerprint
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: signed shards, key index; 2 (unsigned, no index) is rebuilt, not read
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from align.data.tokenize import TokenizedList
 from align.distributed import full_weights, gather_objects, max_over_ranks, rank_world
 from align.forward import score_lists
+from align.reference.audit import new_seed, pick, run_audit
 from align.reference.identity import ReferenceIdentity
 from align.reference.store import CacheError, Entry, ReferenceStore, entry_key, shard_name
 
@@ -47,11 +48,13 @@ class CacheStats:
     seconds: float = 0.0
     corrupted_shards: int = 0
     computed_here: int = 0
+    audit: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``reference_cache`` object of ``summary.json`` and of ``align eval --output``."""
+        """The ``reference_cache`` object of ``summary.json`` and of ``align eval --output``; ``audit`` is the
+        record of :mod:`align.reference.audit` (None when no cached value was audited)."""
         return {"key": self.key, "hits": self.hits, "computed": self.computed, "seconds": round(self.seconds, 3),
-                "corrupted_shards": self.corrupted_shards}
+                "corrupted_shards": self.corrupted_shards, "audit": self.audit}
 
 
 class ReferenceProvider(abc.ABC):
@@ -218,23 +221,30 @@ class CachedReference(ReferenceProvider):
         shard_size: entries per shard written.
         source: a short name of the data, recorded in each written shard (``align cache list``).
         progress: show a progress bar while computing.
+        audit_samples: cache hits scored again by ``live`` at each :meth:`prefetch` and compared
+            (:mod:`align.reference.audit`); 0 (here the default) turns the audit off. The reference of a run
+            (:func:`~align.reference.build.reference_for`, ``reference.audit_samples``) audits 64 by default.
     """
 
     def __init__(self, store: ReferenceStore, live: LiveReference | None = None, *, shard_size: int = 512,
-                 source: str | None = None, progress: bool = True):
+                 source: str | None = None, progress: bool = True, audit_samples: int = 0):
         if live is not None and live.identity != store.identity:
             raise CacheError("the live reference is not the reference this store belongs to")
+        if not isinstance(audit_samples, int) or audit_samples < 0:
+            raise ValueError(f"reference.audit_samples must be a count >= 0, got {audit_samples!r}")
         self.store, self.live, self.shard_size, self.source, self.progress = store, live, shard_size, source, progress
+        self.audit_samples = audit_samples
+        self.audit_report: dict[str, Any] | None = None  # the last audit (kept when a later pass audits nothing)
         self.stats = CacheStats(key=store.key)
         self._memory: dict[bytes, Entry] = {}
 
     @classmethod
     def for_model(cls, root: str | Path, live: LiveReference, *, on_corrupt: str = "recompute",
                   shard_size: int = 512, source: str | None = None, info: dict[str, Any] | None = None,
-                  progress: bool = True) -> CachedReference:
+                  progress: bool = True, audit_samples: int = 0) -> CachedReference:
         """The cache of ``live``'s reference under ``root`` (identifies the reference: every rank must call it)."""
         store = ReferenceStore(root, live.identity, on_corrupt=on_corrupt, info=info)
-        return cls(store, live, shard_size=shard_size, source=source, progress=progress)
+        return cls(store, live, shard_size=shard_size, source=source, progress=progress, audit_samples=audit_samples)
 
     @property
     def identity(self) -> ReferenceIdentity:
@@ -242,9 +252,14 @@ class CachedReference(ReferenceProvider):
 
     def lookup(self, lists: Sequence[TokenizedList]) -> list[list[Entry]]:
         keys = [[entry_key(t.prompt_ids, r) for r in t.response_ids] for t in lists]
-        if any(k not in self._memory and k not in self.store for row in keys for k in row):
-            self.prefetch(lists)
-        return [[self._memory.get(k) or self.store.get(k) for k in row] for row in keys]  # type: ignore[misc]
+        absent = list(dict.fromkeys(k for row in keys for k in row if k not in self._memory))
+        if absent:
+            found = self.store.find(absent)
+            if len(found) < len(absent):
+                self.prefetch(lists)
+            else:
+                self._memory.update(found)
+        return [[self._memory[k] for k in row] for row in keys]
 
     def prefetch(self, lists: Sequence[TokenizedList]) -> CacheStats:
         """Make every entry of ``lists`` available: read the store, compute and write what is missing.
@@ -257,10 +272,28 @@ class CachedReference(ReferenceProvider):
         keys = [[entry_key(t.prompt_ids, r) for r in t.response_ids] for t in lists]
         wanted = list(dict.fromkeys(k for row in keys for k in row))
         known: dict[bytes, Entry] | None = None
+        audit: tuple[list[bytes], dict[bytes, str], int] | None = None
         if rank == 0:
             self.store.open()
-            known = {k: e for k in wanted if (e := self._memory.get(k) or self.store.get(k)) is not None}
-        known, corrupted = gather_objects((known, self.store.corrupted_shards))[0]
+            known = {k: self._memory[k] for k in wanted if k in self._memory}
+            shard_of: dict[bytes, str] = {}
+            known.update(self.store.find([k for k in wanted if k not in known], shard_of))
+            if self.audit_samples and self.live is not None and shard_of:
+                seed = new_seed()
+                sample = pick(shard_of, self.audit_samples, seed)
+                audit = (sample, {k: shard_of[k] for k in sample}, seed)
+        known, corrupted, audit = gather_objects((known, self.store.corrupted_shards, audit))[0]
+        if audit is not None:  # every rank scores the same sample (collective forwards under ZeRO-3)
+            sample, shard_of, seed = audit
+            sequences = {}
+            for t, row in zip(lists, keys):
+                for r, k in zip(t.response_ids, row):
+                    if k in shard_of:
+                        sequences.setdefault(k, (t.prompt_ids, r))
+            self.audit_report = run_audit(self.live, sample, known, shard_of, sequences, samples=self.audit_samples,
+                                          seed=seed)
+        elif self.audit_report is None and self.live is not None:  # nothing cached to audit, or the audit is off
+            self.audit_report = {"samples": self.audit_samples, "checked": 0}
         chunks = self._chunks(lists, keys, set(wanted) - set(known))
         computed_here = 0
         if chunks:
@@ -273,7 +306,7 @@ class CachedReference(ReferenceProvider):
         n_missing = sum(len(c.keys) for c in chunks)
         self.stats = CacheStats(key=self.store.key, hits=len(wanted) - n_missing, computed=n_missing,
                                 seconds=time.perf_counter() - t0, corrupted_shards=corrupted,
-                                computed_here=computed_here)
+                                computed_here=computed_here, audit=self.audit_report)
         return self.stats
 
     def _chunks(self, lists: Sequence[TokenizedList], keys: list[list[bytes]], missing: set[bytes]) -> list[_Chunk]:
@@ -306,6 +339,7 @@ class CachedReference(ReferenceProvider):
         out: dict[bytes, Entry] = {}
         here = 0
         waiting: list[_Chunk] = []
+        rechecked: set[str] = set()
         with self._bar(chunks) as bar, self.live.session():  # type: ignore[union-attr]
             queue = list(chunks)
             while queue or waiting:
@@ -313,14 +347,18 @@ class CachedReference(ReferenceProvider):
                     time.sleep(0.5)
                     self.store.open()
                 chunk = queue.pop(0) if queue else waiting.pop(0)
-                if all(k in self.store for k in chunk.keys):  # written by another builder meanwhile
-                    out.update({k: self.store.get(k) for k in chunk.keys})  # type: ignore[misc]
+                done = self.store.find(chunk.keys)
+                if len(done) == len(chunk.keys):  # written by another builder meanwhile
+                    out.update(done)
                     bar.update(len(chunk.keys))
                     continue
                 if not self.store.claim(chunk.name):
                     waiting.append(chunk)
                     continue
-                if self.store.has_shard(chunk.name):  # finished by another builder between our look and our claim
+                if self.store.has_shard(chunk.name) and chunk.name not in rechecked:
+                    # finished by another builder between our look and our claim (looked up once more; a shard
+                    # whose entries the index still does not find is computed and written again)
+                    rechecked.add(chunk.name)
                     self.store.release(chunk.name)
                     self.store.open()
                     queue.insert(0, chunk)
