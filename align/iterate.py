@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from align.config import Recipe, to_dict
-from align.data.loaders import split_examples
-from align.data.prompts import TokenizedPrompt, load_prompts, tokenize_prompts
+from align.data.example import LoadReport
+from align.data.prompts import TokenizedPrompt
 from align.io import write_json
 from align.models.loading import load_model, load_tokenizer, resolve_model_path
 from align.online.evaluate import evaluate_by_sampling
@@ -57,11 +57,26 @@ def build_rows(prompts: list[TokenizedPrompt], texts: list[list[str]], rewards: 
     return rows, skipped
 
 
+def load_iterate_prompts(recipe: Recipe, tokenizer: Any, search_dirs: tuple = ()
+                         ) -> tuple[list[TokenizedPrompt], list[TokenizedPrompt], LoadReport]:
+    """The training prompts (``iterate.prompts``, else ``data.train``) and at most ``iterate.eval_prompts`` held-out
+    prompts: those of ``data.eval`` when it is set, else a ``data.eval_fraction`` split of the training prompts by
+    prompt (:func:`align.online.run.load_prompt_data`, which reads ``data.columns`` / ``data.eval_columns``)."""
+    from align.online.run import load_prompt_data
+
+    it, d = recipe.iterate, recipe.data
+    cap = it.eval_prompts if d.max_eval_examples is None else min(it.eval_prompts, d.max_eval_examples)
+    data = dataclasses.replace(d, train=it.prompts or d.train, max_eval_examples=cap,
+                               eval_fraction=d.eval_fraction if it.eval_prompts else 0.0)
+    train, held, report, _ = load_prompt_data(dataclasses.replace(recipe, data=data), tokenizer, search_dirs)
+    return train, held, report
+
+
 def run_iterate(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bool = False,
                 search_dirs: tuple = (), progress: bool = True) -> dict[str, Any]:
     """Run ``recipe.iterate.rounds`` rounds (see the module docstring); returns and writes ``summary.json``."""
     from align.online.run import completion_rows
-    from align.pipeline import resolve_path, run_sft, run_training
+    from align.pipeline import run_sft, run_training
 
     it = recipe.iterate
     out = Path(output_dir or recipe.output_dir)
@@ -72,13 +87,7 @@ def run_iterate(recipe: Recipe, output_dir: str | Path | None = None, *, resume:
                          "--output-dir")
     write_json(out / "recipe.json", to_dict(recipe))
     tokenizer = load_tokenizer(recipe.model.name_or_path)
-    source = it.prompts or recipe.data.train
-    source = source if source.startswith("task:") else resolve_path(source, search_dirs)
-    prompts, report = load_prompts(source, split=recipe.data.split, columns=recipe.data.columns,
-                                   max_rows=recipe.data.max_rows)
-    train, held = split_examples(prompts, recipe.data.eval_fraction if it.eval_prompts else 0.0)
-    train_t, _ = tokenize_prompts(train, tokenizer, max_prompt_length=recipe.data.max_prompt_length)
-    held_t, _ = tokenize_prompts(held[: it.eval_prompts], tokenizer, max_prompt_length=recipe.data.max_prompt_length)
+    train_t, held_t, report = load_iterate_prompts(recipe, tokenizer, search_dirs)
     sources = load_sources(it.rewards)
     current = state.get("start_model")
     if current is None:
@@ -175,7 +184,7 @@ def _round_recipe(recipe: Recipe, start_model: str, data: Path, k: int) -> Recip
     """The recipe of round ``k``'s offline training: its data, starting from ``start_model``, no SFT."""
     r = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, name_or_path=start_model, reference=None),
                             data=dataclasses.replace(recipe.data, train=str(data), eval=None, format="ranked",
-                                                     max_rows=None, columns={}),
+                                                     max_rows=None, columns={}, eval_columns=None),
                             sft=dataclasses.replace(recipe.sft, enabled=False),
                             train=dataclasses.replace(recipe.train, seed=recipe.train.seed + k))
     return r

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase, TrainingArguments
 from align.config import Recipe, preflight, to_dict, training_kwargs
 from align.data.collate import pad_values
 from align.data.example import DataError, LoadReport
-from align.data.loaders import load_examples, split_examples
+from align.data.loaders import EVAL_COLUMNS_HINT, load_examples, require_examples, split_examples
 from align.data.tokenize import TokenizedList, TruncationReport, tokenize_examples
 from align.distributed import barrier, is_main, is_zero3_partitioned
 from align.evaluation import evaluate_policy, evaluate_reward_model, ranking_report
@@ -85,10 +85,12 @@ def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, search_dirs: S
     d = recipe.data
     examples, report = load_examples(resolve_path(d.train, search_dirs), format=d.format, split=d.split,
                                      strict=d.strict, max_rows=d.max_rows, columns=d.columns)
+    require_examples(report, d.train, "data.train", d.columns)
     if d.eval:
         train_ex = examples
         eval_ex, eval_report = load_examples(resolve_path(d.eval, search_dirs), format=d.format, split=d.split,
-                                             strict=d.strict, columns=d.columns)
+                                             strict=d.strict, columns=d.eval_columns)
+        require_examples(eval_report, d.eval, "data.eval", d.eval_columns, EVAL_COLUMNS_HINT)
         report.merge(eval_report)
     else:
         train_ex, eval_ex = split_examples(examples, d.eval_fraction)
