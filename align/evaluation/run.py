@@ -271,11 +271,11 @@ def write_plots(result: dict[str, Any], margins: torch.Tensor, out_dir: Path) ->
     name, scorer = "/".join(Path(result["model"]).parts[-2:]) or result["model"], result["scorer"]
     paths = []
     ideal = result.get("idealized_ranking_accuracy")
-    if ideal and scorer != "reward-model":  # the idealized DPO optimum is about policies, not reward models
+    if ideal:  # for a reward model: what a DPO policy from the same π_ref could reach at best, beside the RM's own
         betas = [float(b) for b in ideal]
         series = {"R* (summed)": "summed", "R̃* (length-normalised)": "length_normalized"}
         obs = result["observed_ranking_accuracy"]
-        observed = ({f"{scorer} accuracy (ties correct)": obs["summed"]} if scorer == "reward-model" else
+        observed = ({"reward model accuracy (ties correct)": obs["summed"]} if scorer == "reward-model" else
                     {"R observed (summed)": obs["summed"], "R̃ observed (length-normalised)": obs["length_normalized"]})
         observed["π_ref accuracy"] = result.get("reference_ranking_accuracy")
         paths.append(plot_accuracy_vs_beta(
@@ -323,11 +323,14 @@ def eval_markdown(result: dict[str, Any]) -> str:
         lines += [f"| {s} | {_f(m['pairwise_accuracy'])} | {_f(m['pairwise_accuracy_ties_correct'])} | "
                   f"{_f(m['list_exact_match'])} | {_f(m['kendall_tau'])} | {m['n_pairs']} |" for s, m in by.items()]
     ideal = result.get("idealized_ranking_accuracy")
-    if ideal and result["scorer"] != "reward-model":  # the idealized DPO optimum says nothing about a reward model
+    if ideal:
         obs = result["observed_ranking_accuracy"]
+        # A reward model's observed accuracy stands for both R and R̃: the best a DPO policy trained from the same
+        # π_ref could reach, against what the reward model reaches.
+        seen = (f"reward model R = R̃ = {_f(obs['summed'])}" if result["scorer"] == "reward-model" else
+                f"observed R = {_f(obs['summed'])}, R̃ = {_f(obs['length_normalized'])}")
         lines += ["", f"idealized ranking accuracy (Chen et al. 2024), π_ref = {result['idealized_reference']}; "
-                  f"observed R = {_f(obs['summed'])}, R̃ = {_f(obs['length_normalized'])}, "
-                  f"π_ref's own = {_f(result.get('reference_ranking_accuracy'))}", "",
+                  f"{seen}, π_ref's own = {_f(result.get('reference_ranking_accuracy'))}", "",
                   "| β | R* | R* CI | R̃* | R̃* CI | gap R* − R | gap R̃* − R̃ |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {b} | {_f(e['summed'])} | {_ci(e.get('summed_ci'))} | {_f(e['length_normalized'])} | "
                   f"{_ci(e.get('length_normalized_ci'))} | {_f(e['gap'])} | {_f(e['gap_length_normalized'])} |"
