@@ -322,8 +322,12 @@ def save_trained(trainer: PreferenceTrainer, recipe: Recipe, out: Path, start_mo
         algo = ALGORITHMS[recipe.algorithm]
         # What `align eval` needs to score this model the way it was trained: its kind, β, and the reference
         # (for a reward model: the language model it started from, the π_ref of the idealized ranking accuracy).
+        # The data settings let `align eval --split eval` re-read the run's own held-out sequences.
+        d = recipe.data
         info = {"kind": algo.model_kind, "algorithm": recipe.algorithm, "beta": getattr(recipe.loss, "beta", None),
-                "reference": recipe.model.reference or start_model}
+                "reference": recipe.model.reference or start_model,
+                "data": {"max_prompt_length": d.max_prompt_length, "max_response_length": d.max_response_length,
+                         "eval_fraction": d.eval_fraction}}
         write_json(model_dir / MODEL_INFO, info)
     barrier()
     return model_dir

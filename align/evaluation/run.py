@@ -3,6 +3,7 @@ metrics with bootstrap CIs, idealized ranking accuracy, per-subset tables, calib
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import math
@@ -19,6 +20,7 @@ from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
 from align.evaluation.calibration import reliability
 from align.evaluation.idealized import DEFAULT_BETAS, UNANIMOUS_ALPHA, idealized_by_beta
 from align.evaluation.report import list_tensors, policy_scorers, report_scores
+from align.evaluation.settings import DEFAULTS, resolve_settings
 from align.evaluation.subsets import subset_report
 from align.forward import reward_scores, score_lists
 from align.losses.pairs import preference_pairs
@@ -44,10 +46,11 @@ class EvalRequest:
     strict: bool = False
     max_rows: int | None = None
     split: Literal["all", "train", "eval"] = "all"
-    eval_fraction: float = 0.1
+    # None: the settings the model's run trained with (align/evaluation/settings.py), else 0.1 / 512 / 512
+    eval_fraction: float | None = None
     batch_size: int = 16
-    max_prompt_length: int = 512
-    max_response_length: int = 512
+    max_prompt_length: int | None = None
+    max_response_length: int | None = None
     dtype: str = "float32"
     cache_dir: str | None = None
     betas: tuple[float, ...] = DEFAULT_BETAS
@@ -118,7 +121,19 @@ def _idealized(ref: torch.Tensor, labels, mask, lengths, observed: dict[str, flo
 
 
 def run_eval(req: EvalRequest) -> dict[str, Any]:
-    """Evaluate ``req.model`` on ``req.data``; returns the JSON-ready result (see ``eval/README.md``)."""
+    """Evaluate ``req.model`` on ``req.data``; returns the JSON-ready result (see ``eval/README.md``).
+
+    Lengths and the split fraction left None are the ones the model's run trained with (``settings`` in the
+    result says which were used and where they came from)."""
+    settings = resolve_settings(req.model, {k: getattr(req, k) for k in DEFAULTS})
+    req = dataclasses.replace(req, **{k: settings[k] for k in DEFAULTS})
+    result = _run_eval(req)
+    settings["chat_template"] = bool(getattr(load_tokenizer(req.model, key="--model"), "chat_template", None))
+    result["settings"] = settings
+    return result
+
+
+def _run_eval(req: EvalRequest) -> dict[str, Any]:
     if req.scorer == "task" or req.data.startswith("task:"):
         if req.scorer not in ("task", "auto"):
             raise ValueError(f"--data {req.data} is a built-in task: it is scored with --scorer task, not "

@@ -41,7 +41,8 @@ def test_reward_recipe_trains_and_records_its_reference(reward_run, small_model_
     assert set(summary["eval"]["by_scorer"]) == {"reward-model"} and summary["eval"]["scorer"] == "reward-model"
     assert summary["eval"]["ci"]["pairwise_accuracy"] is not None
     info = json.loads((run / "model" / MODEL_INFO).read_text())
-    assert info == {"kind": "reward", "algorithm": "reward", "beta": None, "reference": str(small_model_dir)}
+    assert info == {"kind": "reward", "algorithm": "reward", "beta": None, "reference": str(small_model_dir),
+                    "data": {"max_prompt_length": 48, "max_response_length": 32, "eval_fraction": 0.1}}
     assert is_reward_model(str(run / "model"))
 
 
