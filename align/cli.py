@@ -70,11 +70,13 @@ def results_table(summary: dict[str, Any]) -> str:
     lines = [f"| held-out pairwise accuracy ({n} pairs) | before | after {summary['algorithm']} (95% CI) |",
              "|---|---|---|"]
     rows = [("summed log-prob", "logprob"), ("mean log-prob (length-normalised)", "logprob_mean"),
-            ("implicit reward log π − log π_ref", "implicit"), ("reward model (before: random head)", "reward-model")]
+            ("implicit reward log π − log π_ref", "implicit"),
+            ("implicit reward per token (length-normalised)", "implicit_mean"),
+            ("reward model (before: random head)", "reward-model")]
     for label, key in rows:
         b = (by_b.get(key) or {}).get("pairwise_accuracy")
         a = (by_a.get(key) or {}).get("pairwise_accuracy")
-        if key == "implicit":
+        if key in ("implicit", "implicit_mean"):
             b = None  # before training π = π_ref: every implicit reward is 0
         if key not in by_a and key not in by_b:
             continue  # e.g. no reference model (Cringe): no implicit reward; a policy has no reward head

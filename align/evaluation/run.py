@@ -331,6 +331,10 @@ def eval_markdown(result: dict[str, Any]) -> str:
              "list_exact_match": "list exact match", "top1_accuracy": "top-1 accuracy", "kendall_tau": "Kendall τ",
              "ndcg": "NDCG", "ndcg_at_k": f"NDCG@{result.get('ndcg_k')}"}
     lines += [f"| {label} | {_f(result.get(k))} | {_ci(ci.get(k))} |" for k, label in names.items()]
+    norm = result.get("length_normalized")
+    if norm:  # the same scorer per token, beside the summed one
+        lines.append(f"| pairwise accuracy (strict), per token ({norm['scorer']}) | {_f(norm['pairwise_accuracy'])} | "
+                     f"{_ci(norm.get('ci', {}).get('pairwise_accuracy'))} |")
     by = result.get("by_scorer", {})
     if len(by) > 1:
         lines += ["", "| scorer | pairwise accuracy (strict) | ties correct | exact match | Kendall τ | pairs |",

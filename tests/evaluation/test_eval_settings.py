@@ -51,6 +51,10 @@ def test_eval_defaults_to_the_runs_lengths_and_reads_its_cache(dpo_run, capsys):
     # ... and the run's own "after" evaluation, measured again
     assert r["pairwise_accuracy"] == pytest.approx(summary["eval"]["pairwise_accuracy"])
     assert "max_prompt_length 32 (the run's)" in out and "max_response_length 16 (the run's)" in out
+    # the per-token implicit reward is reported beside the summed one
+    norm = r["length_normalized"]
+    assert norm["scorer"] == "implicit_mean" and norm == {"scorer": "implicit_mean", **r["by_scorer"]["implicit_mean"]}
+    assert f"per token (implicit_mean) | {norm['pairwise_accuracy']:.3f}" in out
 
 
 def test_flags_override_the_runs_settings(dpo_run, capsys):
