@@ -129,6 +129,10 @@ def cmd_iterate(a: argparse.Namespace) -> int:
 
     recipe = load_recipe(a.recipe, a.overrides)
     summary = run_iterate(recipe, a.output_dir, resume=a.resume, search_dirs=_search_dirs(a.recipe))
+    from align.distributed import is_main
+
+    if not is_main():  # under a launcher: the main process reports
+        return 0
     out = Path(a.output_dir or recipe.output_dir)
     lines = ["| round | lists | sample reward (mean) | train loss first → last | held-out reward |",
              "|---|---|---|---|---|"]
