@@ -263,10 +263,13 @@ def _sample_round(k: int, recipe: Recipe, model: torch.nn.Module, tokenizer: Any
 
 
 def _round_recipe(recipe: Recipe, start_model: str, data: Path, k: int) -> Recipe:
-    """The recipe of round ``k``'s offline training: its data, starting from ``start_model``, no SFT."""
+    """The recipe of round ``k``'s offline training: its data, starting from ``start_model``, no SFT. The round's
+    lists are held out (``data.eval_fraction``) only for an evaluation (``eval.enabled``); else all are trained on."""
+    held = recipe.data.eval_fraction if recipe.eval.enabled else 0.0
     r = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, name_or_path=start_model, reference=None),
                             data=dataclasses.replace(recipe.data, train=str(data), eval=None, format="ranked",
-                                                     max_rows=None, columns={}, eval_columns=None),
+                                                     max_rows=None, columns={}, eval_columns=None,
+                                                     eval_fraction=held),
                             sft=dataclasses.replace(recipe.sft, enabled=False),
                             train=dataclasses.replace(recipe.train, seed=recipe.train.seed + k))
     return r
