@@ -99,6 +99,8 @@ def run_iterate(recipe: Recipe, output_dir: str | Path | None = None, *, resume:
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", to_dict(recipe))
+        resolve_model_path(recipe.model.name_or_path)  # builds the embedded model once, before the others read it
+    barrier()
     tokenizer = load_tokenizer(recipe.model.name_or_path)
     train_t, held_t, report = load_iterate_prompts(recipe, tokenizer, search_dirs)
     sources = load_sources(it.rewards, device=device)
