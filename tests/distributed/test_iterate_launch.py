@@ -1,7 +1,8 @@
-"""``align iterate`` under ``accelerate launch`` on 2 CPU processes (gloo) against 1 process, same global batch
-(1 × 8 lists a step against 2 × 4): each process samples its share of the prompts, so the two runs draw the same
-samples and build the same lists; the rounds' training gives the same losses; the held-out prompts are the 8 of
-``data.eval``; the main process alone writes the state, the lists, the metrics and the summary."""
+"""``align iterate`` under ``accelerate launch`` on 2 CPU processes (gloo: DDP, DeepSpeed ZeRO-2 and ZeRO-3) against
+1 process, same global batch (1 × 8 lists a step against 2 × 4): each process samples its share of the prompts, so
+the two runs draw the same samples and build the same lists; the rounds' training gives the same losses; the
+held-out prompts are the 8 of ``data.eval``; the main process alone writes the state, the lists, the metrics and
+the summary."""
 
 from __future__ import annotations
 
@@ -75,19 +76,29 @@ def _losses(train_dir: Path) -> list[float]:
     return [h["loss"] for h in json.loads((train_dir / "log_history.json").read_text()) if "loss" in h]
 
 
-@pytest.mark.filterwarnings("ignore")
-def test_two_processes_give_the_rounds_of_one(small_model_dir, tmp_path):
-    recipe = _recipe(tmp_path, small_model_dir)
-    one, _, t_one = _iterate(tmp_path, recipe, "one", None, 8)
-    two, stdout, t_two = _iterate(tmp_path, recipe, "two", "cpu_ddp.yaml", 4)
-    print(f"align iterate, 2 rounds: 1 process {t_one:.1f} s, 2 processes {t_two:.1f} s (wall, with start-up)")
+@pytest.fixture(scope="module")
+def single(small_model_dir, tmp_path_factory):
+    """The 1-process run every 2-process run is compared with."""
+    tmp = tmp_path_factory.mktemp("iterate_launch")
+    recipe = _recipe(tmp, small_model_dir)
+    summary, _, seconds = _iterate(tmp, recipe, "one", None, 8)
+    return tmp, recipe, summary, seconds
+
+
+@pytest.mark.parametrize("config", ["cpu_ddp.yaml", "cpu_zero2.yaml", "cpu_zero3.yaml"])
+def test_two_processes_give_the_rounds_of_one(single, config):
+    tmp, recipe, one, t_one = single
+    name = config.removesuffix(".yaml")
+    two, stdout, t_two = _iterate(tmp, recipe, name, config, 4)
+    print(f"align iterate, 2 rounds: 1 process {t_one:.1f} s, 2 processes ({name}) {t_two:.1f} s (wall, start-up "
+          "included)")
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert stdout.count("wrote ") == 1  # the main process reports
     # the held-out prompts are data.eval's 8, not a split of the training prompts
     assert one["eval_initial"]["n_prompts"] == two["eval_initial"]["n_prompts"] == 8
     assert one["eval_initial"]["reward"] == two["eval_initial"]["reward"]
     for k in (0, 1):
-        r1, r2 = tmp_path / "one" / f"round-{k}", tmp_path / "two" / f"round-{k}"
+        r1, r2 = tmp / "one" / f"round-{k}", tmp / name / f"round-{k}"
         # the same samples and the same lists, written once
         assert (r2 / "samples.jsonl").read_bytes() == (r1 / "samples.jsonl").read_bytes()
         assert (r2 / "data.jsonl").read_bytes() == (r1 / "data.jsonl").read_bytes()
@@ -99,6 +110,6 @@ def test_two_processes_give_the_rounds_of_one(small_model_dir, tmp_path):
         torch.testing.assert_close(torch.tensor(losses2), torch.tensor(losses1), atol=LOSS_TOL, rtol=0)
         assert m2["eval"]["n_prompts"] == 8
     assert two["reward_curve"] == pytest.approx(one["reward_curve"])
-    state = json.loads((tmp_path / "two" / "state.json").read_text())
+    state = json.loads((tmp / name / "state.json").read_text())
     assert all(state["rounds"][str(k)]["finished"] for k in (0, 1))
-    assert len(list((tmp_path / "two").glob("summary.json"))) == 1
+    assert len(list((tmp / name).glob("summary.json"))) == 1
