@@ -75,11 +75,13 @@ def results_table(summary: dict[str, Any]) -> str:
     lines = [f"| held-out pairwise accuracy ({n} pairs) | before | after {summary['algorithm']} (95% CI) |",
              "|---|---|---|"]
     rows = [("summed log-prob", "logprob"), ("mean log-prob (length-normalised)", "logprob_mean"),
-            ("implicit reward log π − log π_ref", "implicit"), ("reward model (before: random head)", "reward-model")]
+            ("implicit reward log π − log π_ref", "implicit"),
+            ("implicit reward per token (length-normalised)", "implicit_mean"),
+            ("reward model (before: random head)", "reward-model")]
     for label, key in rows:
         b = (by_b.get(key) or {}).get("pairwise_accuracy")
         a = (by_a.get(key) or {}).get("pairwise_accuracy")
-        if key == "implicit":
+        if key in ("implicit", "implicit_mean"):
             b = None  # before training π = π_ref: every implicit reward is 0
         if key not in by_a and key not in by_b:
             continue  # e.g. no reference model (Cringe): no implicit reward; a policy has no reward head
@@ -132,6 +134,10 @@ def cmd_iterate(a: argparse.Namespace) -> int:
 
     recipe = load_recipe(a.recipe, a.overrides)
     summary = run_iterate(recipe, a.output_dir, resume=a.resume, search_dirs=_search_dirs(a.recipe))
+    from align.distributed import is_main
+
+    if not is_main():  # under a launcher: the main process reports
+        return 0
     out = Path(a.output_dir or recipe.output_dir)
     lines = ["| round | lists | sample reward (mean) | train loss first → last | held-out reward |",
              "|---|---|---|---|---|"]
@@ -268,13 +274,17 @@ def cmd_cache_prune(a: argparse.Namespace) -> int:
 def cmd_eval(a: argparse.Namespace) -> int:
     from align.config import check_lengths_against_model, read_model_config
     from align.evaluation.run import EvalRequest, eval_markdown, run_eval
+    from align.evaluation.settings import resolve_settings, settings_line
     from align.io import json_text
 
+    # unset lengths / split fraction: the ones the model's run trained with (flags override)
+    lengths = resolve_settings(a.model, {"max_prompt_length": a.max_prompt_length,
+                                         "max_response_length": a.max_response_length})
     for name in dict.fromkeys(n for n in (a.model, a.reference) if n):  # before minutes of loading and scoring
         config = read_model_config(name, local_only=True)  # a hub model not yet downloaded is checked by nothing
         if config is not None:
-            check_lengths_against_model((a.max_prompt_length, a.max_response_length), config, model=name,
-                                        keys=("--max-prompt-length", "--max-response-length"))
+            check_lengths_against_model((lengths["max_prompt_length"], lengths["max_response_length"]), config,
+                                        model=name, keys=("--max-prompt-length", "--max-response-length"))
 
     plots = None if a.no_plots else (a.plots or (str(Path(a.output).with_suffix("")) + "_plots" if a.output else None))
     req = EvalRequest(model=a.model, data=a.data, scorer=a.scorer, columns=a.columns, reference=a.reference,
@@ -291,6 +301,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         Path(a.output).parent.mkdir(parents=True, exist_ok=True)
         Path(a.output).write_text(json_text(result))
     print(eval_markdown(result))
+    print("\n" + settings_line(result["settings"], result["settings"]["chat_template"]))
     d = result["data"]
     if result["scorer"] == "task":
         print(f"\ndata: {d['prompts']} prompts ({d['split']})" + (f"\nwrote {a.output}" if a.output else ""))
@@ -439,8 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-plots", action="store_true", help="write no plots")
     e.add_argument("--split", default="all", choices=["all", "train", "eval"],
                    help="all rows, or the train / held-out side of the prompt-hash split training uses")
-    e.add_argument("--eval-fraction", type=_ranged(float, 0, 1), default=0.1,
-                   help="held-out fraction of that split (the recipe's)")
+    e.add_argument("--eval-fraction", type=_ranged(float, 0, 1),
+                   help="held-out fraction of that split (default: the model's run's data.eval_fraction, else 0.1)")
     e.add_argument("--format", default="auto", choices=["auto", "hh", "trl", "ranked", "oasst"])
     e.add_argument("--columns", type=_columns, default={}, metavar="THEIRS=OURS,...",
                    help="map your field names onto the known ones, e.g. question=prompt,response_j=chosen,"
@@ -468,8 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", type=_ranged(float, 0, low_open=True), default=1.0,
                    help="--scorer task: sampling temperature (default 1)")
     e.add_argument("--batch-size", type=_ranged(int, 1), default=16)
-    e.add_argument("--max-prompt-length", type=_ranged(int, 1), default=512)
-    e.add_argument("--max-response-length", type=_ranged(int, 1), default=512)
+    e.add_argument("--max-prompt-length", type=_ranged(int, 1),
+                   help="default: the model's run's data.max_prompt_length (align_model.json or RUN/recipe.json), "
+                   "else 512")
+    e.add_argument("--max-response-length", type=_ranged(int, 1),
+                   help="default: the model's run's data.max_response_length, else 512")
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     e.add_argument("--cache-dir", help="reference cache root (default $ALIGN_HOME/reference)")
     e.add_argument("--no-packing", action="store_true",

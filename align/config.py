@@ -58,7 +58,9 @@ class DataConfig:
     strict: bool = False
     # The data's field names -> the formats' (prompt, chosen, rejected, responses, ranks, scores, subset, ...),
     # e.g. {question: prompt, response_j: chosen, response_k: rejected}
+    # (data.train's; a data.eval file is read with eval_columns, or with the standard names when that is unset)
     columns: dict[str, str] = field(default_factory=dict)
+    eval_columns: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         from align.data.formats import check_columns  # the formats own their field names
@@ -67,6 +69,11 @@ class DataConfig:
             self.columns = check_columns(self.columns)
         except ValueError as e:
             raise ValueError(f"data.{e}") from e
+        if self.eval_columns is not None:
+            try:
+                self.eval_columns = check_columns(self.eval_columns)
+            except ValueError as e:
+                raise ValueError(f"data.eval_{e}") from e
 
 
 @dataclass

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase, TrainingArguments
 from align.config import Recipe, preflight, to_dict, training_kwargs
 from align.data.collate import pad_values
 from align.data.example import DataError, LoadReport
-from align.data.loaders import load_examples, split_examples
+from align.data.loaders import EVAL_COLUMNS_HINT, load_examples, require_examples, split_examples
 from align.data.tokenize import TokenizedList, TruncationReport, tokenize_examples
 from align.distributed import barrier, is_main, is_zero3_partitioned
 from align.evaluation import evaluate_policy, evaluate_reward_model, ranking_report
@@ -85,10 +85,12 @@ def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, search_dirs: S
     d = recipe.data
     examples, report = load_examples(resolve_path(d.train, search_dirs), format=d.format, split=d.split,
                                      strict=d.strict, max_rows=d.max_rows, columns=d.columns)
+    require_examples(report, d.train, "data.train", d.columns)
     if d.eval:
         train_ex = examples
         eval_ex, eval_report = load_examples(resolve_path(d.eval, search_dirs), format=d.format, split=d.split,
-                                             strict=d.strict, columns=d.columns)
+                                             strict=d.strict, columns=d.eval_columns)
+        require_examples(eval_report, d.eval, "data.eval", d.eval_columns, EVAL_COLUMNS_HINT)
         report.merge(eval_report)
     else:
         train_ex, eval_ex = split_examples(examples, d.eval_fraction)
@@ -106,10 +108,12 @@ def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, search_dirs: S
 
 
 def prepare_policy(recipe: Recipe, search_dirs: Sequence[str | Path] = (), progress: bool = True,
-                   device: torch.device | None = None):
+                   device: torch.device | None = None, policy: torch.nn.Module | None = None):
     """Tokenizer, data, the starting weights (after the recipe's SFT stage) and the policy, ready to train: on
     ``device`` (unless ZeRO-3 placed it), dropout off if asked, LoRA-wrapped if asked. A policy that starts from
-    an existing PEFT adapter keeps training it and holds a frozen copy as its reference.
+    an existing PEFT adapter keeps training it and holds a frozen copy as its reference. ``policy``: a causal LM
+    already in memory with ``model.name_or_path``'s weights (``align iterate``'s current policy), used instead of
+    loading them; the recipe must then have no SFT stage.
 
     Returns ``(tokenizer, data, start_model, policy, sft_seconds)``.
     """
@@ -118,6 +122,16 @@ def prepare_policy(recipe: Recipe, search_dirs: Sequence[str | Path] = (), progr
     log.info("data: %d rows read, %d lists (%d train / %d eval), skipped %s", data.report.rows_read,
              data.report.examples, len(data.train), len(data.eval), dict(data.report.skipped) or "none")
     start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
+    if policy is not None:
+        if recipe.sft.enabled or ALGORITHMS[recipe.algorithm].model_kind == "reward":
+            raise ValueError("a policy passed in memory trains as it is: no SFT stage, not a reward model")
+        if not is_zero3_partitioned(policy) and device is not None:
+            policy = policy.to(device)
+        if recipe.model.disable_dropout:
+            _disable_dropout(policy)
+        if not hasattr(policy, "peft_config"):  # an adapter the policy started from keeps training
+            policy = _maybe_lora(policy, recipe, "CAUSAL_LM")
+        return tokenizer, data, start_model, policy, sft_seconds
     if recipe.sft.enabled and is_adapter(start_model):
         raise ValueError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
                          "supported; set sft.enabled=false")
@@ -209,6 +223,17 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
 
         return run_grpo(recipe, output_dir, resume=resume, overwrite=overwrite, search_dirs=search_dirs,
                         progress=progress, command=command)
+    return train_offline(recipe, output_dir, resume=resume, overwrite=overwrite, search_dirs=search_dirs,
+                         progress=progress, command=command)[0]
+
+
+def train_offline(recipe: Recipe, output_dir: str | Path | None = None, *, policy: torch.nn.Module | None = None,
+                  resume: bool = False, overwrite: bool = False, search_dirs: Sequence[str | Path] = (),
+                  progress: bool = True, command: str | None = None
+                  ) -> tuple[dict[str, Any], torch.nn.Module | None]:
+    """:func:`run_training` of an offline algorithm, optionally on a ``policy`` already in memory (see
+    :func:`prepare_policy`). Returns the summary and the trained model, ready to sample from, when it can be used
+    as it is (a plain model, not a DeepSpeed engine's nor a PEFT wrapper); else None (load ``model_dir``)."""
     check_report_to(recipe.train.report_to)  # a missing tracker or a bad device setting fails before any load
     preflight(recipe)
     out = Path(output_dir or recipe.output_dir)
@@ -230,7 +255,8 @@ def _train(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: Ru
     # at model load), so everything below runs split across ranks instead of once per rank.
     args = training_arguments(recipe, out)
     args.disable_tqdm = not progress
-    tokenizer, data, start_model, policy, sft_seconds = prepare_policy(recipe, search_dirs, progress, args.device)
+    tokenizer, data, start_model, policy, sft_seconds = prepare_policy(recipe, search_dirs, progress, args.device,
+                                                                       policy)
     if is_main():
         write_json(out / "recipe.json", recipe_dict)  # the settings in effect (see prepare_output_dir)
     pad = tokenizer.pad_token_id or 0
@@ -306,7 +332,9 @@ def _train(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: Ru
         write_json(out / "log_history.json", trainer.state.log_history)
         write_model_card(model_dir, summary, to_dict(recipe), command)
     barrier()
-    return summary
+    trained = trainer.model
+    reusable = not engine and not hasattr(trained, "peft_config")
+    return summary, (trained if reusable else None)
 
 
 def save_trained(trainer: PreferenceTrainer, recipe: Recipe, out: Path, start_model: str) -> Path:
@@ -330,8 +358,12 @@ def save_trained(trainer: PreferenceTrainer, recipe: Recipe, out: Path, start_mo
         algo = ALGORITHMS[recipe.algorithm]
         # What `align eval` needs to score this model the way it was trained: its kind, β, and the reference
         # (for a reward model: the language model it started from, the π_ref of the idealized ranking accuracy).
+        # The data settings let `align eval --split eval` re-read the run's own held-out sequences.
+        d = recipe.data
         info = {"kind": algo.model_kind, "algorithm": recipe.algorithm, "beta": getattr(recipe.loss, "beta", None),
-                "reference": recipe.model.reference or start_model}
+                "reference": recipe.model.reference or start_model,
+                "data": {"max_prompt_length": d.max_prompt_length, "max_response_length": d.max_response_length,
+                         "eval_fraction": d.eval_fraction}}
         write_json(model_dir / MODEL_INFO, info)
     barrier()
     return model_dir

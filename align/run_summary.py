@@ -18,6 +18,7 @@ SCORER_LABELS: dict[str, str] = {
     "implicit": "implicit reward log π − log π_ref",
     "logprob": "summed log-prob",
     "logprob_mean": "mean log-prob per token",
+    "implicit_mean": "implicit reward per token (log π − log π_ref) / |y|",
     "reward-model": "reward model score",
 }
 METRIC_LABELS: dict[str, str] = {

@@ -160,3 +160,28 @@ def test_resume_lists_changed_settings_and_keeps_each_rounds_recipe(small_model_
     assert json.loads((out / "round-1" / "train" / "recipe.json").read_text())["train"]["learning_rate"] == 0.01
     changed = json.loads((out / "summary.json").read_text())["resume"]["changed_settings"]
     assert set(changed) == {"train.learning_rate", "iterate.rounds"}
+
+
+def test_the_policy_stays_in_memory_across_rounds(small_model_dir, tmp_path, monkeypatch):
+    """Two rounds load the model once: the policy sampled from is trained in place and sampled from again (it
+    was loaded three times a round: to sample, to train, to evaluate)."""
+    from transformers import AutoModelForCausalLM
+
+    from align.config import load_recipe
+    from align.iterate import run_iterate
+
+    loads = []
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def counted(cls, name, *args, **kwargs):
+        loads.append(str(name))
+        return real(cls, name, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(counted))
+    recipe = load_recipe(_recipe(tmp_path, small_model_dir, "iterate_dpo_tiny.yaml"), ["sft.enabled=false"])
+    summary = run_iterate(recipe, tmp_path / "run", progress=False)
+    assert [r["round"] for r in summary["rounds"]] == [0, 1] and summary["world_size"] == 1
+    assert loads == [str(small_model_dir)]
+    # round 1 started from round 0's saved model: its reference entries are that model's (computed, not hits)
+    assert summary["rounds"][1]["start_model"] == str(tmp_path / "run" / "round-0" / "train" / "model")
+    assert summary["rounds"][1]["train"]["reference_cache"]["computed"] > 0

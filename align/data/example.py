@@ -45,6 +45,7 @@ class LoadReport:
     examples: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     formats: Counter[str] = field(default_factory=Counter)  # format name ("hh", "trl", ...) -> examples
+    fields: set[str] = field(default_factory=set)  # the field names the rows had (for messages, not the summary)
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] += 1
@@ -55,6 +56,7 @@ class LoadReport:
         self.examples += other.examples
         self.skipped.update(other.skipped)
         self.formats.update(other.formats)
+        self.fields.update(other.fields)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``data`` object of ``summary.json`` and of ``align eval --output``."""

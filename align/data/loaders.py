@@ -94,6 +94,8 @@ def examples_from_rows(rows: Iterable[Any], *, format: str = "auto", strict: boo
     triples = (r if isinstance(r, tuple) and len(r) == 3 else (i, r, "") for i, r in enumerate(rows))
     for n, row, where in triples:
         report.rows_read += 1
+        if isinstance(row, dict):
+            report.fields.update(map(str, row))
         name, items = (None, [row.reason]) if isinstance(row, BadRow) else convert_row(row, format, n, mapping)
         for item in items:
             if isinstance(item, RankedExample):
@@ -114,6 +116,23 @@ def examples_from_rows(rows: Iterable[Any], *, format: str = "auto", strict: boo
     log.info("%s: %d rows read, %d examples (%s)", source_name, report.rows_read, report.examples,
              _formats_text(report))
     return examples, report
+
+
+# What a data.eval file that gave nothing may need: data.columns renames the training file's fields only.
+EVAL_COLUMNS_HINT = " (data.columns renames data.train's fields only; data.eval_columns renames this file's)"
+
+
+def require_examples(report: LoadReport, source: str, what: str = "data", columns: Mapping[str, str] | None = None,
+                     hint: str = "") -> None:
+    """Raise a one-line ``DataError`` when a load gave no example: it names the source, what was skipped, the
+    fields its rows have and the column mapping that was applied, so a wrong mapping is visible at once."""
+    if report.examples:
+        return
+    fields = ", ".join(sorted(report.fields)) or "none"
+    skipped = ", ".join(f"{k}: {v}" for k, v in sorted(report.skipped.items())) or "nothing"
+    mapping = f"; columns renamed with {dict(columns)}" if columns else "; read with the standard field names"
+    raise DataError(f"{what} {source}: {report.rows_read} rows read, 0 examples (skipped {skipped}); its rows' "
+                    f"fields: {fields}{mapping}{hint}")
 
 
 def _detail(reason: str, row: Any) -> str:

@@ -73,6 +73,8 @@ def load_prompts(source: str | os.PathLike[str], *, split: str = "train", strict
     out: list[PromptExample] = []
     for n, row, where in itertools.islice(_rows(os.fspath(source), split), max_rows):
         report.rows_read += 1
+        if isinstance(row, dict):
+            report.fields.update(map(str, row))
         item = row.reason if isinstance(row, BadRow) else _prompt_of(row, n, mapping)
         if isinstance(item, str):
             if strict:

@@ -55,18 +55,29 @@ def report_scores(scorers: dict[str, torch.Tensor], headline: str, lists: Sequen
         weights = bootstrap_weights(len(lists), resamples, seed)
     by = {name: score_report(s, labels, mask, weights=weights, ndcg_k=ndcg_k, level=level)
           for name, s in scorers.items()}
-    return {"scorer": headline, **by[headline], "n_lists": len(lists), "ndcg_k": ndcg_k, "by_scorer": by}
+    out = {"scorer": headline, **by[headline], "n_lists": len(lists), "ndcg_k": ndcg_k, "by_scorer": by}
+    partner = LENGTH_NORMALIZED.get(headline)
+    if partner in by:  # the headline's per-token form, beside it: a summed score favours long responses
+        out["length_normalized"] = {"scorer": partner, **by[partner]}
+    return out
+
+
+# The per-token (length-normalised) form of each summed scorer of :func:`policy_scorers`.
+LENGTH_NORMALIZED: dict[str, str] = {"logprob": "logprob_mean", "implicit": "implicit_mean"}
 
 
 def policy_scorers(policy_logps: torch.Tensor, lengths: torch.Tensor,
                    ref_logps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Summed log-prob, per-token mean log-prob and, with a reference, the implicit reward log π − log π_ref
-    (RewardBench's DPO convention: no β)."""
+    (RewardBench's DPO convention: no β) and its length-normalised form (log π − log π_ref) / |y|, the s_i of
+    ``sigmoid_norm`` DPO and of LiPO / MMPO with ``length_normalize`` (docs/algorithms.md §1)."""
     # Infinite values become NaN: a non-finite score is never a tie (the metrics count such pairs as wrong).
     logps = torch.where(torch.isinf(policy_logps), torch.full_like(policy_logps, math.nan), policy_logps)
+    lengths = lengths.to(logps.dtype).clamp(min=1)
     out = {"logprob": logps, "logprob_mean": logps / lengths}
     if ref_logps is not None:
         out["implicit"] = logps - ref_logps
+        out["implicit_mean"] = out["implicit"] / lengths
     return out
 
 

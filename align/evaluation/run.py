@@ -3,6 +3,7 @@ metrics with bootstrap CIs, idealized ranking accuracy, per-subset tables, calib
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import math
@@ -19,6 +20,7 @@ from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
 from align.evaluation.calibration import reliability
 from align.evaluation.idealized import DEFAULT_BETAS, UNANIMOUS_ALPHA, idealized_by_beta
 from align.evaluation.report import list_tensors, policy_scorers, report_scores
+from align.evaluation.settings import DEFAULTS, resolve_settings
 from align.evaluation.subsets import subset_report
 from align.forward import reward_scores, score_lists
 from align.losses.pairs import preference_pairs
@@ -44,10 +46,11 @@ class EvalRequest:
     strict: bool = False
     max_rows: int | None = None
     split: Literal["all", "train", "eval"] = "all"
-    eval_fraction: float = 0.1
+    # None: the settings the model's run trained with (align/evaluation/settings.py), else 0.1 / 512 / 512
+    eval_fraction: float | None = None
     batch_size: int = 16
-    max_prompt_length: int = 512
-    max_response_length: int = 512
+    max_prompt_length: int | None = None
+    max_response_length: int | None = None
     dtype: str = "float32"
     cache_dir: str | None = None
     betas: tuple[float, ...] = DEFAULT_BETAS
@@ -118,7 +121,19 @@ def _idealized(ref: torch.Tensor, labels, mask, lengths, observed: dict[str, flo
 
 
 def run_eval(req: EvalRequest) -> dict[str, Any]:
-    """Evaluate ``req.model`` on ``req.data``; returns the JSON-ready result (see ``eval/README.md``)."""
+    """Evaluate ``req.model`` on ``req.data``; returns the JSON-ready result (see ``eval/README.md``).
+
+    Lengths and the split fraction left None are the ones the model's run trained with (``settings`` in the
+    result says which were used and where they came from)."""
+    settings = resolve_settings(req.model, {k: getattr(req, k) for k in DEFAULTS})
+    req = dataclasses.replace(req, **{k: settings[k] for k in DEFAULTS})
+    result = _run_eval(req)
+    settings["chat_template"] = bool(getattr(load_tokenizer(req.model, key="--model"), "chat_template", None))
+    result["settings"] = settings
+    return result
+
+
+def _run_eval(req: EvalRequest) -> dict[str, Any]:
     if req.scorer == "task" or req.data.startswith("task:"):
         if req.scorer not in ("task", "auto"):
             raise ValueError(f"--data {req.data} is a built-in task: it is scored with --scorer task, not "
@@ -271,11 +286,11 @@ def write_plots(result: dict[str, Any], margins: torch.Tensor, out_dir: Path) ->
     name, scorer = "/".join(Path(result["model"]).parts[-2:]) or result["model"], result["scorer"]
     paths = []
     ideal = result.get("idealized_ranking_accuracy")
-    if ideal and scorer != "reward-model":  # the idealized DPO optimum is about policies, not reward models
+    if ideal:  # for a reward model: what a DPO policy from the same π_ref could reach at best, beside the RM's own
         betas = [float(b) for b in ideal]
         series = {"R* (summed)": "summed", "R̃* (length-normalised)": "length_normalized"}
         obs = result["observed_ranking_accuracy"]
-        observed = ({f"{scorer} accuracy (ties correct)": obs["summed"]} if scorer == "reward-model" else
+        observed = ({"reward model accuracy (ties correct)": obs["summed"]} if scorer == "reward-model" else
                     {"R observed (summed)": obs["summed"], "R̃ observed (length-normalised)": obs["length_normalized"]})
         observed["π_ref accuracy"] = result.get("reference_ranking_accuracy")
         paths.append(plot_accuracy_vs_beta(
@@ -316,6 +331,10 @@ def eval_markdown(result: dict[str, Any]) -> str:
              "list_exact_match": "list exact match", "top1_accuracy": "top-1 accuracy", "kendall_tau": "Kendall τ",
              "ndcg": "NDCG", "ndcg_at_k": f"NDCG@{result.get('ndcg_k')}"}
     lines += [f"| {label} | {_f(result.get(k))} | {_ci(ci.get(k))} |" for k, label in names.items()]
+    norm = result.get("length_normalized")
+    if norm:  # the same scorer per token, beside the summed one
+        lines.append(f"| pairwise accuracy (strict), per token ({norm['scorer']}) | {_f(norm['pairwise_accuracy'])} | "
+                     f"{_ci(norm.get('ci', {}).get('pairwise_accuracy'))} |")
     by = result.get("by_scorer", {})
     if len(by) > 1:
         lines += ["", "| scorer | pairwise accuracy (strict) | ties correct | exact match | Kendall τ | pairs |",
@@ -323,11 +342,14 @@ def eval_markdown(result: dict[str, Any]) -> str:
         lines += [f"| {s} | {_f(m['pairwise_accuracy'])} | {_f(m['pairwise_accuracy_ties_correct'])} | "
                   f"{_f(m['list_exact_match'])} | {_f(m['kendall_tau'])} | {m['n_pairs']} |" for s, m in by.items()]
     ideal = result.get("idealized_ranking_accuracy")
-    if ideal and result["scorer"] != "reward-model":  # the idealized DPO optimum says nothing about a reward model
+    if ideal:
         obs = result["observed_ranking_accuracy"]
+        # A reward model's observed accuracy stands for both R and R̃: the best a DPO policy trained from the same
+        # π_ref could reach, against what the reward model reaches.
+        seen = (f"reward model R = R̃ = {_f(obs['summed'])}" if result["scorer"] == "reward-model" else
+                f"observed R = {_f(obs['summed'])}, R̃ = {_f(obs['length_normalized'])}")
         lines += ["", f"idealized ranking accuracy (Chen et al. 2024), π_ref = {result['idealized_reference']}; "
-                  f"observed R = {_f(obs['summed'])}, R̃ = {_f(obs['length_normalized'])}, "
-                  f"π_ref's own = {_f(result.get('reference_ranking_accuracy'))}", "",
+                  f"{seen}, π_ref's own = {_f(result.get('reference_ranking_accuracy'))}", "",
                   "| β | R* | R* CI | R̃* | R̃* CI | gap R* − R | gap R̃* − R̃ |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {b} | {_f(e['summed'])} | {_ci(e.get('summed_ci'))} | {_f(e['length_normalized'])} | "
                   f"{_ci(e.get('length_normalized_ci'))} | {_f(e['gap'])} | {_f(e['gap_length_normalized'])} |"

@@ -7,10 +7,13 @@ Variants, with h as above (``docs/algorithms.md`` §1; TRL's ``DPOTrainer`` comp
     robust   [-(1-ε) log σ(βh) + ε log σ(-βh)] / (1-2ε)    (rDPO, Chowdhury et al. 2024, Eq. 8)
     hinge    max(0, 1 - βh)                                (SLiC / RSO, Liu et al. 2023)
     ipo      (h̄ - 1/(2β))²                                 (IPO, Azar et al. 2023, Eq. 17)
+    sigmoid_norm  -log σ(β h̄)                             (TRL's ``sigmoid_norm``: DPO on per-token log-ratios)
 βh is the difference of the implicit rewards β·(log π_θ - log π_ref) of :meth:`ListScores.implicit_rewards`. For
 IPO we length-normalise, as TRL does and as the IPO authors confirmed to TRL: h̄ uses each response's log-ratio
 divided by its token count, so β means the same at any response length. Lengths of 1 give the summed form of the
-original DPO repository.
+original DPO repository. ``sigmoid_norm`` is the DPO loss on h̄, h̄ = (log-ratio of y_w)/|y_w| − (log-ratio of
+y_l)/|y_l| with |y| the response's token count (at least 1), as TRL 1.16 computes it; a summed log-ratio grows
+with the length of a response, so on data whose preferred responses are mostly the longer ones it ranks by length.
 
 On lists of K > 2 responses every ordered pair (ties excluded) is one term; the loss is the mean over pairs.
 """
@@ -28,8 +31,8 @@ from align.losses.base import ListScores, LossOutput, LossSpec
 from align.losses.metrics import pair_reward_metrics
 from align.losses.pairs import Pairs, pair_count, preference_pairs
 
-DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust"]
-DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")
+DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_norm"]
+DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust", "sigmoid_norm")
 
 
 @dataclass
@@ -39,7 +42,7 @@ class DPOLossConfig:
     Attributes:
         beta: β; 0.1 as in the DPO paper and TRL.
         loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``ipo`` (length-normalised), ``hinge``,
-            ``robust`` (rDPO).
+            ``robust`` (rDPO), ``sigmoid_norm`` (DPO on length-normalised log-ratios, TRL's ``sigmoid_norm``).
         label_smoothing: ε for cDPO / rDPO, in [0, 0.5); the other loss types have none.
     """
 
@@ -66,11 +69,13 @@ def dpo_loss(scores: ListScores, config: DPOLossConfig) -> LossOutput:
     """DPO-family loss for every preferred/dispreferred pair of a batch of lists.
 
     Args:
-        scores: ``policy_logps``, ``ref_logps``, ``labels``, ``mask`` (all ``[B, K]``); ``lengths`` for ``ipo``.
+        scores: ``policy_logps``, ``ref_logps``, ``labels``, ``mask`` (all ``[B, K]``); ``lengths`` for ``ipo`` and
+            ``sigmoid_norm``.
         config: β, loss type and label smoothing.
 
     Returns:
-        :class:`LossOutput` with ``[P]`` per-pair losses, ``count`` = P, the pairs and their implicit rewards.
+        :class:`LossOutput` with ``[P]`` per-pair losses, ``count`` = P, the pairs and their (summed) implicit
+        rewards, as TRL reports them for every loss type.
 
     >>> import torch
     >>> s = ListScores(torch.tensor([[-10., -12.]]), torch.tensor([[1., 0.]]), torch.ones(1, 2, dtype=torch.bool),
@@ -84,8 +89,11 @@ def dpo_loss(scores: ListScores, config: DPOLossConfig) -> LossOutput:
     pairs = preference_pairs(scores.labels, scores.mask)
     s_w, s_l = pairs.take(scores.implicit_rewards(c.beta))  # [P] β·r of winner and loser
     z = s_w - s_l  # βh
+    if c.loss_type == "sigmoid_norm":  # βh̄: per-token log-ratios (the reported rewards stay summed, as TRL's)
+        n_w, n_l = pairs.take(scores.implicit_rewards(c.beta, length_normalized=True))
+        z = n_w - n_l
     eps = c.label_smoothing
-    if c.loss_type == "sigmoid":
+    if c.loss_type in ("sigmoid", "sigmoid_norm"):  # sigmoid_norm has no label smoothing (the config checks)
         losses = -(1 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)
     elif c.loss_type == "robust":
         losses = (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)

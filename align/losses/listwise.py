@@ -53,12 +53,15 @@ class LiPOLossConfig:
         normalization: ``sum`` (the paper's formula: per-list sum over pairs, mean over lists) or ``rax`` (the
             reference code: λ-weights × list size, mean over all pairs of the batch).
         labels: ``ranks`` (order only) or ``scores`` (min-max of the labels per list).
+        length_normalize: s_i = β·(log π_θ(y_i) − log π_ref(y_i)) / |y_i|, per-token implicit rewards, instead of
+            summed ones (the length-normalised log-ratio of TRL's ``sigmoid_norm`` DPO; docs/algorithms.md §2).
     """
 
     beta: float = 0.05
     loss_type: ListwiseLossType = "lambda"
     normalization: Literal["sum", "rax"] = "sum"
     labels: Literal["ranks", "scores"] = "ranks"
+    length_normalize: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, "loss", beta=POSITIVE)
@@ -259,10 +262,12 @@ def lipo_labels(labels: torch.Tensor, mask: torch.Tensor, source: Literal["ranks
 
 
 def lipo_loss(scores: ListScores, config: LiPOLossConfig) -> LossOutput:
-    """LiPO on a batch of lists: :func:`listwise_loss` on s = β·(log π_θ - log π_ref) and ψ from the labels.
+    """LiPO on a batch of lists: :func:`listwise_loss` on s = β·(log π_θ - log π_ref) (divided by each response's
+    token count with ``length_normalize``) and ψ from the labels.
 
     Args:
-        scores: ``policy_logps``, ``ref_logps``, ``labels`` and ``mask``, all ``[B, K]``.
+        scores: ``policy_logps``, ``ref_logps``, ``labels`` and ``mask``, all ``[B, K]``; ``lengths`` with
+            ``length_normalize``.
         config: β, loss type, normalisation and the source of ψ.
 
     Returns:
@@ -270,7 +275,7 @@ def lipo_loss(scores: ListScores, config: LiPOLossConfig) -> LossOutput:
         list's best response and its mean reward as metrics.
     """
     c = config
-    s = scores.implicit_rewards(c.beta)  # [B, K]
+    s = scores.implicit_rewards(c.beta, length_normalized=c.length_normalize)  # [B, K]
     out = listwise_loss(s, lipo_labels(scores.labels, scores.mask, c.labels), scores.mask, loss_type=c.loss_type,
                         normalization=c.normalization)
     out.metrics.update(list_reward_metrics(s, scores.labels, scores.mask))

@@ -47,11 +47,14 @@ class MMPOLossConfig:
         gamma: γ, how sharply a margin becomes a target (2.2 on UltraFeedback; ``.inf`` is DPO).
         margins: ``scores`` (raw quality scores, as the reference code) or ``ranks`` (from rank positions, for
             data with ranks only).
+        length_normalize: compare per-token implicit rewards β·(log π_θ(y) − log π_ref(y)) / |y| instead of summed
+            ones (the length-normalised log-ratio of TRL's ``sigmoid_norm`` DPO; docs/algorithms.md §1).
     """
 
     beta: float = 0.01
     gamma: float = 2.2
     margins: Literal["scores", "ranks"] = "scores"
+    length_normalize: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, "loss", beta=POSITIVE, gamma=Range(0, low_open=True, inf=True))
@@ -78,7 +81,8 @@ def mmpo_loss(scores: ListScores, config: MMPOLossConfig, *, p_override: float |
 
     Args:
         scores: ``policy_logps``, ``ref_logps``, ``mask`` and ``labels`` (quality scores, higher is better: they
-            define the pairs, ties forming none, and the margins), all ``[B, K]`` with K >= 2.
+            define the pairs, ties forming none, and the margins), all ``[B, K]`` with K >= 2; ``lengths`` with
+            ``length_normalize``.
         config: β, γ (``inf`` gives p = 1, i.e. DPO) and the margins (``scores`` raw | ``ranks`` mid-rank on [0, 1]).
         p_override: a constant target p in [0, 1] for every pair instead of σ(γ·margin) (1 - ε is cDPO).
 
@@ -97,8 +101,8 @@ def mmpo_loss(scores: ListScores, config: MMPOLossConfig, *, p_override: float |
         raise ValueError(f"p_override must be in [0, 1], got {p_override}")
 
     pairs = preference_pairs(scores.labels, scores.mask)
-    s_w, s_l = pairs.take(scores.implicit_rewards(c.beta))  # [P]
-    z = s_w - s_l  # βh
+    s_w, s_l = pairs.take(scores.implicit_rewards(c.beta, length_normalized=c.length_normalize))  # [P]
+    z = s_w - s_l  # βh (βh̄ with length_normalize)
     if p_override is not None:
         p = torch.full_like(z, p_override)
     elif math.isinf(c.gamma):

@@ -14,7 +14,7 @@ import torch
 
 from align.config import ConfigError, Recipe, preflight, to_dict
 from align.data.example import LoadReport
-from align.data.loaders import split_examples
+from align.data.loaders import EVAL_COLUMNS_HINT, require_examples, split_examples
 from align.data.prompts import TokenizedPrompt, load_prompts, prompts_from_rows, tokenize_prompts
 from align.distributed import barrier, is_main, is_zero3_partitioned
 from align.io import write_json
@@ -45,14 +45,16 @@ def load_prompt_data(recipe: Recipe, tokenizer: Any, search_dirs: Sequence[str |
         source = d.train if d.train.startswith("task:") else resolve_path(d.train, search_dirs)
         prompts, report = load_prompts(source, split=d.split, strict=d.strict, max_rows=d.max_rows,
                                        columns=d.columns)
+        require_examples(report, d.train, "data.train", d.columns)
     if eval_rows is not None:
         train = prompts
-        held, eval_report = prompts_from_rows(eval_rows, strict=d.strict, columns=d.columns)
+        held, eval_report = prompts_from_rows(eval_rows, strict=d.strict, columns=d.eval_columns)
         report.merge(eval_report)
     elif d.eval:
         train = prompts
         held, eval_report = load_prompts(d.eval if d.eval.startswith("task:") else resolve_path(d.eval, search_dirs),
-                                         split=d.split, strict=d.strict, columns=d.columns)
+                                         split=d.split, strict=d.strict, columns=d.eval_columns)
+        require_examples(eval_report, d.eval, "data.eval", d.eval_columns, EVAL_COLUMNS_HINT)
         report.merge(eval_report)
     else:
         train, held = split_examples(prompts, d.eval_fraction)

@@ -97,8 +97,12 @@ HAND_LISTS = [_tl((1, 4), (1.0, 0.0)), _tl((2, 5), (0.0, 1.0)), _tl((1, 1), (1.0
 def test_ranking_report_headline_is_implicit_with_a_reference():
     rep = ranking_report(POLICY, HAND_LISTS, REF, resamples=0)
     assert rep["scorer"] == "implicit"
-    assert set(rep["by_scorer"]) == {"logprob", "logprob_mean", "implicit"}
+    assert set(rep["by_scorer"]) == {"logprob", "logprob_mean", "implicit", "implicit_mean"}
     assert rep["pairwise_accuracy"] == pytest.approx(3 / 4)
+    # per token: list 0 (-1/1, +1/4) wrong; list 1 (2/5, -1/2), 2 (0, -1), 3 (2/7, -1/2) right
+    assert rep["length_normalized"]["scorer"] == "implicit_mean"
+    assert rep["length_normalized"]["pairwise_accuracy"] == pytest.approx(3 / 4)
+    assert rep["by_scorer"]["implicit_mean"]["pairwise_accuracy"] == pytest.approx(3 / 4)
     by = rep["by_scorer"]
     assert by["logprob"]["pairwise_accuracy"] == pytest.approx(2 / 4)
     assert by["logprob_mean"]["pairwise_accuracy"] == pytest.approx(2 / 4)
@@ -108,6 +112,8 @@ def test_ranking_report_headline_is_implicit_with_a_reference():
 def test_ranking_report_headline_is_logprob_without_a_reference():
     rep = ranking_report(POLICY, HAND_LISTS, resamples=50, seed=0)
     assert rep["scorer"] == "logprob" and set(rep["by_scorer"]) == {"logprob", "logprob_mean"}
+    assert rep["length_normalized"]["scorer"] == "logprob_mean"
+    assert rep["length_normalized"]["pairwise_accuracy"] == rep["by_scorer"]["logprob_mean"]["pairwise_accuracy"]
     assert rep["pairwise_accuracy"] == pytest.approx(2 / 4)
     assert set(rep["ci"]) == set(METRIC_KEYS)
 

@@ -41,7 +41,8 @@ def test_reward_recipe_trains_and_records_its_reference(reward_run, small_model_
     assert set(summary["eval"]["by_scorer"]) == {"reward-model"} and summary["eval"]["scorer"] == "reward-model"
     assert summary["eval"]["ci"]["pairwise_accuracy"] is not None
     info = json.loads((run / "model" / MODEL_INFO).read_text())
-    assert info == {"kind": "reward", "algorithm": "reward", "beta": None, "reference": str(small_model_dir)}
+    assert info == {"kind": "reward", "algorithm": "reward", "beta": None, "reference": str(small_model_dir),
+                    "data": {"max_prompt_length": 48, "max_response_length": 32, "eval_fraction": 0.1}}
     assert is_reward_model(str(run / "model"))
 
 
@@ -66,11 +67,15 @@ def test_eval_reward_model_writes_idealized_and_plots(reward_run, tmp_path, caps
     e = ideal["1"]
     assert e["gap"] == pytest.approx(e["summed"] - r["observed_ranking_accuracy"]["summed"])
     names = sorted(p.split("/")[-1] for p in r["plots"])
-    assert names == ["margins.png", "reliability.png"]  # R*(β) is about policies: no plot, no table for an RM
+    # R*(β) beside the reward model's own accuracy: the plot and the printed table, one row per β
+    assert names == ["accuracy_vs_beta.png", "margins.png", "reliability.png"]
     for p in r["plots"]:
         assert open(p, "rb").read(4) == b"\x89PNG"
     out = capsys.readouterr().out
-    assert "| pairwise accuracy (strict) |" in out and "| β | R* |" not in out
+    assert "| pairwise accuracy (strict) |" in out and "| β | R* |" in out
+    assert f"reward model R = R̃ = {r['observed_ranking_accuracy']['summed']:.3f}" in out
+    for beta, e in ideal.items():
+        assert f"| {beta} | {e['summed']:.3f} |" in out
 
 
 def test_eval_policy_scorers_and_errors(reward_run, small_model_dir, tmp_path, capsys):

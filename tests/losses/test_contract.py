@@ -32,10 +32,13 @@ TIED = 4
 CASES = {
     "dpo": [DPOLossConfig(beta=0.3), DPOLossConfig(beta=0.3, loss_type="ipo"),
             DPOLossConfig(beta=0.2, loss_type="hinge"), DPOLossConfig(beta=0.2, label_smoothing=0.2),
-            DPOLossConfig(beta=0.2, loss_type="robust", label_smoothing=0.1)],
+            DPOLossConfig(beta=0.2, loss_type="robust", label_smoothing=0.1),
+            DPOLossConfig(beta=0.3, loss_type="sigmoid_norm")],
     "mmpo": [MMPOLossConfig(beta=0.3, gamma=0.7), MMPOLossConfig(beta=0.3, gamma=1.5, margins="ranks"),
-             MMPOLossConfig(beta=0.3, gamma=float("inf"))],
-    "lipo": [LiPOLossConfig(beta=0.3), LiPOLossConfig(beta=0.3, normalization="rax"),
+             MMPOLossConfig(beta=0.3, gamma=float("inf")), MMPOLossConfig(beta=0.3, gamma=0.7, length_normalize=True)],
+    "lipo": [LiPOLossConfig(beta=0.3), LiPOLossConfig(beta=0.3, length_normalize=True),
+             LiPOLossConfig(beta=0.3, loss_type="list_mle", length_normalize=True),
+             LiPOLossConfig(beta=0.3, normalization="rax"),
              LiPOLossConfig(beta=0.3, loss_type="pair_logistic", normalization="rax"),
              LiPOLossConfig(beta=0.3, loss_type="pair_hinge"),
              LiPOLossConfig(beta=0.3, loss_type="list_mle", labels="scores"),
@@ -118,12 +121,14 @@ def pair_reference(x: ListScores, kind: str, beta: float, c, center: float = 0.0
     total, n = 0.0, 0
     for _, lab, pol, r, ln in lists(x):
         m = lab if getattr(c, "margins", "scores") == "scores" else mid_ranks(lab)
+        if getattr(c, "length_normalize", False) or getattr(c, "loss_type", None) == "sigmoid_norm":
+            r = [v / n for v, n in zip(r, ln)]  # per-token log-ratios
         for i, j in pairs_of(lab):
             z, eps = beta * (r[i] - r[j]), getattr(c, "label_smoothing", 0.0)
             if kind == "mmpo":
                 p = 1.0 if math.isinf(c.gamma) else sig(c.gamma * (m[i] - m[j]))
                 term = p * nls(z) + (1 - p) * nls(-z)
-            elif c.loss_type == "sigmoid":
+            elif c.loss_type in ("sigmoid", "sigmoid_norm"):
                 term = (1 - eps) * nls(z) + eps * nls(-z)
             elif c.loss_type == "robust":
                 term = ((1 - eps) * nls(z) - eps * nls(-z)) / (1 - 2 * eps)
@@ -145,11 +150,12 @@ def psi_of(lab, source):
     return [0.5 if hi == lo else (v - lo) / (hi - lo) for v in lab]
 
 
-def list_reference(x: ListScores, beta: float, loss_type: str, normalization: str, source: str) -> tuple[float, int]:
+def list_reference(x: ListScores, beta: float, loss_type: str, normalization: str, source: str,
+                   per_token: bool = False) -> tuple[float, int]:
     """LiPO and the reward model's list losses: (sum over lists, lists or pairs)."""
     total, count = 0.0, 0
-    for _, lab, _, r, _ in lists(x):
-        s, psi, n = [beta * v for v in r], psi_of(lab, source), len(lab)
+    for _, lab, _, r, ln in lists(x):
+        s, psi, n = [beta * v / (k if per_token else 1) for v, k in zip(r, ln)], psi_of(lab, source), len(lab)
         pairs = pairs_of(psi)
         count += len(pairs) if normalization == "rax" else int(n > 0)
         if not pairs:
@@ -191,7 +197,7 @@ def reference(name: str, x: ListScores, c) -> tuple[float, int]:
     if name in ("dpo", "mmpo"):
         return pair_reference(x, name, c.beta, c)
     if name == "lipo":
-        return list_reference(x, c.beta, c.loss_type, c.normalization, c.labels)
+        return list_reference(x, c.beta, c.loss_type, c.normalization, c.labels, c.length_normalize)
     if name == "cringe":
         return cringe_reference(x, c)
     if c.loss_type == "bt":

@@ -148,7 +148,7 @@ def trl_metrics(trainer) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge"])
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge", "sigmoid_norm"])
 def test_dpo_loss_equals_trl_on_the_same_batch(tiny, loss_type):
     trainer = trainer_for(tiny, ROWS, loss_type)
     batch = next(iter(trainer.get_train_dataloader()))
@@ -159,7 +159,7 @@ def test_dpo_loss_equals_trl_on_the_same_batch(tiny, loss_type):
     metrics = trl_metrics(trainer)
 
     policy, ref = our_pair_logps(tiny.policy, batch), our_pair_logps(tiny.ref, batch)
-    # TRL's IPO divides each log-ratio by its completion token count (completion_mask.sum, clamped at 1).
+    # TRL's IPO and sigmoid_norm divide each log-ratio by its completion token count (completion_mask.sum, at least 1).
     lengths = batch["completion_mask"].sum(1).view(2, -1).T
     scores = ListScores(policy, torch.tensor([[1.0, 0.0]] * B), torch.ones(B, 2, dtype=torch.bool), lengths=lengths,
                         ref_logps=ref)

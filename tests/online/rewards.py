@@ -21,3 +21,12 @@ def short(prompts: list, completions: list, **columns: Any) -> list[float]:
 def constant(prompts: list, completions: list, **columns: Any) -> list[float]:
     """1.0 for every completion: every group has zero variance."""
     return [1.0] * len(completions)
+
+
+def length_distinct(prompts: list, completions: list, **columns: Any) -> list[float]:
+    """The length in characters plus a fraction in [0, 1) from a checksum of the text: two different completions
+    (almost surely) never tie, so every group of distinct samples carries a preference."""
+    import zlib
+
+    texts = [completion_text(c) for c in completions]
+    return [float(len(t)) + zlib.crc32(t.encode()) / 2**32 for t in texts]

@@ -42,7 +42,7 @@ def test_train_lowers_loss_and_second_run_reuses_cache(small_model_dir, tmp_path
     # Step 0: the policy's log-probs equal the cached reference's (the reference is the starting policy).
     assert s1["reference_check"]["step0_max_abs_diff"] < 1e-4
     assert s1["data"]["rows_read"] == 80 and s1["data"]["examples"] <= 80
-    assert set(s1["eval"]["by_scorer"]) == {"logprob", "logprob_mean", "implicit"}
+    assert set(s1["eval"]["by_scorer"]) == {"logprob", "logprob_mean", "implicit", "implicit_mean"}
     assert s1["eval"]["n_pairs"] == s1["data"]["eval_lists"]
     assert json.loads((tmp_path / "r1" / "summary.json").read_text())["steps"] == 12
     # "before" comes from the cached reference log-probs (no second forward): equal to scoring the start model.

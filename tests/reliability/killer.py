@@ -77,15 +77,15 @@ def main() -> None:
     elif point == "trained":
         import align.pipeline as pipeline
 
-        real_training = pipeline.run_training
+        real_training = pipeline.train_offline
 
-        def run_training(recipe, output_dir=None, **kw):
-            summary = real_training(recipe, output_dir, **kw)
+        def train_offline(recipe, output_dir=None, **kw):
+            out = real_training(recipe, output_dir, **kw)
             if output_dir is not None and str(output_dir).endswith(f"round-{n}/train"):
                 _die()
-            return summary
+            return out
 
-        pipeline.run_training = run_training
+        pipeline.train_offline = train_offline
     else:
         raise SystemExit(f"unknown point {point}")
     from align.cli import main as align_main
