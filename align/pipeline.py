@@ -241,13 +241,14 @@ def train_offline(recipe: Recipe, output_dir: str | Path | None = None, *, polic
         recipe_dict = to_dict(recipe)
         run_state = prepare_output_dir(out, recipe_dict, resume=resume, overwrite=overwrite)
         if run_state.finished is not None:  # --resume of a finished run: nothing to do, the model is untouched
-            return run_state.finished
-        return _train(recipe, out, recipe_dict, run_state, search_dirs, progress, command)
+            return run_state.finished, None
+        return _train(recipe, out, recipe_dict, run_state, search_dirs, progress, command, policy)
 
 
 def _train(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: RunState,
-           search_dirs: Sequence[str | Path], progress: bool, command: str | None) -> dict[str, Any]:
-    """The offline run of :func:`run_training`, once its output directory is claimed and checked."""
+           search_dirs: Sequence[str | Path], progress: bool, command: str | None,
+           policy: torch.nn.Module | None = None) -> tuple[dict[str, Any], torch.nn.Module | None]:
+    """The offline run of :func:`train_offline`, once its output directory is claimed and checked."""
     t_start = time.perf_counter()
     algo = ALGORITHMS[recipe.algorithm]
     torch.manual_seed(recipe.train.seed)

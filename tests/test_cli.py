@@ -284,6 +284,7 @@ def test_eval_per_example_and_no_bootstrap(small_model_dir, tmp_path):
     r = json.loads(out.read_text())
     assert r["ci"] == {} and r["confidence"]["resamples"] == 0  # --bootstrap 0: no intervals at all
     rows = [json.loads(line) for line in per.read_text().splitlines()]
-    assert len(rows) == r["n_lists"] and set(rows[0]["scores"]) == {"logprob", "logprob_mean", "implicit", "implicit_mean"}
+    assert len(rows) == r["n_lists"]
+    assert set(rows[0]["scores"]) == {"logprob", "logprob_mean", "implicit", "implicit_mean"}
     assert sum(x["metrics"]["implicit"]["pairs"] for x in rows) == r["n_pairs"]
     assert all(len(x["scores"]["logprob"]) == len(x["labels"]) for x in rows)
