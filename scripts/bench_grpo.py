@@ -9,15 +9,18 @@ of 50-190 digits: 63-203 tokens through the chat template), in the same order, r
     bigvocab  a 2-layer Llama body with Qwen2's 151,936-token vocabulary (~84 M parameters, random init, the
               embedded tokenizer; as scripts/bench_dpo.py), 2 prompts x 8 completions per step
 
-For each model the four configurations (align and TRL at each β) run in their own processes, taking turns step by
-step (``benchlib.process.run_interleaved``: only one computes at a time), so each has its own peak memory
-(``VmHWM``) and every step is timed on an otherwise idle machine. Each side imports its libraries before any
-clock; the first ``--timing-warmup`` steps run untimed on both sides alike. Per step the workers record the
-generation seconds, the reference pass (β > 0), the reward scoring, and the tokens the training forward was fed
-(TRL: its padded ``[B·G, P + C]`` batch; align: the ``input_ids`` its ``compute_loss`` receives, and its own
-``tokens_per_step`` metric where it logs one); training is the step's time less generation, reference and scoring.
-align's phases come from the metrics its trainer logs (``timing/generation_seconds``, ``timing/reference_seconds``,
-``timing/scoring_seconds``); one it does not log is reported as null and stays in the training share.
+Every configuration (align or TRL at one β) runs in its own process, so each has its own peak memory (``VmHWM``);
+align and TRL at the same β take turns step by step (``benchlib.process.run_interleaved``: only one computes at a
+time, so every step is timed on an otherwise idle machine, seconds from the other side's same step), and the β
+values run one after another (two processes alive at a time: the large-vocabulary ones take several GB each).
+Each side imports its libraries before any clock; the first ``--timing-warmup`` steps run untimed on both sides.
+
+Per step: generation seconds (TRL: its ``_generate_single_turn``; align: the ``timing/generation_seconds`` it
+logs), the reference pass (TRL: its reference model's log-prob pass; align: ``timing/reference_seconds`` where it
+logs it, else its reference model's forwards timed by hooks), reward scoring (the same timed reward function on
+both sides), training (the step's time less those), and the tokens the training forward was fed (TRL: its padded
+``[B·G, P + C]`` batch; align: the ``input_ids`` its ``compute_loss`` receives, and its own ``tokens_per_step``
+metric where it logs one, else null).
 
 The objectives are checked on one fixed batch (``benchlib.grpo_agreement``): the same completions fed to both
 trainers in place of their sampling, both policies perturbed alike so that the KL term is not zero, then each
@@ -150,7 +153,8 @@ def run_model(name: str, plan: dict[str, Any], work: Path, *, in_process: bool, 
                                  "learning_rate", "seed", "threads", "device", "dtype", "timing_warmup", "betas")}
     spec.update(model=name, model_dir=str(model_dir), order=order, batch_prompts=batch, steps=data["steps"],
                 run_dir=str(work / name / "runs"))
-    configs = [config_name(side, b) for b in plan["betas"] for side in ("align", "trl")]
+    groups = [[config_name(side, b) for side in ("align", "trl")] for b in plan["betas"]]
+    configs = [c for group in groups for c in group]
     results: dict[str, list[dict]] = {c: [] for c in configs}
     for rep in range(plan["reps"]):
         spec_file = work / name / f"spec-rep{rep}.json"
@@ -161,8 +165,10 @@ def run_model(name: str, plan: dict[str, Any], work: Path, *, in_process: bool, 
         elif plan["sequential"]:
             got = {c: process.spawn_worker(SCRIPT, c, spec_file, work / name / f"result-{c}-{rep}.json",
                                            work / name / f"log-{c}-{rep}.txt", cwd=REPO) for c in configs}
-        else:
-            got = process.run_interleaved(SCRIPT, configs, spec_file, work / name, f"rep{rep}", cwd=REPO)
+        else:  # align and TRL at one β take turns; the β values one after another (two processes alive at once)
+            got = {}
+            for group in groups:
+                got.update(process.run_interleaved(SCRIPT, group, spec_file, work / name, f"rep{rep}", cwd=REPO))
         for c in configs:
             r = got[c]
             results[c].append(r)
