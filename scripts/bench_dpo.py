@@ -192,16 +192,10 @@ def run_benchmark(plan: dict[str, Any], work: Path, *, in_process: bool = False,
     for rep in range(plan["reps"]):
         spec = {**base, "model_dir": str(model_dir), "data_file": str(data_file),
                 "cache_dir": str(work / f"cache-rep{rep}"), "run_dir": str(work / f"runs-rep{rep}")}
-        spec_file = work / f"spec-rep{rep}.json"
-        spec_file.write_text(json.dumps(spec))
         t0 = time.perf_counter()
-        if in_process:
-            got = {c: run_worker(c, spec) for c in plan["configs"]}
-        elif plan.get("sequential"):
-            got = {c: process.spawn_worker(SCRIPT, c, spec_file, work / f"result-{c}-rep{rep}.json",
-                                           work / f"log-{c}-rep{rep}.txt", cwd=REPO) for c in plan["configs"]}
-        else:
-            got = process.run_interleaved(SCRIPT, plan["configs"], spec_file, work, f"rep{rep}", cwd=REPO)
+        got = process.run_configs(SCRIPT, [plan["configs"]], spec, work / f"spec-rep{rep}.json", work, f"rep{rep}",
+                                  run_worker=run_worker, in_process=in_process, sequential=plan.get("sequential"),
+                                  cwd=REPO)
         for config in plan["configs"]:
             r = got[config]
             results[config].append(r)

@@ -157,18 +157,11 @@ def run_model(name: str, plan: dict[str, Any], work: Path, *, in_process: bool, 
     configs = [c for group in groups for c in group]
     results: dict[str, list[dict]] = {c: [] for c in configs}
     for rep in range(plan["reps"]):
-        spec_file = work / name / f"spec-rep{rep}.json"
-        spec_file.write_text(json.dumps(spec))
         t0 = time.perf_counter()
-        if in_process:
-            got = {c: run_worker(c, spec) for c in configs}
-        elif plan["sequential"]:
-            got = {c: process.spawn_worker(SCRIPT, c, spec_file, work / name / f"result-{c}-{rep}.json",
-                                           work / name / f"log-{c}-{rep}.txt", cwd=REPO) for c in configs}
-        else:  # align and TRL at one β take turns; the β values one after another (two processes alive at once)
-            got = {}
-            for group in groups:
-                got.update(process.run_interleaved(SCRIPT, group, spec_file, work / name, f"rep{rep}", cwd=REPO))
+        # align and TRL at one β take turns; the β values one after another (two processes alive at once)
+        got = process.run_configs(SCRIPT, groups, spec, work / name / f"spec-rep{rep}.json", work / name,
+                                  f"rep{rep}", run_worker=run_worker, in_process=in_process,
+                                  sequential=plan["sequential"], cwd=REPO)
         for c in configs:
             r = got[c]
             results[c].append(r)

@@ -152,3 +152,22 @@ def run_interleaved(script: Path, configs: list[str], spec_file: Path, work: Pat
             os.close(w["go"])
             os.close(w["ready"])
     return results
+
+
+def run_configs(script: Path, groups: list[list[str]], spec: dict[str, Any], spec_file: Path, work: Path, tag: str,
+                *, run_worker, in_process: bool = False, sequential: bool = False,
+                cwd: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every configuration of ``groups``: in this process (``run_worker(config, spec)``; debugging only, memory is
+    then not per configuration), each alone in its own interpreter one after another (``sequential``), or the
+    configurations of each group taking turns (:func:`run_interleaved`) and the groups one after another."""
+    spec_file.write_text(json.dumps(spec))
+    got: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        if in_process:
+            got.update({c: run_worker(c, spec) for c in group})
+        elif sequential:
+            got.update({c: spawn_worker(script, c, spec_file, work / f"result-{c}-{tag}.json",
+                                        work / f"log-{c}-{tag}.txt", cwd=cwd) for c in group})
+        else:
+            got.update(run_interleaved(script, group, spec_file, work, tag, cwd=cwd))
+    return got
