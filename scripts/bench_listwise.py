@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import sys
 import time
 from datetime import date
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import TrainerCallback, TrainingArguments
 
 from align.config import load_recipe
@@ -40,6 +38,11 @@ from align.models.loading import load_model, load_tokenizer, resolve_model_path
 from align.pipeline import load_data, recipe_reference, run_sft
 from align.sft import sft_rows
 from align.trainers import DPOLossConfig, DPOTrainer, LiPOLossConfig, LiPOTrainer, ListDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, also when loaded from elsewhere
+
+from benchlib.machine import header_lines, load_average, machine_info, versions  # noqa: E402
+from benchlib.timing import steady_state, timer_callback  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,19 +121,6 @@ def k_lists(lists: list[TokenizedList], k: int, n: int) -> list[TokenizedList]:
     return out
 
 
-class StepClock(TrainerCallback):
-    """End time of every optimizer step."""
-
-    def __init__(self):
-        self.begin, self.ends = 0.0, []
-
-    def on_train_begin(self, args, state, control, **kw):
-        self.begin = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kw):
-        self.ends.append(time.perf_counter())
-
-
 def sweep_run(lists, refs, packing: bool, model_dir, tok, batch: int, out: Path) -> dict:
     """One epoch of LiPO-λ on ``lists``; steady-state seconds per epoch and the tokens fed."""
     torch.manual_seed(0)
@@ -138,16 +128,17 @@ def sweep_run(lists, refs, packing: bool, model_dir, tok, batch: int, out: Path)
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch, num_train_epochs=1,
                              learning_rate=5e-4, logging_steps=1000, save_strategy="no", report_to="none",
                              use_cpu=True, seed=0, disable_tqdm=True, dataloader_pin_memory=False)
-    clock = StepClock()
+    clock = timer_callback("cpu")
     trainer = LiPOTrainer(model, args, LiPOLossConfig(beta=0.05), ListDataset(lists, refs), processing_class=tok,
                           callbacks=[clock], packing=packing)
     trainer.train()
-    steps = len(clock.ends)
+    steps = len(clock.step_ends)
+    rate = steady_state(clock, steps, min(1, steps - 1))  # the first step runs untimed
     stats = trainer.token_stats("run")
     fed = stats["tokens_per_step"] * steps
     real = sum(len(t.prompt_ids) * len(t.response_ids) + sum(map(len, t.response_ids)) for t in lists)
     return {"packing": packing, "packed": trainer.packing.packed, "steps": steps,
-            "seconds_per_epoch": (clock.ends[-1] - clock.ends[0]) * steps / max(steps - 1, 1),
+            "seconds_per_epoch": steps / rate["steps_per_second"],
             "fed_tokens_per_list": fed / len(lists), "sequence_tokens_per_list": real / len(lists),
             "padding_fraction": stats["padding_fraction"]}
 
@@ -160,6 +151,7 @@ def packing_sweep(a) -> None:
     from align.data.tokenize import tokenize_examples
     from align.forward import score_lists
 
+    load_at_start = load_average()
     oasst = REPO.parent / "shared" / "data" / "oasst_en_trees.jsonl"
     model_dir = str(resolve_model_path("embedded:tiny"))
     tok = load_tokenizer(model_dir)
@@ -183,10 +175,10 @@ def packing_sweep(a) -> None:
                    ("seconds_per_epoch", "fed_tokens_per_list", "sequence_tokens_per_list", "padding_fraction")}
                for p in runs}
         rows.append((k, med[True], med[False], runs[True][0]["steps"]))
+    machine = dict(machine_info("cpu"), load_average_at_start=load_at_start, load_average_at_end=load_average())
     lines = [f"## LiPO-λ with the shared-prompt forward on vs off ({date.today()})", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, load "
-             f"average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end, torch "
-             f"{torch.__version__}, transformers {transformers.__version__}. Model: the embedded tiny Llama "
+             *header_lines(machine, versions(), "cpu"),
+             "Model: the embedded tiny Llama "
              f"(`embedded:tiny`), float32. Data: {a.lists} OASST prompts per K (lists built as the script's "
              f"docstring says), prompts ≤ {a.max_prompt_length} and responses ≤ {a.max_response_length} tokens, "
              f"{a.batch_lists} lists per step, one epoch, medians of {a.reps} alternating runs per arm.", "",
@@ -201,8 +193,9 @@ def packing_sweep(a) -> None:
     table = "\n".join(lines)
     print(table)
     if a.output:
-        Path(a.output).write_text(json.dumps({"table": rows, "runs": {str(k): {str(p): v for p, v in r.items()}
-                                                                        for k, r in raw.items()}}, indent=1))
+        Path(a.output).write_text(json.dumps({"machine": machine, "versions": versions(), "table": rows,
+                                              "runs": {str(k): {str(p): v for p, v in r.items()}
+                                                       for k, r in raw.items()}}, indent=1))
 
 
 def main() -> None:
@@ -221,6 +214,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.packing_sweep:
         return packing_sweep(a)
+    load_at_start = load_average()
     oasst = REPO.parent / "shared" / "data" / "oasst_en_trees.jsonl"
     recipe = load_recipe(REPO / "recipes/lipo_tiny.yaml", [f"data.train={oasst}"]
                          + (["data.max_train_examples=24", "sft.max_steps=5"] if a.quick else []))
@@ -256,8 +250,9 @@ def main() -> None:
     ]
     lines = [
         f"# LiPO-λ on lists vs DPO on expanded pairs ({date.today()})", "",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}. Data: OASST ranked lists, {len(data.train)} train lists "
+        *header_lines(dict(machine_info("cpu"), load_average_at_start=load_at_start,
+                           load_average_at_end=load_average()), versions(), "cpu"),
+        f"Data: OASST ranked lists, {len(data.train)} train lists "
         f"({lipo['sequences']} responses) = {len(pairs)} expanded pairs ({dpo['sequences']} sequences); held-out "
         f"{len(data.eval)} lists. {epochs:g} epochs each, lr 5e-4, LiPO β 0.05 (paper), DPO β 0.1.", "",
         "| | LiPO-λ on lists | DPO on expanded pairs | ratio DPO/LiPO |", "|---|---|---|---|",
