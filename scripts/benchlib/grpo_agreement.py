@@ -12,7 +12,6 @@ too.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -96,20 +95,19 @@ def trl_loss(spec, beta, model_dir, tokenizer, rows, completions, work: Path):
     return float(loss.detach()), _grads(trainer.model), inputs["advantages"].tolist()
 
 
-@contextlib.contextmanager
-def fixed_generation(samples):
-    """align's trainer samples through ``align.trainers.grpo.sample``: return ``samples`` instead."""
-    import align.trainers.grpo as grpo
+def fixed_engine():
+    """A generation engine that returns its ``samples`` (the fixed batch, set before the rollout) instead of
+    sampling: the trainer's own rollout then scores, advantages and forwards exactly those completions."""
+    from align.online.engines import GenerationEngine
 
-    if not hasattr(grpo, "sample"):
-        raise RuntimeError("align.trainers.grpo has no 'sample' to replace: update benchlib/grpo_agreement.py's "
-                           "fixed_generation to the trainer's generation hook")
-    original = grpo.sample
-    grpo.sample = lambda *a, **kw: samples
-    try:
-        yield
-    finally:
-        grpo.sample = original
+    class Fixed(GenerationEngine):
+        name = "fixed"
+        samples = None
+
+        def generate(self, model, prompt_ids, **kwargs):
+            return self.samples
+
+    return Fixed()
 
 
 def align_loss(spec, beta, model_dir, tokenizer, prompts, completions, work: Path):
@@ -124,16 +122,15 @@ def align_loss(spec, beta, model_dir, tokenizer, prompts, completions, work: Pat
 
     args = TrainingArguments(**training_kwargs(spec, str(work / f"align-{beta:g}"), spec["batch_prompts"]))
     trainer = GRPOTrainer(load_model(model_dir), args, align_config(spec, beta), PromptDataset(prompts),
-                          processing_class=tokenizer)
+                          processing_class=tokenizer, engine=(engine := fixed_engine()))
     perturb(trainer.model, spec["seed"])
     eos = tokenizer.eos_token_id
-    samples = Samples([tuple(p.prompt_ids) for p in prompts], [list(g) for g in completions],
+    engine.samples = Samples([tuple(p.prompt_ids) for p in prompts], [list(g) for g in completions],
                       [[tokenizer.decode(c, skip_special_tokens=True) for c in g] for g in completions],
                       torch.tensor([[not c or c[-1] != eos for c in g] for g in completions]), 0.0)
     trainer.model.train()
-    with fixed_generation(samples):
-        batches, count = trainer.get_batch_samples(iter([[{"prompt": p, "index": i} for i, p in enumerate(prompts)]]),
-                                                   1, args.device)
+    batches, count = trainer.get_batch_samples(iter([[{"prompt": p, "index": i} for i, p in enumerate(prompts)]]),
+                                               1, args.device)
     loss = sum(trainer.compute_loss(trainer.model, b, num_items_in_batch=count) for b in batches)
     loss.backward()
     adv = [b["advantages"].tolist() for b in batches if "advantages" in b]
