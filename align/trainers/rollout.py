@@ -312,8 +312,9 @@ class RolloutTrainer(LossStepMixin, Trainer):
                         "completions/clipped_ratio": float(samples.truncated.float().mean()),
                         "timing/generation_seconds": samples.seconds,
                         "timing/scoring_seconds": score_seconds,
-                        "timing/old_logps_seconds": old_seconds,
-                        "timing/reference_seconds": ref_seconds})
+                        "timing/old_logps_seconds": old_seconds})
+        if self.live_reference is not None:
+            metrics["timing/reference_seconds"] = ref_seconds
         rollout = Rollout(batches, count, metrics, key, samples, raw, adv)
         self._log_completions(rollout, prompts)
         return rollout
