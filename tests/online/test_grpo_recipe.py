@@ -2,8 +2,8 @@
 unlikeliness reward on the sorting task), on the machine's default thread count: the task's true reward rises over
 the run, and on held-out prompts with a 95% interval (paired bootstrap over prompts) that excludes 0.
 
-This asserts learning, not a float path: the same recipe was measured on 3 seeds on 1 and on 2 threads, each
-with its own SFT model (docs/results.md, *The shipped GRPO recipe*), and the interval excluded 0 in every case."""
+This asserts learning, not a float path: the recipe's header lists the runs measured (3 seeds on 1 thread, seed 0
+on 2 threads, each with its own SFT model); the interval excluded 0 in every one."""
 
 from __future__ import annotations
 
@@ -33,6 +33,6 @@ def test_grpo_rank_tiny_raises_the_true_reward(tmp_path):
     # 95% interval lies above 0
     before, after = s["eval_before"]["reward"]["reward_graded"], s["eval"]["reward"]["reward_graded"]
     gain = s["eval_gain"]["reward_graded"]
-    assert gain["mean"] == pytest.approx(after - before, abs=1e-9)
+    assert gain["mean"] == pytest.approx(after - before, abs=1e-6)  # per-prompt values are kept to 6 decimals
     assert gain["ci"][0] > 0, (before, after, gain)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["reward_curve"] == curve
