@@ -123,7 +123,7 @@ def _decode(model: torch.nn.Module, prompts: list[list[int]], G: int, max_new_to
     cache = DynamicCache()
     if width > 1:  # the prompt but its last token, once per prompt; the last token starts the decoding
         model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], past_key_values=cache,
-              use_cache=True)
+              use_cache=True, logits_to_keep=1)  # only the cache is kept: no prompt-wide [B, P, V] logits
         cache.batch_repeat_interleave(G)
     R = B * G
     attn = torch.ones((R, width + max_new_tokens), dtype=mask.dtype, device=device)  # grown by slicing

@@ -8,6 +8,7 @@ chosen point. ``python -m tests.reliability.killer POINT N -- align-arguments ..
     round N       between rounds of ``align iterate``: when round N (0-based) starts sampling
     trained N     when round N of ``align iterate`` has finished training (its summary.json and model written),
                   before ``state.json`` records the round
+    generate N    in the middle of a rollout trainer's (GRPO's) sampling for step N: after the first decoding step
 """
 
 from __future__ import annotations
@@ -63,6 +64,27 @@ def main() -> None:
             return real_save(self, output_dir)
 
         Trainer._save_optimizer_and_scheduler = save
+    elif point == "generate":
+        from align.online import engines
+
+        real_decode = engines._decode
+        state = {"step": None}
+
+        def decode(model, *a, **k):
+            if state["step"] == n:
+                model.register_forward_hook(lambda *_: _die())  # dies inside the next decoding forward
+            return real_decode(model, *a, **k)
+
+        from align.trainers.rollout import RolloutTrainer
+
+        real_rollout = RolloutTrainer._make_rollout
+
+        def make_rollout(self, *a, **k):
+            state["step"] = self.state.global_step + 1
+            return real_rollout(self, *a, **k)
+
+        engines._decode = decode
+        RolloutTrainer._make_rollout = make_rollout
     elif point == "round":
         import align.iterate as iterate
 
