@@ -385,7 +385,7 @@ RANGES: dict[type, dict[str, Range]] = {
                  "max_eval_examples": COUNT, "max_prompt_length": COUNT, "max_response_length": COUNT},
     SFTStage: {"max_steps": COUNT, "learning_rate": POSITIVE, "batch_size": COUNT,
                "warmup_steps": Range(0, integer=True)},
-    ReferenceConfig: {"batch_size": COUNT, "shard_size": COUNT},
+    ReferenceConfig: {"batch_size": COUNT, "shard_size": COUNT, "audit_samples": Range(0, integer=True)},
     PeftSection: {"r": COUNT, "lora_alpha": COUNT, "lora_dropout": PROBABILITY_OPEN},
     TrainSection: {
         "learning_rate": POSITIVE, "per_device_train_batch_size": COUNT, "per_device_eval_batch_size": COUNT,

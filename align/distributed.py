@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -25,8 +26,11 @@ def rank_world() -> tuple[int, int]:
 
 
 def is_main() -> bool:
-    """True on the process that writes outputs (rank 0, or the only process)."""
-    return rank_world()[0] == 0
+    """True on the process that writes outputs (rank 0, or the only process). Before the process group exists
+    (the start of a run under ``accelerate launch`` / ``torchrun``), the launcher's ``RANK`` says which it is."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 def barrier() -> None:

@@ -209,7 +209,8 @@ class OutputDirLock:
         self.held = False
 
     def __enter__(self) -> OutputDirLock:
-        return self if self.held else self.acquire()
+        # a lock that claim_output_dir did not take (another rank than the main process) stays untaken
+        return self if self.held or not is_main() else self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
