@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -25,9 +24,23 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A recipe that does not validate; the message names the dotted key."""
+from align.errors import ConfigError
+from align.models.hub import (  # noqa: F401  (importable from here as before)
+    CONTEXT_FIELDS,
+    check_lengths_against_model,
+    model_context_length,
+    read_model_config,
+)
+from align.rewards.spec import RewardSpec
+from align.validation import (  # noqa: F401  (check_fields: importable from here as before)
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY_OPEN,
+    Range,
+    check_fields,
+    check_number,
+)
 
 
 @dataclass
@@ -154,47 +167,6 @@ class EvalSection:
 
 
 @dataclass
-class RewardSpec:
-    """One reward source (GRPO's ``loss.rewards``, ``iterate.rewards``).
-
-    Attributes:
-        function: ``module:function`` of a Python reward function with TRL's signature
-            ``f(prompts, completions, **columns) -> list[float | None]``.
-        model: a directory or hub id of a sequence-classification reward model (one output), e.g. one that
-            ``align train`` made with ``algorithm: reward``.
-        weight: its weight in the sum of rewards (0: only logged, e.g. a metric of the true reward).
-        transform: ``none``, or ``rank``: each reward replaced by its rank in its group mapped to [0, 1] (a
-            scale-free use of a reward model).
-        name: the name in logs (default: the function's or the model's).
-    """
-
-    function: str | None = None
-    model: str | None = None
-    weight: float = 1.0
-    transform: Literal["none", "rank"] = "none"
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.function is None) == (self.model is None):
-            raise ValueError("a reward needs exactly one of 'function' (module:function) or 'model' (a path)")
-        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)):
-            raise ValueError(f"reward weight must be a finite number, got {self.weight!r}")
-        if self.function is not None:
-            from align.online.functions import resolve_function
-
-            resolve_function(self.function)  # fail at recipe load, not an hour into a run
-        elif not (Path(self.model).exists() or self.model.count("/") == 1 and not self.model.startswith(".")):
-            raise ValueError(f"reward model {self.model!r}: no such directory")
-
-    @property
-    def label(self) -> str:
-        """The name in logs and reports."""
-        if self.name:
-            return self.name
-        return self.function.rsplit(":", 1)[-1] if self.function else Path(self.model.rstrip("/")).name
-
-
-@dataclass
 class IterateSection:
     """``align iterate``: rounds of sampling from the current policy, scoring, and offline training on the result.
 
@@ -229,7 +201,8 @@ class IterateSection:
 
 @dataclass
 class Recipe:
-    """A whole run. ``loss`` is validated against the chosen algorithm's loss config."""
+    """A whole run. ``loss`` is validated against the chosen algorithm's loss config: :data:`align.losses.LOSSES`
+    names each algorithm's loss (the trainers that run them, :data:`align.trainers.ALGORITHMS`, are the runs')."""
 
     algorithm: str = "dpo"
     output_dir: str = "runs/{algorithm}"
@@ -242,81 +215,6 @@ class Recipe:
     eval: EvalSection = field(default_factory=EvalSection)
     iterate: IterateSection = field(default_factory=IterateSection)
     loss: Any = None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# numeric ranges
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric setting may take. NaN never; ±inf only where ``inf`` says +inf means something.
-
-    Attributes:
-        low / high: bounds (None: unbounded); ``low_open`` / ``high_open`` exclude the bound itself.
-        integer: the setting counts something (described as "an integer").
-        inf: +inf is allowed (e.g. MMPO's γ = inf is DPO).
-        also: values allowed outside the bounds, e.g. ``max_steps = -1`` (train for ``num_train_epochs``).
-    """
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    integer: bool = False
-    inf: bool = False
-    also: tuple[float, ...] = ()
-
-    def allows(self, v: float) -> bool:
-        """Whether ``v`` is in range."""
-        if v in self.also:
-            return True
-        if isinstance(v, float) and (math.isnan(v) or (math.isinf(v) and not (self.inf and v > 0))):
-            return False
-        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
-            return False
-        return self.high is None or (v < self.high or (not self.high_open and v == self.high))
-
-    def describe(self) -> str:
-        """E.g. ``a finite number > 0``, ``an integer >= 1``, ``-1 or an integer >= 1``, ``a number in [0, 1)``."""
-        kind = "an integer" if self.integer else ("a number" if self.inf else "a finite number")
-        lo = self.low if not self.integer or self.low is None else int(self.low)
-        hi = self.high if not self.integer or self.high is None else int(self.high)
-        if lo is not None and hi is not None:
-            text = f"{kind} in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
-        elif lo is not None:
-            text = f"{kind} {'>' if self.low_open else '>='} {lo}"
-        elif hi is not None:
-            text = f"{kind} {'<' if self.high_open else '<='} {hi}"
-        else:
-            text = kind
-        text += " (.inf allowed)" if self.inf else ""
-        return " or ".join([*(str(int(a) if self.integer else a) for a in self.also), text])
-
-
-POSITIVE = Range(0, low_open=True)
-NON_NEGATIVE = Range(0)
-COUNT = Range(1, integer=True)  # a size or a number of steps: at least 1
-PROBABILITY_OPEN = Range(0, 1, high_open=True)  # [0, 1)
-
-
-def check_number(key: str, value: Any, rng: Range) -> None:
-    """Raise a one-line ConfigError naming ``key``, ``value`` and the allowed range unless ``value`` is in ``rng``.
-    ``None`` passes (whether a setting may be null is its type's business)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}: expected {rng.describe()}, got {type(value).__name__} {value!r}")
-    if rng.integer and not isinstance(value, int):
-        raise ConfigError(f"{key}: expected {rng.describe()}, got {value!r}")
-    if not rng.allows(value):
-        raise ConfigError(f"{key}: got {value!r}; allowed: {rng.describe()}")
-
-
-def check_fields(obj: Any, prefix: str, **ranges: Range) -> None:
-    """``check_number`` on each named attribute of ``obj``, keys ``prefix.name`` (for a config's ``__post_init__``)."""
-    for name, rng in ranges.items():
-        check_number(f"{prefix}.{name}" if prefix else name, getattr(obj, name), rng)
 
 
 # Every int/float setting of every recipe section (tests/test_config.py checks none is missing). The loss configs
@@ -518,11 +416,11 @@ def _sections() -> dict[str, type]:
 
 def _known_elsewhere(section: str, key: str) -> list[str]:
     """Dotted keys named ``key`` in other sections of a recipe, the ``loss`` of any algorithm included."""
-    from align.trainers import ALGORITHMS
+    from align.losses import LOSSES
 
     found = [f"{name}.{key}" for name, cls in _sections().items()
              if name != section and key in {f.name for f in dataclasses.fields(cls)}]
-    if section != "loss" and any(key in {f.name for f in dataclasses.fields(a.config)} for a in ALGORITHMS.values()):
+    if section != "loss" and any(key in {f.name for f in dataclasses.fields(s.config)} for s in LOSSES.values()):
         found.append(f"loss.{key}")
     if section and key in {f.name for f in dataclasses.fields(Recipe)}:
         found.append(key)
@@ -693,82 +591,6 @@ def check_device(recipe: Recipe, cuda_available: bool | None = None) -> None:
                               f"False); on the CPU train in float32: {key}=false")
 
 
-CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
-
-
-def model_context_length(model_config: Any) -> tuple[int, str] | None:
-    """The longest sequence a model takes and the config field that says so (the first of
-    :data:`CONTEXT_FIELDS`, in the text config of a multimodal model), or None if its config names none.
-    ``model_config``: a ``PretrainedConfig`` or a ``config.json`` as a dict."""
-    if hasattr(model_config, "get_text_config"):
-        model_config = model_config.get_text_config()
-    elif isinstance(model_config, Mapping) and isinstance(model_config.get("text_config"), Mapping):
-        model_config = model_config["text_config"]
-    for name in CONTEXT_FIELDS:
-        v = model_config.get(name) if isinstance(model_config, Mapping) else getattr(model_config, name, None)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v, name
-    return None
-
-
-def read_model_config(name: str, *, local_only: bool = False, key: str = "model.name_or_path") -> Any:
-    """A model's config without its weights: ``transformers.AutoConfig`` (the raw ``config.json`` for an
-    architecture this transformers does not know). ``embedded:tiny`` answers from its spec without building it.
-    With ``local_only``, None when the config is not on this machine."""
-    from transformers import AutoConfig, PretrainedConfig
-
-    from align.models.loading import EMBEDDED, resolve_model_path
-
-    if name == EMBEDDED:
-        from align.models.tiny import TinySpec
-
-        return dataclasses.asdict(TinySpec())
-    if local_only and not Path(name).expanduser().exists():
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
-        except ValueError:  # not even a valid hub id (a path that does not exist)
-            cached = False
-        if not cached:
-            return None  # not on this machine: the check is left to the load, which names the problem
-    path = resolve_model_path(name, key)
-    try:
-        return AutoConfig.from_pretrained(path, local_files_only=local_only)
-    except ValueError:  # an architecture unknown to this transformers: the raw config.json still says its context
-        return PretrainedConfig.get_config_dict(path, local_files_only=local_only)[0]
-    except OSError:
-        if local_only:
-            return None
-        raise
-
-
-def check_lengths_against_model(lengths: Recipe | tuple[int, int], model_config: Any, *,
-                                keys: tuple[str, str] = ("data.max_prompt_length", "data.max_response_length"),
-                                model: str | None = None) -> None:
-    """``max_prompt_length + max_response_length`` must fit the model's context (see :func:`model_context_length`).
-
-    Args:
-        lengths: a Recipe (its ``data`` lengths) or ``(max_prompt_length, max_response_length)``.
-        model_config: a ``PretrainedConfig``, a ``config.json`` dict, or a model name / path to read one from.
-        keys: how the two settings are named in the error (``--max-prompt-length`` ... for ``align eval``).
-        model: the model's name, for the error.
-    """
-    if isinstance(lengths, Recipe):
-        lengths = (lengths.data.max_prompt_length, lengths.data.max_response_length)
-    if isinstance(model_config, (str, Path)):
-        model, model_config = model or str(model_config), read_model_config(str(model_config))
-    found = model_context_length(model_config)
-    if found is None:
-        return
-    limit, field_name = found
-    prompt, response = lengths
-    if prompt + response > limit:
-        raise ConfigError(f"{keys[0]} + {keys[1]} = {prompt} + {response} = {prompt + response} exceeds the "
-                          f"context of {model or 'the model'} ({field_name}={limit} in its config.json); "
-                          f"lower them to {limit} tokens together")
-
-
 def preflight(recipe: Recipe, *, training: bool = True) -> None:
     """The checks that need this machine or the models' ``config.json`` but no weights and no data: mixed
     precision needs CUDA (``training``), and the sequence lengths fit the policy's and the reference's context.
@@ -825,12 +647,12 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
         _set_dotted(tree, k, v)
     loss = tree.pop("loss", None) or {}
     recipe = from_dict(Recipe, tree)
-    from align.trainers import ALGORITHMS  # the registry names each algorithm's loss config
+    from align.losses import LOSSES  # each algorithm's loss (and its config class), by name
 
-    if recipe.algorithm not in ALGORITHMS:
-        raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(ALGORITHMS)}"
-                          f"{_did_you_mean(recipe.algorithm, ALGORITHMS)}")
-    recipe.loss = _check(ALGORITHMS[recipe.algorithm].config, loss, "loss")
+    if recipe.algorithm not in LOSSES:
+        raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(LOSSES)}"
+                          f"{_did_you_mean(recipe.algorithm, LOSSES)}")
+    recipe.loss = _check(LOSSES[recipe.algorithm].config, loss, "loss")
     try:
         recipe.output_dir = recipe.output_dir.format(algorithm=recipe.algorithm)
     except (KeyError, IndexError, ValueError) as e:

@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from align.errors import DataError  # noqa: F401  (importable from here as before)
+
 Message = dict[str, str]
 Prompt = str | list[Message]
 LabelKind = Literal["pair", "rank", "score"]
@@ -60,7 +62,3 @@ class LoadReport:
         """The ``data`` object of ``summary.json`` and of ``align eval --output``."""
         return {"rows_read": self.rows_read, "examples": self.examples, "skipped": dict(sorted(self.skipped.items())),
                 "formats": dict(sorted(self.formats.items()))}
-
-
-class DataError(ValueError):
-    """A bad row in strict mode, or a source that cannot be read at all."""

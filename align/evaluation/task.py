@@ -13,12 +13,12 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from align.config import RewardSpec
 from align.data.loaders import split_examples
 from align.data.prompts import load_prompts, tokenize_prompts
 from align.models.loading import load_model, load_tokenizer
 from align.online.evaluate import evaluate_by_sampling
 from align.online.scoring import RewardSource
+from align.rewards.spec import RewardSpec
 from align.tasks import is_task_source, task_module
 
 GRADED, EXACT = "score", "exact_match"  # the names of the two rules in the report

@@ -23,10 +23,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from align.config import POSITIVE, Range, check_fields
 from align.losses.base import ListScores, LossOutput, LossSpec
 from align.losses.metrics import pair_reward_metrics
 from align.losses.pairs import Pairs, pair_count, preference_pairs
+from align.validation import POSITIVE, Range, check_fields
 
 DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust"]
 DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")

@@ -21,8 +21,9 @@ from typing import Literal
 
 import torch
 
-from align.config import COUNT, NON_NEGATIVE, POSITIVE, Range, RewardSpec, check_fields
 from align.losses.base import LossOutput, LossSpec
+from align.rewards.spec import RewardSpec
+from align.validation import COUNT, NON_NEGATIVE, POSITIVE, Range, check_fields
 
 GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dapo", "dr_grpo")
 GRPOLossType = Literal["grpo", "bnpo", "dapo", "dr_grpo"]

@@ -100,6 +100,11 @@ def load_model(name: str, dtype: str = "float32", key: str = "model.name_or_path
     return AutoModelForCausalLM.from_pretrained(resolve_model_path(name, key), dtype=DTYPES[dtype])
 
 
+# The PEFT adapter name under which a run that starts from an existing adapter keeps a frozen copy of it: the
+# reference is then base + that adapter, never the bare base (:mod:`align.reference.build` reads it).
+REFERENCE_ADAPTER = "reference"
+
+
 def is_adapter(name: str) -> bool:
     """True if ``name`` is a local PEFT adapter directory (``adapter_config.json``), not a full model."""
     return (Path(resolve_model_path(name)) / "adapter_config.json").is_file()
@@ -107,13 +112,11 @@ def is_adapter(name: str) -> bool:
 
 def load_policy(name: str, dtype: str = "float32") -> torch.nn.Module:
     """A causal LM to train. A PEFT adapter directory loads as its base model with that adapter trainable, plus
-    a frozen copy of the adapter under :data:`align.reference.REFERENCE_ADAPTER`: the run's reference is then
+    a frozen copy of the adapter under :data:`REFERENCE_ADAPTER`: the run's reference is then
     base + the adapter it started from, never the bare base."""
     if not is_adapter(name):
         return load_model(name, dtype)
     from peft import PeftModel
-
-    from align.reference.build import REFERENCE_ADAPTER
 
     path = resolve_model_path(name)
     base_name = json.loads((Path(path) / "adapter_config.json").read_text()).get("base_model_name_or_path")

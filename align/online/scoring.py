@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from align.config import RewardSpec
 from align.data.prompts import PromptExample
 from align.data.tokenize import TokenizedList, render
-from align.online.functions import resolve_function
+from align.rewards.functions import resolve_function
+from align.rewards.spec import RewardSpec
 
 
 class RewardSource:

@@ -1,0 +1,20 @@
+"""Importing user reward functions named ``module:function`` (light: the config checks them at recipe load)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+
+
+def resolve_function(path: str) -> Callable[..., Sequence[float | None]]:
+    """The function ``module:function`` names (importing the module); a clear ValueError if it cannot be had."""
+    module, sep, name = path.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"reward function {path!r}: expected 'module:function'")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"reward function {path!r} cannot be imported: {e}") from e
+    if not callable(fn):
+        raise ValueError(f"reward function {path!r} is not callable")
+    return fn
