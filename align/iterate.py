@@ -27,9 +27,9 @@ import torch
 from align.config import Recipe, to_dict
 from align.data.loaders import split_examples
 from align.data.prompts import TokenizedPrompt, load_prompts, tokenize_prompts
+from align.evaluation.sampling import evaluate_by_sampling
 from align.io import write_json
 from align.models.loading import load_model, load_tokenizer, resolve_model_path
-from align.online.evaluate import evaluate_by_sampling
 from align.online.generation import sample
 from align.online.scoring import RewardSource, load_sources
 from align.rewards.combine import combine
@@ -60,8 +60,9 @@ def build_rows(prompts: list[TokenizedPrompt], texts: list[list[str]], rewards: 
 def run_iterate(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bool = False,
                 search_dirs: tuple = (), progress: bool = True) -> dict[str, Any]:
     """Run ``recipe.iterate.rounds`` rounds (see the module docstring); returns and writes ``summary.json``."""
-    from align.online.run import completion_rows
-    from align.pipeline import resolve_path, run_sft, run_training
+    from align.online_run import completion_rows
+    from align.pipeline import run_training
+    from align.run_setup import resolve_path, run_sft
 
     it = recipe.iterate
     out = Path(output_dir or recipe.output_dir)

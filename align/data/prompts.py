@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,11 +48,20 @@ class TokenizedPrompt:
     example: PromptExample
 
 
-def _rows(source: str, split: str):
-    if source.startswith("task:"):
-        from align.tasks import task_rows
+# Sources whose rows are generated rather than read, by prefix: ``task:`` is registered by :mod:`align.tasks` (which
+# sits above the data layer and is imported with ``align``). prefix -> function(source) -> rows.
+PROMPT_SOURCES: dict[str, Callable[[str], Sequence[Any]]] = {}
 
-        return ((n, row, "") for n, row in enumerate(task_rows(source)))
+
+def register_prompt_source(prefix: str, rows_of: Callable[[str], Sequence[Any]]) -> None:
+    """Make :func:`load_prompts` read a source starting with ``prefix`` as the rows ``rows_of(source)`` returns."""
+    PROMPT_SOURCES[prefix] = rows_of
+
+
+def _rows(source: str, split: str):
+    for prefix, rows_of in PROMPT_SOURCES.items():
+        if source.startswith(prefix):
+            return ((n, row, "") for n, row in enumerate(rows_of(source)))
     return read_rows(source, split)
 
 

@@ -23,7 +23,14 @@ from align.evaluation.subsets import subset_report
 from align.forward import reward_scores, score_lists
 from align.losses.pairs import preference_pairs
 from align.metrics import aggregate, per_list_metrics
-from align.models.loading import is_reward_model, load_model, load_reward_model, load_tokenizer, read_model_info
+from align.models.loading import (
+    check_finite_weights,
+    is_reward_model,
+    load_model,
+    load_reward_model,
+    load_tokenizer,
+    read_model_info,
+)
 from align.reference import reference_for
 
 log = logging.getLogger("align")
@@ -222,14 +229,6 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
         write_per_example(Path(req.per_example), lists, scorers, labels, mask)
         result["per_example"] = req.per_example
     return result
-
-
-def check_finite_weights(model: torch.nn.Module, name: str) -> torch.nn.Module:
-    """``model``, or a clear error if any weight is NaN or infinite (a broken run's model scores garbage)."""
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        raise ValueError(f"{name} has non-finite weights ({len(bad)} tensors, e.g. {bad[0]}): it cannot be evaluated")
-    return model
 
 
 def finite_or_nan(values: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ rule (:mod:`align.tasks`), the measure every claim of ``docs/results.md`` is jud
 For each prompt of ``--data task:NAME?...`` the model samples ``--samples`` completions; each is scored with the
 task's graded ``score`` (mean over a prompt's samples, then over prompts, with a bootstrap CI over prompts) and its
 exact ``correct`` rule (exact-match rate with its CI, and unbiased pass@k for every k up to the number of samples).
-The sampling and scoring are :func:`align.online.evaluate.evaluate_by_sampling`, as GRPO and ``align iterate``
+The sampling and scoring are :func:`align.evaluation.sampling.evaluate_by_sampling`, as GRPO and ``align iterate``
 evaluate.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 from align.data.loaders import split_examples
 from align.data.prompts import load_prompts, tokenize_prompts
-from align.models.loading import load_model, load_tokenizer
-from align.online.evaluate import evaluate_by_sampling
+from align.evaluation.sampling import evaluate_by_sampling
+from align.models.loading import check_finite_weights, load_model, load_tokenizer
 from align.online.scoring import RewardSource
 from align.rewards.spec import RewardSpec
 from align.tasks import is_task_source, task_module
@@ -46,8 +46,6 @@ def run_task_eval(req: Any) -> dict[str, Any]:
     """Evaluate ``req.model`` (an :class:`~align.evaluation.run.EvalRequest` with ``scorer="task"``) on the task
     ``req.data``; returns the JSON-ready result."""
     import torch
-
-    from align.evaluation.run import check_finite_weights
 
     sources = task_sources(req.data)
     prompts, report = load_prompts(req.data, max_rows=req.max_rows)

@@ -171,3 +171,11 @@ def load_reward_model(name: str, dtype: str = "float32", tokenizer: PreTrainedTo
         if tokenizer.pad_token_id == tokenizer.eos_token_id:
             log.warning("pad token = eos token: the reward is read at the last token that is not eos")
     return model
+
+
+def check_finite_weights(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    """``model``, or a clear error if any weight is NaN or infinite (a broken run's model scores garbage)."""
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(f"{name} has non-finite weights ({len(bad)} tensors, e.g. {bad[0]}): it cannot be evaluated")
+    return model

@@ -14,6 +14,7 @@ import inspect
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from align.data.prompts import register_prompt_source
 from align.tasks.common import pass_at_k, preference_probability
 
 TASKS: dict[str, str] = {"sort": "align.tasks.sort"}  # name -> module with make_rows, sft_rows, score, correct
@@ -59,5 +60,7 @@ def task_rows(spec: str) -> list[dict[str, Any]]:
         kwargs[key] = _convert(key, value, defaults[key])
     return module.make_rows(**{"n": defaults["n"], "seed": defaults["seed"], **kwargs})
 
+
+register_prompt_source(PREFIX, task_rows)  # `load_prompts("task:sort?n=100")` reads a task's rows
 
 __all__ = ["TASKS", "is_task_source", "pass_at_k", "preference_probability", "task_module", "task_rows"]

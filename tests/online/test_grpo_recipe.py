@@ -14,7 +14,7 @@ import statistics
 import torch
 
 from align.config import load_recipe
-from align.online.run import run_grpo
+from align.online_run import run_grpo
 from tests.conftest import REPO
 
 

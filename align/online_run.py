@@ -1,6 +1,6 @@
 """One GRPO run end to end: prompts → (SFT on their answers) → policy → sampling evaluation → GRPO → sampling
 evaluation → model, summary.json (with the reward curve), log_history.json and the model card. Orchestration
-only, like :mod:`align.pipeline`, whose functions it shares."""
+only, like :mod:`align.pipeline`; the parts both share are in :mod:`align.run_setup`."""
 
 from __future__ import annotations
 
@@ -17,11 +17,20 @@ from align.data.example import LoadReport
 from align.data.loaders import split_examples
 from align.data.prompts import TokenizedPrompt, load_prompts, tokenize_prompts
 from align.distributed import barrier, is_main, is_zero3_partitioned
+from align.evaluation.sampling import evaluate_by_sampling, paired_gain
 from align.io import write_json
 from align.modelcard import write_model_card
 from align.models.loading import is_adapter, load_policy, load_tokenizer, resolve_model_path
-from align.online.evaluate import evaluate_by_sampling, paired_gain
 from align.online.scoring import load_sources
+from align.run_setup import (
+    disable_dropout,
+    maybe_lora,
+    peak_memory_mb,
+    resolve_path,
+    run_sft,
+    save_trained,
+    training_arguments,
+)
 from align.runstate import prepare_output_dir
 from align.tracking import add_run_info, check_report_to
 from align.trainers.grpo import GRPOLossConfig, GRPOTrainer, PromptDataset
@@ -33,8 +42,6 @@ def load_prompt_data(recipe: Recipe, tokenizer: Any, search_dirs: Sequence[str |
                      ) -> tuple[list[TokenizedPrompt], list[TokenizedPrompt], LoadReport, int]:
     """Train and held-out prompts of the recipe (split by prompt, as the offline data), tokenized; and how many
     prompts were truncated."""
-    from align.pipeline import resolve_path
-
     d = recipe.data
     source = d.train if d.train.startswith("task:") else resolve_path(d.train, search_dirs)
     prompts, report = load_prompts(source, split=d.split, strict=d.strict, max_rows=d.max_rows, columns=d.columns)
@@ -70,8 +77,6 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
              overwrite: bool = False, search_dirs: Sequence[str | Path] = (), progress: bool = True,
              command: str | None = None) -> dict[str, Any]:
     """Run a GRPO recipe; the main process writes the outputs (see the module docstring)."""
-    from align.pipeline import _disable_dropout, _maybe_lora, peak_memory_mb, run_sft, save_trained, training_arguments
-
     check_report_to(recipe.train.report_to)
     preflight(recipe)
     t_start = time.perf_counter()
@@ -95,11 +100,11 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
         sft_seconds = time.perf_counter() - t0
     policy = load_policy(start_model, recipe.model.dtype)
     if not hasattr(policy, "peft_config"):
-        policy = _maybe_lora(policy, recipe, "CAUSAL_LM")
+        policy = maybe_lora(policy, recipe, "CAUSAL_LM")
     if not is_zero3_partitioned(policy):
         policy = policy.to(args.device)
     if recipe.model.disable_dropout:
-        _disable_dropout(policy)
+        disable_dropout(policy)
     if is_main():
         write_json(out / "recipe.json", recipe_dict)  # the settings in effect (see prepare_output_dir)
     sources = load_sources(c.rewards, device=args.device)
