@@ -57,7 +57,7 @@ class ModelConfig:
 class DataConfig:
     """Where the ranked lists come from and how they are tokenized."""
 
-    train: str = "../shared/data/hh_rlhf_harmless_base.jsonl.gz"
+    train: str = ""  # required: a file, a directory, a hub dataset name or a built-in task (task:NAME?...)
     eval: str | None = None  # a separate file; else a held-out fraction of train, split by prompt hash
     format: Literal["auto", "hh", "trl", "ranked", "oasst"] = "auto"
     split: str = "train"  # for hub datasets
@@ -557,6 +557,8 @@ def validate_recipe(recipe: Recipe) -> None:
         section = getattr(recipe, name)
         for fname, rng in RANGES.get(cls, {}).items():
             check_number(f"{name}.{fname}", getattr(section, fname), rng)
+    if not recipe.data.train.strip():
+        raise ConfigError("data.train: required (a file, a directory, a hub dataset name or task:NAME?...)")
     t = recipe.train
     if isinstance(t.warmup_steps, float) and t.warmup_steps >= 1 and not t.warmup_steps.is_integer():
         raise ConfigError(f"train.warmup_steps: got {t.warmup_steps}; allowed: a whole number of steps, or a "

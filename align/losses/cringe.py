@@ -18,8 +18,8 @@ Optimization with the Pairwise Cringe Loss", arXiv 2312.16682). The abstract: bi
 the pairwise preference setting using a simple soft margin extension". As docs/algorithms.md §4 states it:
     L = CE(x, y_w) + α·g·CT(x, y_l),   g = σ((b - M)/τ),   M = log p_θ(y_w|x) - log p_θ(y_l|x).
 No reference model: the gate switches the loser's Cringe term off once the winner leads by more than about b.
-NOT VERIFIED against the paper: the ``search`` tool was available, but every look-up of its stored copy (ar5iv)
-returned only the abstract and the opening of §1; §3 and the appendix were never reached. So these are our choices:
+Not checked against the paper's §3 and appendix (only its abstract and introduction are cited here), so these are
+align's choices:
     - M uses summed log-probs (``margin="sum"``), the literal log p_θ(y|x) of the formula; ``"mean"`` (per-token
       means) is available, as length-normalised margins are a common alternative.
     - g is detached (``detach_gate=True``): the gate is a switch. Without the stop-gradient, ∂(α g CT)/∂M =

@@ -157,17 +157,11 @@ class PreferenceTrainer(LossStepMixin, Trainer):
                                            progress=not self.args.disable_tqdm)
             if self._reference_is_policy_given is None:
                 self.reference_is_policy = True
-        live = getattr(self.reference, "live", None)
-        if live is not None:
-            live.engine_managed = engine
-        lists = [t for d in missing for t in d.lists]
-        prefetch = getattr(self.reference, "prefetch", None)
-        self.reference_stats = prefetch(lists) if prefetch else self.reference.stats
+        self.reference.bind_engine(engine)
+        self.reference_stats = self.reference.prefetch([t for d in missing for t in d.lists])
         for d in missing:
             d.with_reference(self.reference)
-        if live is not None and live.model is self.model and not hasattr(self.model, "peft_config"):
-            # The policy itself was the reference; from the first step on it no longer is.
-            self.reference.live = None
+        self.reference.release(self.model)  # the policy may have been its own reference; from the first step on not
         if self.args.process_index == 0:
             log.info("reference cache %s: %d hits, %d computed in %.1fs", self.reference_stats.key,
                      self.reference_stats.hits, self.reference_stats.computed, self.reference_stats.seconds)
