@@ -19,6 +19,7 @@ from typing import Any
 
 from align.config import Recipe, load_recipe
 from align.console import quiet
+from align.errors import ConfigError
 
 __all__ = ["build_reference_cache", "evaluate", "load_recipe", "quiet", "train"]
 
@@ -26,7 +27,7 @@ __all__ = ["build_reference_cache", "evaluate", "load_recipe", "quiet", "train"]
 def _recipe(recipe: str | os.PathLike | Recipe, overrides: Sequence[str] | None) -> tuple[Recipe, list[Path]]:
     if isinstance(recipe, Recipe):
         if overrides:
-            raise ValueError("overrides apply to a recipe file; change a Recipe object's fields directly")
+            raise ConfigError("overrides apply to a recipe file; change a Recipe object's fields directly")
         return recipe, [Path.cwd()]
     return load_recipe(recipe, list(overrides or [])), [Path(recipe).resolve().parent, Path.cwd()]
 
@@ -66,7 +67,7 @@ def build_reference_cache(recipe: str | os.PathLike | Recipe, overrides: Sequenc
         tokenizer, data, _, policy, _ = prepare_policy(r, search, progress=not quiet)
         reference = recipe_reference(r, policy, tokenizer, data, progress=not quiet)
         if reference is None:
-            raise ValueError(f"algorithm {r.algorithm!r} uses no reference model: there is no cache to build")
+            raise ConfigError(f"algorithm {r.algorithm!r} uses no reference model: there is no cache to build")
         stats = reference.prefetch(data.train + data.eval) if reference.live is not None else reference.stats
     return {"reference_cache": stats.to_dict(), "data": data.to_dict()}
 

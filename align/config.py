@@ -79,7 +79,7 @@ class DataConfig:
         try:
             self.columns = check_columns(self.columns)
         except ValueError as e:
-            raise ValueError(f"data.{e}") from e
+            raise ConfigError(f"data.{e}") from e
 
 
 @dataclass

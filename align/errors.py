@@ -25,7 +25,15 @@ class ModelError(AlignError):
 
 
 class TaskError(AlignError):
-    """An unknown built-in task, task parameter or reward function."""
+    """An unknown built-in task or task parameter."""
 
 
-__all__ = ["AlignError", "ConfigError", "DataError", "ModelError", "TaskError"]
+class RewardError(AlignError):
+    """A reward function or reward model that does not answer as a reward source must."""
+
+
+class RunDirError(AlignError, FileNotFoundError):
+    """A directory that is not a run where one is needed (``align report RUN_DIR``)."""
+
+
+__all__ = ["AlignError", "ConfigError", "DataError", "ModelError", "RewardError", "RunDirError", "TaskError"]

@@ -27,6 +27,7 @@ import torch
 from align.config import Recipe, to_dict
 from align.data.loaders import split_examples
 from align.data.prompts import TokenizedPrompt, load_prompts, tokenize_prompts
+from align.errors import ConfigError, DataError
 from align.evaluation.sampling import evaluate_by_sampling
 from align.io import write_json
 from align.models.loading import load_model, load_tokenizer, resolve_model_path
@@ -69,7 +70,7 @@ def run_iterate(recipe: Recipe, output_dir: str | Path | None = None, *, resume:
     out.mkdir(parents=True, exist_ok=True)
     state = _state(out) if resume else {"rounds": {}}
     if not resume and (out / "state.json").exists():
-        raise ValueError(f"{out} holds an earlier `align iterate` run: pass --resume to continue it, or another "
+        raise ConfigError(f"{out} holds an earlier `align iterate` run: pass --resume to continue it, or another "
                          "--output-dir")
     write_json(out / "recipe.json", to_dict(recipe))
     tokenizer = load_tokenizer(recipe.model.name_or_path)
@@ -161,7 +162,7 @@ def _sample_round(k: int, recipe: Recipe, model_name: str, tokenizer: Any, promp
                                 "truncated": samples.truncated[b].tolist()}) + "\n")
     rows, skipped = build_rows(chosen, samples.texts, total, it.build)
     if not rows:
-        raise ValueError(f"round {k}: no prompt gave samples with different rewards ({skipped}); raise "
+        raise DataError(f"round {k}: no prompt gave samples with different rewards ({skipped}); raise "
                          "iterate.num_samples or the temperature")
     tmp = rdir / ".data.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -17,6 +17,7 @@ from align.data.example import LoadReport
 from align.data.loaders import split_examples
 from align.data.prompts import TokenizedPrompt, load_prompts, tokenize_prompts
 from align.distributed import barrier, is_main, is_zero3_partitioned
+from align.errors import ConfigError, DataError
 from align.evaluation.sampling import evaluate_by_sampling, paired_gain
 from align.io import write_json
 from align.modelcard import write_model_card
@@ -54,7 +55,7 @@ def load_prompt_data(recipe: Recipe, tokenizer: Any, search_dirs: Sequence[str |
         train, held = split_examples(prompts, d.eval_fraction)
     train, held = train[: d.max_train_examples], held[: d.max_eval_examples]
     if not train:
-        raise ValueError(f"no usable prompts in {d.train} (skipped: {dict(report.skipped)})")
+        raise DataError(f"no usable prompts in {d.train} (skipped: {dict(report.skipped)})")
     tr, n1 = tokenize_prompts(train, tokenizer, max_prompt_length=d.max_prompt_length)
     ev, n2 = tokenize_prompts(held, tokenizer, max_prompt_length=d.max_prompt_length)
     return tr, ev, report, n1 + n2
@@ -93,7 +94,7 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
     start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
     if recipe.sft.enabled:
         if is_adapter(start_model):
-            raise ValueError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
+            raise ConfigError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
                              "supported; set sft.enabled=false")
         t0 = time.perf_counter()
         start_model = run_sft(start_model, completion_rows(train), recipe)

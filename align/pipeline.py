@@ -24,6 +24,7 @@ from align.data.example import LoadReport
 from align.data.loaders import load_examples, split_examples
 from align.data.tokenize import TokenizedList, TruncationReport, tokenize_examples
 from align.distributed import barrier, is_main, is_zero3_partitioned
+from align.errors import ConfigError, DataError
 from align.evaluation import evaluate_policy, evaluate_reward_model, ranking_report
 from align.io import write_json
 from align.modelcard import write_model_card
@@ -93,7 +94,7 @@ def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, search_dirs: S
     trunc.responses_truncated += trunc_eval.responses_truncated
     trunc.dropped.update(trunc_eval.dropped)
     if not train:
-        raise ValueError(f"no usable training lists in {d.train} (skipped: {dict(report.skipped)})")
+        raise DataError(f"no usable training lists in {d.train} (skipped: {dict(report.skipped)})")
     return PreparedData(train, evl, report, trunc, train_ex)
 
 
@@ -111,7 +112,7 @@ def prepare_policy(recipe: Recipe, search_dirs: Sequence[str | Path] = (), progr
              data.report.examples, len(data.train), len(data.eval), dict(data.report.skipped) or "none")
     start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
     if recipe.sft.enabled and is_adapter(start_model):
-        raise ValueError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
+        raise ConfigError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
                          "supported; set sft.enabled=false")
     if recipe.sft.enabled:
         t0 = time.perf_counter()

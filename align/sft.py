@@ -23,6 +23,7 @@ from pathlib import Path
 from align.config import SFTStage
 from align.data.example import RankedExample
 from align.distributed import barrier, gather_objects, rank_world
+from align.errors import DataError
 from align.models.loading import load_model, load_tokenizer
 from align.reference.fingerprint import weights_fingerprint
 
@@ -51,7 +52,7 @@ def run_sft(model_name: str, rows: list[dict], stage: SFTStage, root: Path, *, d
     """SFT ``model_name`` on TRL prompt-completion ``rows`` (:func:`sft_rows` of ranked examples, or a task's
     answers); returns the saved directory, on every rank."""
     if not rows:
-        raise ValueError("the SFT stage has no rows to train on (set sft.enabled=false, or give data with answers)")
+        raise DataError("the SFT stage has no rows to train on (set sft.enabled=false, or give data with answers)")
     rank, world = rank_world()
     if world == 1:
         return sft_on_rows(model_name, rows, stage, root, dtype=dtype, max_length=max_length, seed=seed)

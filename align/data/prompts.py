@@ -25,6 +25,7 @@ from align.data.example import DataError, LoadReport, Prompt, RankedExample
 from align.data.formats import Skip, _check_prompt, _valid_text, convert_row
 from align.data.sources import BadRow, read_rows
 from align.data.tokenize import render
+from align.errors import ConfigError
 
 log = logging.getLogger("align.data")
 
@@ -74,7 +75,7 @@ def load_prompts(source: str | os.PathLike[str], *, split: str = "train", strict
     """
     mapping = dict(columns or {})
     if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()):
-        raise ValueError(f"columns must map field names to field names, got {mapping!r}")
+        raise ConfigError(f"columns must map field names to field names, got {mapping!r}")
     report = LoadReport()
     out: list[PromptExample] = []
     for n, row, where in itertools.islice(_rows(os.fspath(source), split), max_rows):

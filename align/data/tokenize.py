@@ -11,6 +11,7 @@ from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from align.data.example import Prompt, RankedExample
+from align.errors import ConfigError
 
 log = logging.getLogger("align.data")
 
@@ -97,7 +98,7 @@ def tokenize_examples(
     response of no tokens at all ("empty after tokenization").
     """
     if truncation not in ("truncate", "drop"):
-        raise ValueError(f"truncation must be 'truncate' or 'drop', got {truncation!r}")
+        raise ConfigError(f"truncation must be 'truncate' or 'drop', got {truncation!r}")
     bos = tokenizer.bos_token_id
     report = TruncationReport()
     out: list[TokenizedList] = []

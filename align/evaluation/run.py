@@ -15,6 +15,7 @@ import torch
 from align.data.collate import pad_values
 from align.data.loaders import load_examples, split_examples
 from align.data.tokenize import tokenize_examples
+from align.errors import ConfigError
 from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
 from align.evaluation.calibration import reliability
 from align.evaluation.idealized import DEFAULT_BETAS, UNANIMOUS_ALPHA, idealized_by_beta
@@ -78,9 +79,9 @@ def _choose_scorer(req: EvalRequest, reward: bool, reference: str | None) -> str
         return "reward-model" if reward else ("implicit" if reference else "logprob")
     if (req.scorer == "reward-model") != reward:
         kind = "a reward model (sequence classifier)" if reward else "a causal language model"
-        raise ValueError(f"--scorer {req.scorer} does not apply to {req.model}: it is {kind}")
+        raise ConfigError(f"--scorer {req.scorer} does not apply to {req.model}: it is {kind}")
     if req.scorer == "implicit" and not reference:
-        raise ValueError("--scorer implicit needs a reference model: pass --reference (models trained by "
+        raise ConfigError("--scorer implicit needs a reference model: pass --reference (models trained by "
                          "`align train` record theirs)")
     return req.scorer
 
@@ -89,7 +90,7 @@ def _reference_logps(name: str, tokenizer, lists, req: EvalRequest) -> tuple[tor
     """π_ref's log-probs of every response through the shared cache (entries training computed are hits)."""
     ref_tok = load_tokenizer(name, key="--reference")
     if ref_tok.get_vocab() != tokenizer.get_vocab():
-        raise ValueError(f"reference {name} has another tokenizer than {req.model}: its log-probs would not be "
+        raise ConfigError(f"reference {name} has another tokenizer than {req.model}: its log-probs would not be "
                          "of the same token sequences")
     ref_model = load_model(name, req.dtype, key="--reference")
     if torch.cuda.is_available():
@@ -128,7 +129,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     """Evaluate ``req.model`` on ``req.data``; returns the JSON-ready result (see ``eval/README.md``)."""
     if req.scorer == "task" or req.data.startswith("task:"):
         if req.scorer not in ("task", "auto"):
-            raise ValueError(f"--data {req.data} is a built-in task: it is scored with --scorer task, not "
+            raise ConfigError(f"--data {req.data} is a built-in task: it is scored with --scorer task, not "
                              f"{req.scorer}")
         from align.evaluation.task import run_task_eval
 
@@ -143,7 +144,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     reference = req.reference or info.get("reference")
     if reference and not req.reference and not _loadable(reference):
         if req.scorer not in ("logprob", "reward-model"):
-            raise ValueError(f"the reference {reference} recorded with {req.model} is not found (moved or deleted): "
+            raise ConfigError(f"the reference {reference} recorded with {req.model} is not found (moved or deleted): "
                              "pass --reference PATH to score the implicit reward, or --scorer logprob to evaluate "
                              "the log-likelihood alone")
         reference = None

@@ -15,6 +15,7 @@ from typing import Any
 
 from align.data.loaders import split_examples
 from align.data.prompts import load_prompts, tokenize_prompts
+from align.errors import ConfigError, DataError
 from align.evaluation.sampling import evaluate_by_sampling
 from align.models.loading import check_finite_weights, load_model, load_tokenizer
 from align.online.scoring import RewardSource
@@ -28,7 +29,7 @@ PASS_KS = (1, 2, 4, 8, 16, 32, 64)  # pass@k reported for each k up to the sampl
 def task_sources(spec: str) -> list[RewardSource]:
     """The graded and exact reward sources of the task ``spec`` names (``task:NAME?...``)."""
     if not is_task_source(spec):
-        raise ValueError(f"--scorer task needs --data task:NAME?key=value&... (a built-in task), got {spec!r}")
+        raise ConfigError(f"--scorer task needs --data task:NAME?key=value&... (a built-in task), got {spec!r}")
     module = task_module(spec[len("task:"):].split("?", 1)[0]).__name__
     return [RewardSource(RewardSpec(function=f"{module}:reward_graded", name=GRADED)),
             RewardSource(RewardSpec(function=f"{module}:reward_exact", name=EXACT))]
@@ -53,7 +54,7 @@ def run_task_eval(req: Any) -> dict[str, Any]:
         train, held = split_examples(prompts, req.eval_fraction)
         prompts = held if req.split == "eval" else train
     if not prompts:
-        raise ValueError(f"no prompts to evaluate in {req.data} (split {req.split})")
+        raise DataError(f"no prompts to evaluate in {req.data} (split {req.split})")
     tokenizer = load_tokenizer(req.model, key="--model")
     tokenized, truncated = tokenize_prompts(prompts, tokenizer, max_prompt_length=req.max_prompt_length)
     model = check_finite_weights(load_model(req.model, req.dtype, key="--model"), req.model)

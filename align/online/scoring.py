@@ -17,6 +17,7 @@ import torch
 
 from align.data.prompts import PromptExample
 from align.data.tokenize import TokenizedList, render
+from align.errors import ConfigError, RewardError
 from align.rewards.functions import resolve_function
 from align.rewards.spec import RewardSpec
 
@@ -53,7 +54,7 @@ class RewardSource:
                     cols.setdefault(k, []).append(p.columns.get(k))
         values = list(self._fn(prompts=flat_prompts, completions=flat_comps, **cols))
         if len(values) != len(flat_comps):
-            raise ValueError(f"reward function {self.spec.function} returned {len(values)} values for "
+            raise RewardError(f"reward function {self.spec.function} returned {len(values)} values for "
                              f"{len(flat_comps)} completions")
         out = torch.tensor([math.nan if v is None else float(v) for v in values], dtype=torch.float32)
         return out.reshape(len(prompts), -1)
@@ -77,5 +78,5 @@ class RewardSource:
 def load_sources(specs: Sequence[RewardSpec], **kwargs: Any) -> list[RewardSource]:
     """Every reward source of a recipe, loaded (reward models onto ``device``)."""
     if not specs:
-        raise ValueError("no reward given: set at least one reward (a function 'module:function' or a model)")
+        raise ConfigError("no reward given: set at least one reward (a function 'module:function' or a model)")
     return [RewardSource(s, **kwargs) for s in specs]

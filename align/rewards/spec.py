@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from align.errors import ConfigError
 from align.rewards.functions import resolve_function
 
 
@@ -34,13 +35,13 @@ class RewardSpec:
 
     def __post_init__(self) -> None:
         if (self.function is None) == (self.model is None):
-            raise ValueError("a reward needs exactly one of 'function' (module:function) or 'model' (a path)")
+            raise ConfigError("a reward needs exactly one of 'function' (module:function) or 'model' (a path)")
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)):
-            raise ValueError(f"reward weight must be a finite number, got {self.weight!r}")
+            raise ConfigError(f"reward weight must be a finite number, got {self.weight!r}")
         if self.function is not None:
             resolve_function(self.function)  # fail at recipe load, not an hour into a run
         elif not (Path(self.model).exists() or self.model.count("/") == 1 and not self.model.startswith(".")):
-            raise ValueError(f"reward model {self.model!r}: no such directory")
+            raise ConfigError(f"reward model {self.model!r}: no such directory")
 
     @property
     def label(self) -> str:

@@ -21,6 +21,7 @@ from transformers import Trainer
 
 from align.data.tokenize import TokenizedList
 from align.distributed import gather_objects
+from align.errors import ConfigError, DataError
 from align.forward import PackingPlan, PolicyOutput, lists_forward, log_once, packing_plan
 from align.losses import ListScores, LossOutput, LossSpec
 from align.losses.metrics import pair_logps_metrics
@@ -56,12 +57,12 @@ class ListDataset(Dataset):
         from align.data.tokenize import tokenize_examples
 
         if tokenizer is None:
-            raise ValueError("a dataset of rows needs the tokenizer (processing_class) to become token lists")
+            raise ConfigError("a dataset of rows needs the tokenizer (processing_class) to become token lists")
         examples, report = examples_from_rows(rows, format=format, columns=columns, source_name="dataset")
         lists, truncation = tokenize_examples(examples, tokenizer, max_prompt_length=max_prompt_length,
                                               max_response_length=max_response_length)
         if not lists:
-            raise ValueError(f"no usable lists in the dataset (skipped: {dict(report.skipped) or 'none'})")
+            raise DataError(f"no usable lists in the dataset (skipped: {dict(report.skipped) or 'none'})")
         ds = cls(lists)
         ds.report, ds.truncation = report, truncation
         return ds
