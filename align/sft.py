@@ -39,7 +39,7 @@ def sft_rows(examples: list[RankedExample]) -> list[dict]:
     """TRL prompt-completion rows: each list's best response (conversational when the prompt is messages)."""
     rows = []
     for ex in examples:
-        best = ex.responses[max(range(len(ex.scores)), key=ex.scores.__getitem__)]
+        best = ex.responses[max(range(len(ex.labels)), key=ex.labels.__getitem__)]
         if isinstance(ex.prompt, list):
             rows.append({"prompt": ex.prompt, "completion": [{"role": "assistant", "content": best}]})
         else:

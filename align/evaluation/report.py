@@ -23,7 +23,7 @@ def list_tensors(lists: Sequence[TokenizedList]) -> tuple[torch.Tensor, torch.Te
         len(lists), k)
     for i, t in enumerate(lists):
         n = len(t.response_ids)
-        labels[i, :n], mask[i, :n] = torch.tensor(t.scores), True
+        labels[i, :n], mask[i, :n] = torch.tensor(t.labels), True
         lengths[i, :n] = torch.tensor([len(r) for r in t.response_ids], dtype=torch.float32)
     return labels, mask, lengths
 

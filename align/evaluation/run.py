@@ -155,7 +155,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
     data = {**report.to_dict(), "split": req.split, "eval_fraction": req.eval_fraction if req.split != "all" else None,
             "lists": len(lists), "truncation": trunc.to_dict()}
     result: dict[str, Any] = {"model": req.model, "scorer": scorer, "reference": reference, "reference_cache": None}
-    if not any(len(set(t.scores)) > 1 for t in lists):
+    if not any(len(set(t.labels)) > 1 for t in lists):
         from align.data.example import DataError
 
         raise DataError(f"no list with a preference to evaluate in {req.data} ({len(lists)} lists kept; skipped: "
@@ -249,7 +249,7 @@ def write_per_example(path: Path, lists, scorers: dict[str, torch.Tensor], label
     with open(tmp, "w") as f:
         for i, t in enumerate(lists):
             k = len(t.response_ids)
-            row = {"index": i, "row": t.row, "subset": t.subset, "labels": list(t.scores),
+            row = {"index": i, "row": t.row, "subset": t.subset, "labels": list(t.labels),
                    "scores": {name: v[i, :k].tolist() for name, v in scorers.items()},
                    "metrics": {name: {"pairs": int(m["n_pairs"][i]), "correct": int(m["correct"][i]),
                                       "exact_match": bool(m["list_exact_match"][i]) if m["has_pair"][i] else None,

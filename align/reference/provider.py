@@ -319,7 +319,7 @@ class CachedReference(ReferenceProvider):
                 continue
             assigned.update(row[j] for j in slots)
             current.lists.append(TokenizedList(t.prompt_ids, tuple(t.response_ids[j] for j in slots),
-                                               tuple(t.scores[j] for j in slots), t.row, t.subset))
+                                               tuple(t.labels[j] for j in slots), t.row, t.subset))
             current.keys += [row[j] for j in slots]
             if len(current.keys) >= self.shard_size:
                 chunks.append(current)
