@@ -272,7 +272,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from align.report import write_report
+    from align.run_report import write_report
 
     page = write_report(a.run_dir, a.output, a.plots)
     print(f"wrote {page}")

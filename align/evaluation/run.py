@@ -19,11 +19,10 @@ from align.errors import ConfigError
 from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
 from align.evaluation.calibration import reliability
 from align.evaluation.idealized import DEFAULT_BETAS, UNANIMOUS_ALPHA, idealized_by_beta
-from align.evaluation.report import list_tensors, policy_scorers, report_scores
+from align.evaluation.ranking import list_tensors, policy_scorers, report_scores
 from align.evaluation.subsets import subset_report
 from align.forward import reward_scores, score_lists
 from align.losses.pairs import preference_pairs
-from align.metrics import aggregate, per_list_metrics
 from align.models.loading import (
     check_finite_weights,
     is_reward_model,
@@ -32,6 +31,7 @@ from align.models.loading import (
     load_tokenizer,
     read_model_info,
 )
+from align.ranking_metrics import aggregate, per_list_metrics
 from align.reference import reference_for
 
 log = logging.getLogger("align")

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from align.losses.base import ListScores, LossOutput, LossSpec
-from align.losses.metrics import pair_reward_metrics
 from align.losses.pairs import Pairs, pair_count, preference_pairs
+from align.losses.reward_metrics import pair_reward_metrics
 from align.validation import POSITIVE, Range, check_fields
 
 DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust"]

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from align.losses.base import ListScores, LossOutput, LossSpec
-from align.losses.metrics import list_reward_metrics
+from align.losses.reward_metrics import list_reward_metrics
 from align.validation import POSITIVE, check_fields
 
 ListwiseLossType = Literal["lambda", "pair_logistic", "pair_hinge", "list_mle", "softmax"]

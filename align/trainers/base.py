@@ -24,8 +24,8 @@ from align.distributed import gather_objects
 from align.errors import ConfigError, DataError
 from align.forward import PackingPlan, PolicyOutput, lists_forward, log_once, packing_plan
 from align.losses import ListScores, LossOutput, LossSpec
-from align.losses.metrics import pair_logps_metrics
-from align.metrics import list_metrics
+from align.losses.reward_metrics import pair_logps_metrics
+from align.ranking_metrics import list_metrics
 from align.reference import CacheStats, ReferenceProvider, reference_for
 from align.trainers.step import LossStepMixin
 

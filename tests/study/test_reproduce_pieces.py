@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from align.study.claims import claims, collect
-from align.study.report import environment, markdown
+from align.study.results import environment, markdown
 from align.study.runs import Settings, Study
 
 
