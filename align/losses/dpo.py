@@ -37,7 +37,8 @@ class DPOLossConfig:
     """DPO objective settings.
 
     Attributes:
-        beta: β; 0.1 as in the DPO paper and TRL.
+        beta: β, the scale of the implicit reward β·log(π/π_ref) (the strength of the implicit KL constraint); 0.1
+            as in the DPO paper and TRL. GRPO's ``beta`` is another quantity: the weight of its explicit KL term.
         loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``ipo`` (length-normalised), ``hinge``,
             ``robust`` (rDPO).
         label_smoothing: ε for cDPO / rDPO, in [0, 0.5); the other loss types have none.

@@ -119,7 +119,8 @@ class GRPOLossConfig:
         num_generations: G, completions per prompt (TRL 8).
         temperature, top_p: sampling settings.
         max_completion_length: completion length limit (tokens).
-        beta: β of the k3 KL term; 0 loads no reference at all (TRL's default).
+        beta: β, the weight of the k3 KL term; 0 loads no reference at all (TRL's default). Not the β of DPO and
+            the other preference losses, which scales their implicit reward β·log(π/π_ref).
         epsilon, epsilon_high: the clip range [1 − ε, 1 + ε_high] (ε_high defaults to ε; TRL ε = 0.2).
         num_iterations: μ, optimizer steps per generation against π_old (TRL 1).
         scale_rewards: ``group`` (divide by the group's std), ``batch`` (by the batch's), ``none``.
