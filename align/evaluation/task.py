@@ -26,11 +26,11 @@ GRADED, EXACT = "score", "exact_match"  # the names of the two rules in the repo
 PASS_KS = (1, 2, 4, 8, 16, 32, 64)  # pass@k reported for each k up to the samples per prompt
 
 
-def task_sources(spec: str) -> list[RewardSource]:
-    """The graded and exact reward sources of the task ``spec`` names (``task:NAME?...``)."""
-    if not is_task_source(spec):
-        raise ConfigError(f"--scorer task needs --data task:NAME?key=value&... (a built-in task), got {spec!r}")
-    module = task_module(spec[len("task:"):].split("?", 1)[0]).__name__
+def task_sources(source: str) -> list[RewardSource]:
+    """The graded and exact reward sources of the task ``source`` names (``task:NAME?...``)."""
+    if not is_task_source(source):
+        raise ConfigError(f"--scorer task needs --data task:NAME?key=value&... (a built-in task), got {source!r}")
+    module = task_module(source[len("task:"):].split("?", 1)[0]).__name__
     return [RewardSource(RewardSpec(function=f"{module}:reward_graded", name=GRADED)),
             RewardSource(RewardSpec(function=f"{module}:reward_exact", name=EXACT))]
 

@@ -38,9 +38,9 @@ def read_model_config(name: str, *, local_only: bool = False, key: str = "model.
     from align.models.loading import EMBEDDED, resolve_model_path  # torch and transformers: only when asked
 
     if name == EMBEDDED:
-        from align.models.tiny import TinySpec
+        from align.models.tiny import TinyShape
 
-        return dataclasses.asdict(TinySpec())
+        return dataclasses.asdict(TinyShape())
     if local_only and not Path(name).expanduser().exists():
         from huggingface_hub import try_to_load_from_cache
 

@@ -33,7 +33,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 @dataclass(frozen=True)
-class TinySpec:
+class TinyShape:
     """Shape of the embedded model. ~3.4 M parameters with the defaults."""
 
     vocab_size: int = 4096
@@ -47,6 +47,9 @@ class TinySpec:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+TinySpec = TinyShape  # the former name
 
 
 def default_corpus_files() -> list[Path]:
@@ -123,7 +126,7 @@ def build_tokenizer(files: list[Path], vocab_size: int = 4096) -> PreTrainedToke
     )
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, spec: TinySpec = TinySpec()) -> LlamaForCausalLM:
+def build_model(tokenizer: PreTrainedTokenizerFast, spec: TinyShape = TinyShape()) -> LlamaForCausalLM:
     """A randomly initialised Llama-style model sized by ``spec`` with tied embeddings."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -142,7 +145,7 @@ def build_model(tokenizer: PreTrainedTokenizerFast, spec: TinySpec = TinySpec())
     return LlamaForCausalLM(config)
 
 
-def ensure_tiny(root: Path, spec: TinySpec = TinySpec()) -> Path:
+def ensure_tiny(root: Path, spec: TinyShape = TinyShape()) -> Path:
     """Build the embedded model and tokenizer under ``root`` once; later calls return the saved directory (one per
     spec and tokenizer corpus, see :func:`corpus_digest`)."""
     files = default_corpus_files()

@@ -23,9 +23,9 @@ PREFIX = "task:"
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def is_task_source(spec: str) -> bool:
-    """True if ``spec`` names a built-in task (``task:...``) rather than a file or dataset."""
-    return spec.startswith(PREFIX)
+def is_task_source(source: str) -> bool:
+    """True if ``source`` names a built-in task (``task:...``) rather than a file or dataset."""
+    return source.startswith(PREFIX)
 
 
 def task_module(name: str):
@@ -44,11 +44,11 @@ def _convert(key: str, value: str, default: Any) -> Any:
         raise TaskError(f"task parameter {key}={value!r} is not a {type(default).__name__}") from None
 
 
-def task_rows(spec: str) -> list[dict[str, Any]]:
+def task_rows(source: str) -> list[dict[str, Any]]:
     """The rows of a ``task:<name>?key=value&...`` source (syntax in the module docstring)."""
-    if not is_task_source(spec):
-        raise TaskError(f"a task source starts with {PREFIX!r}, got {spec!r}")
-    parts = urlsplit(spec[len(PREFIX):])
+    if not is_task_source(source):
+        raise TaskError(f"a task source starts with {PREFIX!r}, got {source!r}")
+    parts = urlsplit(source[len(PREFIX):])
     module = task_module(parts.path)
     params = inspect.signature(module.make_rows).parameters
     defaults = {k: p.default for k, p in params.items()} | {"n": 1000, "seed": 0}
@@ -57,7 +57,7 @@ def task_rows(spec: str) -> list[dict[str, Any]]:
         if key not in defaults:
             raise TaskError(f"task {parts.path!r} has no parameter {key!r}; it takes {', '.join(defaults)}")
         if key in kwargs:
-            raise TaskError(f"task parameter {key!r} given twice in {spec!r}")
+            raise TaskError(f"task parameter {key!r} given twice in {source!r}")
         kwargs[key] = _convert(key, value, defaults[key])
     return module.make_rows(**{"n": defaults["n"], "seed": defaults["seed"], **kwargs})
 
