@@ -28,19 +28,37 @@ def _recipe(recipe: str | os.PathLike | Recipe, overrides: Sequence[str] | None)
     if isinstance(recipe, Recipe):
         if overrides:
             raise ConfigError("overrides apply to a recipe file; change a Recipe object's fields directly")
-        return recipe, [Path.cwd()]
+        return recipe, ([recipe.recipe_dir] if recipe.recipe_dir else []) + [Path.cwd()]
     return load_recipe(recipe, list(overrides or [])), [Path(recipe).resolve().parent, Path.cwd()]
 
 
 def train(recipe: str | os.PathLike | Recipe, overrides: Sequence[str] | None = None, *,
           output_dir: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False,
-          quiet: bool = False) -> dict[str, Any]:
+          quiet: bool = False, **online: Any) -> dict[str, Any]:
     """Run a recipe (a YAML path with dotted ``overrides``, or a :class:`~align.config.Recipe`), as ``align train``
-    does; returns the ``summary.json`` dictionary. ``quiet`` silences progress bars and info logs."""
+    does; returns the ``summary.json`` dictionary. ``quiet`` silences progress bars and info logs. Relative paths
+    are looked up beside the recipe file (a loaded recipe remembers its folder), then in the working directory.
+
+    A GRPO recipe also takes TRL's ``reward_funcs`` (callables with TRL's reward-function signature,
+    ``module:function`` strings or reward-model paths) with ``reward_weights``, and ``train_dataset`` /
+    ``eval_dataset`` (a ``datasets.Dataset`` or a list of dicts with a ``prompt`` column), which replace
+    ``loss.rewards``, ``data.train`` and ``data.eval``."""
     from align.pipeline import run_training
 
     r, search = _recipe(recipe, overrides)
+    allowed = {"reward_funcs", "reward_weights", "train_dataset", "eval_dataset"}
+    if set(online) - allowed:
+        raise TypeError(f"train() got unexpected keyword arguments {sorted(set(online) - allowed)}")
     with _quiet(quiet):
+        if any(v is not None for v in online.values()):
+            from align.online_run import run_grpo
+            from align.trainers import ALGORITHMS
+
+            if not ALGORITHMS[r.algorithm].online:
+                raise ConfigError(f"{sorted(k for k, v in online.items() if v is not None)} apply to algorithm grpo, "
+                                 f"not {r.algorithm!r}")
+            return run_grpo(r, output_dir, resume=resume, overwrite=overwrite, search_dirs=search,
+                            progress=not quiet, **online)
         return run_training(r, output_dir, resume=resume, overwrite=overwrite, search_dirs=search,
                             progress=not quiet)
 

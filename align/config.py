@@ -13,7 +13,6 @@ model's context). :func:`training_kwargs` turns a recipe into ``transformers.Tra
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -33,14 +32,19 @@ from align.models.hub import (  # noqa: F401  (importable from here as before)
 )
 from align.rewards.spec import RewardSpec
 from align.training_args import ALIGN_SETS, EQUIVALENTS, training_argument_fields
-from align.validation import (  # noqa: F401  (check_fields: importable from here as before)
+from align.validation import (  # noqa: F401  (check_fields, check_choices: importable from here as before)
     COUNT,
     NON_NEGATIVE,
     POSITIVE,
     PROBABILITY_OPEN,
     Range,
+    _did_you_mean,
+    _name,
+    _one_of,
+    check_choices,
     check_fields,
     check_number,
+    check_value,
 )
 
 
@@ -58,7 +62,7 @@ class ModelConfig:
 class DataConfig:
     """Where the ranked lists come from and how they are tokenized."""
 
-    train: str = ""  # required: a file, a directory, a hub dataset name or a built-in task (task:NAME?...)
+    train: str = ""  # a file, a directory, a hub dataset name or a built-in task (task:NAME?...); no default
     eval: str | None = None  # a separate file; else a held-out fraction of train, split by prompt hash
     format: Literal["auto", "hh", "trl", "ranked", "oasst"] = "auto"
     split: str = "train"  # for hub datasets
@@ -216,6 +220,9 @@ class Recipe:
     eval: EvalSection = field(default_factory=EvalSection)
     iterate: IterateSection = field(default_factory=IterateSection)
     loss: Any = None
+    # The directory of the YAML file it was loaded from (None when built in Python): relative data paths and reward
+    # modules are looked up there first. Not a field, so not a recipe key and not in recipe.json.
+    recipe_dir = None
 
 
 # Every int/float setting of every recipe section (tests/test_config.py checks none is missing). The loss configs
@@ -257,77 +264,8 @@ def _choices() -> dict[str, list[str]]:
 
 
 def _check(tp: Any, value: Any, key: str) -> Any:
-    """``value`` as type ``tp``, or a ConfigError naming ``key``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arm in args:
-            try:
-                return _check(arm, value, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}: expected {_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{key}: expected null, got {value!r}")
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ConfigError(f"{key}: {_one_of(list(args), value)}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_check(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                return float(value)
-            except OverflowError:
-                raise ConfigError(f"{key}: {value} is too large for a float") from None
-        if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string; accept what is plainly a number
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str and isinstance(value, str):
-        return value
-    raise ConfigError(f"{key}: expected {_name(tp)}, got {type(value).__name__} {value!r}")
-
-
-def _name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(yaml.safe_dump(a).split("\n")[0] for a in typing.get_args(tp))
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _one_of(allowed: list[Any], value: Any) -> str:
-    """``expected one of [...], got 'x'; did you mean 'y'?`` (a long list shortened)."""
-    shown = repr(allowed) if len(allowed) <= 12 else f"{allowed[:10]!r}"[:-1] + f", ... ({len(allowed)} in all)]"
-    return f"expected one of {shown}, got {value!r}{_did_you_mean(value, allowed)}"
-
-
-def _did_you_mean(word: Any, candidates: Iterable[Any], prefix: str = "") -> str:
-    """``"; did you mean 'x'?"`` for the closest candidate (difflib), or ``""``."""
-    if not isinstance(word, str):
-        return ""
-    match = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f"; did you mean '{prefix}{match[0]}'?" if match else ""
+    """``value`` as type ``tp``, or a ConfigError naming ``key``; a section (a dataclass) is built by from_dict."""
+    return check_value(tp, value, key, build=from_dict)
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
@@ -491,8 +429,6 @@ def validate_recipe(recipe: Recipe) -> None:
         section = getattr(recipe, name)
         for fname, rng in RANGES.get(cls, {}).items():
             check_number(f"{name}.{fname}", getattr(section, fname), rng)
-    if not recipe.data.train.strip():
-        raise ConfigError("data.train: required (a file, a directory, a hub dataset name or task:NAME?...)")
     t = recipe.train
     if isinstance(t.warmup_steps, float) and t.warmup_steps >= 1 and not t.warmup_steps.is_integer():
         raise ConfigError(f"train.warmup_steps: got {t.warmup_steps}; allowed: a whole number of steps, or a "
@@ -582,13 +518,17 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     for k, v in parse_overrides(overrides or []):
         _set_dotted(tree, k, v)
     loss = tree.pop("loss", None) or {}
-    recipe = from_dict(Recipe, tree)
     from align.losses import LOSSES  # each algorithm's loss (and its config class), by name
+    from align.rewards.functions import modules_beside
 
-    if recipe.algorithm not in LOSSES:
-        raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(LOSSES)}"
-                          f"{_did_you_mean(recipe.algorithm, LOSSES)}")
-    recipe.loss = _check(LOSSES[recipe.algorithm].config, loss, "loss")
+    recipe_dir = Path(path).resolve().parent if path is not None else None
+    with modules_beside(recipe_dir):  # reward functions' modules: beside the recipe first
+        recipe = from_dict(Recipe, tree)
+        if recipe.algorithm not in LOSSES:
+            raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(LOSSES)}"
+                              f"{_did_you_mean(recipe.algorithm, LOSSES)}")
+        recipe.loss = _check(LOSSES[recipe.algorithm].config, loss, "loss")
+    recipe.recipe_dir = recipe_dir
     try:
         recipe.output_dir = recipe.output_dir.format(algorithm=recipe.algorithm)
     except (KeyError, IndexError, ValueError) as e:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,14 @@ import torch
 from align.config import Recipe, preflight, to_dict
 from align.data.example import LoadReport
 from align.data.loaders import split_examples
-from align.data.prompts import TokenizedPrompt, load_prompts, tokenize_prompts
+from align.data.prompts import TokenizedPrompt, load_prompts, prompts_from_rows, tokenize_prompts
 from align.distributed import barrier, is_main, is_zero3_partitioned
 from align.errors import ConfigError, DataError
 from align.evaluation.sampling import evaluate_by_sampling, paired_gain
 from align.io import write_json
 from align.modelcard import write_model_card
 from align.models.loading import is_adapter, load_policy, load_tokenizer, resolve_model_path
-from align.online.scoring import load_sources
+from align.online.scoring import RewardFunction, load_sources, reward_sources
 from align.run_setup import (
     disable_dropout,
     maybe_lora,
@@ -39,14 +39,25 @@ from align.trainers.grpo import GRPOLossConfig, GRPOTrainer, PromptDataset
 log = logging.getLogger("align")
 
 
-def load_prompt_data(recipe: Recipe, tokenizer: Any, search_dirs: Sequence[str | Path] = ()
+def load_prompt_data(recipe: Recipe, tokenizer: Any, search_dirs: Sequence[str | Path] = (), *,
+                     train_rows: Iterable[Mapping[str, Any]] | None = None,
+                     eval_rows: Iterable[Mapping[str, Any]] | None = None
                      ) -> tuple[list[TokenizedPrompt], list[TokenizedPrompt], LoadReport, int]:
     """Train and held-out prompts of the recipe (split by prompt, as the offline data), tokenized; and how many
-    prompts were truncated."""
+    prompts were truncated. ``train_rows`` / ``eval_rows`` (a ``datasets.Dataset`` or a list of dicts) replace
+    ``data.train`` / ``data.eval``."""
     d = recipe.data
-    source = d.train if d.train.startswith("task:") else resolve_path(d.train, search_dirs)
-    prompts, report = load_prompts(source, split=d.split, strict=d.strict, max_rows=d.max_rows, columns=d.columns)
-    if d.eval:
+    if train_rows is not None:
+        prompts, report = prompts_from_rows(train_rows, strict=d.strict, columns=d.columns)
+    else:
+        source = d.train if d.train.startswith("task:") else resolve_path(d.train, search_dirs)
+        prompts, report = load_prompts(source, split=d.split, strict=d.strict, max_rows=d.max_rows,
+                                       columns=d.columns)
+    if eval_rows is not None:
+        train = prompts
+        held, eval_report = prompts_from_rows(eval_rows, strict=d.strict, columns=d.columns)
+        report.merge(eval_report)
+    elif d.eval:
         train = prompts
         held, eval_report = load_prompts(d.eval if d.eval.startswith("task:") else resolve_path(d.eval, search_dirs),
                                          split=d.split, strict=d.strict, columns=d.columns)
@@ -76,8 +87,18 @@ def completion_rows(prompts: Sequence[TokenizedPrompt]) -> list[dict]:
 
 def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bool = False,
              overwrite: bool = False, search_dirs: Sequence[str | Path] = (), progress: bool = True,
-             command: str | None = None) -> dict[str, Any]:
-    """Run a GRPO recipe; the main process writes the outputs (see the module docstring)."""
+             command: str | None = None, reward_funcs: Sequence[RewardFunction | Any] | None = None,
+             reward_weights: Sequence[float] | None = None, train_dataset: Iterable[Mapping[str, Any]] | None = None,
+             eval_dataset: Iterable[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Run a GRPO recipe; the main process writes the outputs (see the module docstring).
+
+    From Python, as TRL's ``GRPOTrainer``: ``reward_funcs`` (callables with TRL's reward-function signature,
+    ``module:function`` strings, reward-model paths; see :func:`align.online.scoring.reward_sources`) with
+    ``reward_weights`` replace ``loss.rewards``; ``train_dataset`` / ``eval_dataset`` (a ``datasets.Dataset`` or
+    a list of dicts with a ``prompt`` column) replace ``data.train`` / ``data.eval``."""
+    if reward_funcs is None and not recipe.loss.rewards:  # before anything loads
+        raise ConfigError("loss.rewards: give at least one reward (function: module:function, or model: path), "
+                          "or pass reward_funcs to align.train")
     check_report_to(recipe.train.report_to)
     preflight(recipe)
     t_start = time.perf_counter()
@@ -89,7 +110,8 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
     args.disable_tqdm = not progress
     c: GRPOLossConfig = recipe.loss
     tokenizer = load_tokenizer(recipe.model.name_or_path)
-    train, held, report, truncated = load_prompt_data(recipe, tokenizer, search_dirs)
+    train, held, report, truncated = load_prompt_data(recipe, tokenizer, search_dirs, train_rows=train_dataset,
+                                                      eval_rows=eval_dataset)
     log.info("prompts: %d train / %d held out, skipped %s", len(train), len(held), dict(report.skipped) or "none")
     start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
     if recipe.sft.enabled:
@@ -108,7 +130,9 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
         disable_dropout(policy)
     if is_main():
         write_json(out / "recipe.json", recipe_dict)  # the settings in effect (see prepare_output_dir)
-    sources = load_sources(c.rewards, device=args.device)
+    sources = (reward_sources(reward_funcs, reward_weights, search_dirs=list(search_dirs)[:1],  # the recipe's folder
+                              device=args.device)
+               if reward_funcs is not None else load_sources(c.rewards, device=args.device))
     eval_kw = {"n": c.num_generations, "max_new_tokens": c.max_completion_length,
                "temperature": c.temperature, "top_p": c.top_p, "batch_size": c.generation_batch_size,
                "seed": recipe.train.seed}
@@ -116,6 +140,7 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
     eval_before = evaluate_by_sampling(policy, tokenizer, held, sources, **eval_kw) if do_eval else None
 
     trainer = GRPOTrainer(policy, args, c, PromptDataset(train), None, processing_class=tokenizer, rewards=sources,
+                          run_dir=out,
                           on_non_finite=recipe.train.on_non_finite)
     data_report = {**report.to_dict(), "train_prompts": len(train), "eval_prompts": len(held),
                    "prompts_truncated": truncated}
@@ -137,6 +162,7 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
     steps = max(result.global_step, 1)
     summary = {
         "algorithm": recipe.algorithm,
+        "rewards": [s.describe() for s in sources],  # also those given in Python (reward_funcs)
         "steps": result.global_step,
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,

@@ -5,6 +5,9 @@ directory (the trainer's log dicts) when present, else ``log_history`` of the la
 ``trainer_state.json``. Curves are plotted generically: the loss, every ``reward*`` / ``rewards/*`` series (DPO's
 implicit rewards, GRPO's ``reward/mean``, ...), every ``ranking/*`` series and the rest (learning rate, grad
 norm, tokens/s, log-probs), each with its ``eval_`` counterpart when logged.
+
+Runs that learn from their own samples (GRPO, ``align iterate``) get their held-out rewards before and after
+training, an iterate run its rounds, and both sample completions (:mod:`align.online.report`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from transformers.trainer_utils import get_last_checkpoint
 
 from align.errors import DataError, RunDirError
+from align.online.report import plot_sampling_eval, rounds_table, samples_section, sampling_eval_table
 from align.run_summary import (
     SCORER_LABELS,
     cache_table,
@@ -181,7 +185,7 @@ def write_plots(run_dir: Path, summary: dict[str, Any], history: list[dict[str, 
     """Every plot the page shows, by name: ``eval``, ``loss``, ``rewards``, ``ranking``, ``training``,
     ``reward_curve`` (those with data)."""
     out: dict[str, Path] = {}
-    p = plot_eval(plots_dir / "eval.png", summary)
+    p = plot_eval(plots_dir / "eval.png", summary) or plot_sampling_eval(plots_dir / "eval.png", summary)
     if p:
         out["eval"] = p
     groups: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
@@ -196,6 +200,13 @@ def write_plots(run_dir: Path, summary: dict[str, Any], history: list[dict[str, 
         pts = curve_points(summary[key])
         if pts:
             out[key] = plot_panels(plots_dir / f"{key}.png", {key: pts}, key)
+    by_round = summary.get("eval_reward_curve")  # align iterate: each reward on the held-out prompts per round
+    if isinstance(by_round, dict):
+        series = {name: pts for name, ys in by_round.items() if (pts := curve_points(
+            [[i, y] for i, y in enumerate(ys or []) if y is not None]))}
+        if series:
+            out["eval_reward_curve"] = plot_panels(plots_dir / "eval_reward_curve.png", series,
+                                                   "held-out reward by round (0: before round 0; k: after round k-1)")
     return out
 
 
@@ -212,8 +223,13 @@ def report_markdown(run_dir: Path, summary: dict[str, Any], recipe: dict[str, An
     lines = [f"# Run report: `{run_dir.name}`", "",
              f"`{algo}` from `{base}`, {summary.get('steps', '?')} steps; loss settings {loss_settings(recipe)}. "
              f"Model: `{summary.get('model_dir', '?')}`.", "",
-             "## Held-out evaluation", "", eval_table(summary), "", *img("eval", "held-out accuracy before/after"),
-             "## Training curves", ""]
+             "## Held-out evaluation", "", sampling_eval_table(summary) or eval_table(summary), "",
+             *img("eval", "held-out evaluation before/after"), *img("eval_reward_curve", "held-out reward by round")]
+    rounds = rounds_table(summary)
+    if rounds:
+        lines += ["## Rounds", "", rounds, "", "Each round's training run (its log, model and summary) is in "
+                  "`round-K/train/`.", ""]
+    lines += ["## Training curves", ""]
     if history_source is None:
         lines += ["No logged history found (no `log_history.json`, no checkpoint with `trainer_state.json`).", ""]
     else:
@@ -223,6 +239,9 @@ def report_markdown(run_dir: Path, summary: dict[str, Any], recipe: dict[str, An
             lines += img(name, alt)
     for key in sorted(k for k in plots if k.startswith("reward") and k.endswith("curve")):
         lines += img(key, key)
+    samples = samples_section(run_dir, summary)
+    if samples:
+        lines += ["## Sample completions", "", samples, ""]
     lines += ["## Training", "", training_table(summary), "",
               "## Data", "", data_table(summary, recipe), "",
               "## Reference", "", f"Reference model: {reference_description(summary, recipe)}.", "",

@@ -25,6 +25,8 @@ def resolve_path(path: str, search_dirs: Sequence[str | Path] = ()) -> str:
     """A relative data path, looked up in ``search_dirs`` in order (the recipe's folder, then the working
     directory); a hub name or an absolute path is returned as it is. A path found nowhere is an error that says
     where it looked."""
+    if not str(path).strip():  # Path("") is the working directory: never read it by accident
+        raise DataError("no data given: set data.train (a file, a directory, a hub dataset name or task:NAME?...)")
     p = Path(path).expanduser()
     if p.is_absolute():
         return str(p)

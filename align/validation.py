@@ -1,14 +1,22 @@
-"""Checks on numeric settings, shared by the recipe schema (:mod:`align.config`) and the loss configs
-(:mod:`align.losses`): a :class:`Range` says which values a setting may take, :func:`check_number` and
-:func:`check_fields` raise a one-line :class:`~align.errors.ConfigError` naming the key. A leaf module: it imports
+"""Checks on settings, shared by the recipe schema (:mod:`align.config`) and the loss configs (:mod:`align.losses`):
+a :class:`Range` says which numbers a setting may take, :func:`check_value` checks a value against its declared type,
+and :func:`check_number`, :func:`check_fields` and :func:`check_choices` raise a one-line
+:class:`~align.errors.ConfigError` naming the key. A leaf module: it imports
 nothing of align but its error types, so any layer may use it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
+import types
+import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+import yaml
 
 from align.errors import ConfigError
 
@@ -79,10 +87,109 @@ def check_number(key: str, value: Any, rng: Range) -> None:
 
 
 def check_fields(obj: Any, prefix: str, **ranges: Range) -> None:
-    """``check_number`` on each named attribute of ``obj``, keys ``prefix.name`` (for a config's ``__post_init__``)."""
+    """``check_number`` on each named attribute of ``obj``, keys ``prefix.name`` (for a config's ``__post_init__``);
+    then :func:`check_choices` on the whole dataclass, so every option is checked at construction."""
     for name, rng in ranges.items():
         check_number(f"{prefix}.{name}" if prefix else name, getattr(obj, name), rng)
+    if dataclasses.is_dataclass(obj):
+        check_choices(obj, prefix)
 
 
-__all__ = ["COUNT", "NON_NEGATIVE", "POSITIVE", "PROBABILITY_OPEN", "ConfigError", "Range", "check_fields",
-           "check_number"]
+def _scalar(tp: Any) -> bool:
+    """A type made only of Literal choices, bool, int, float, str and None (no list, mapping or section)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return all(_scalar(a) for a in typing.get_args(tp))
+    return typing.get_origin(tp) is Literal or tp in (bool, int, float, str, type(None))
+
+
+def check_choices(obj: Any, prefix: str) -> None:
+    """Every scalar field of dataclass ``obj`` has its declared type: a Literal field one of its choices, a bool a
+    bool, and so on (a one-line ConfigError naming ``prefix.name``). What a recipe's parser checks, for configs
+    built in Python too."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        tp = hints.get(f.name)
+        if tp is not None and _scalar(tp):
+            check_value(tp, getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name)
+
+
+def check_value(tp: Any, value: Any, key: str, build: Callable[[type, dict, str], Any] | None = None) -> Any:
+    """``value`` as type ``tp`` (Literal choices, bool, int, float, str, None, unions, lists and mappings of them),
+    or a one-line ConfigError naming ``key``. ``build(cls, mapping, key)`` makes a dataclass-typed value (a recipe
+    section); without it such a value is refused."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arm in args:
+            try:
+                return check_value(arm, value, key, build)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key}: {_one_of(list(args), value)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        if build is None:
+            raise ConfigError(f"{key}: a {tp.__name__} section is not a plain value")
+        return build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [check_value(args[0], v, f"{key}[{i}]", build) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"{key}: {value} is too large for a float") from None
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string; accept what is plainly a number
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{key}: expected {_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(yaml.safe_dump(a).split("\n")[0] for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _one_of(allowed: list[Any], value: Any) -> str:
+    """``expected one of [...], got 'x'; did you mean 'y'?`` (a long list shortened)."""
+    shown = repr(allowed) if len(allowed) <= 12 else f"{allowed[:10]!r}"[:-1] + f", ... ({len(allowed)} in all)]"
+    return f"expected one of {shown}, got {value!r}{_did_you_mean(value, allowed)}"
+
+
+def _did_you_mean(word: Any, candidates: Iterable[Any], prefix: str = "") -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate (difflib), or ``""``."""
+    if not isinstance(word, str):
+        return ""
+    match = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f"; did you mean '{prefix}{match[0]}'?" if match else ""
+
+
+__all__ = ["COUNT", "NON_NEGATIVE", "POSITIVE", "PROBABILITY_OPEN", "ConfigError", "Range", "check_choices",
+           "check_fields", "check_number", "check_value"]

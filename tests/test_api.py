@@ -24,6 +24,26 @@ def test_the_example_script_runs_end_to_end(tmp_path, align_home):
     assert (tmp_path / "runs" / "python_api" / "recipe" / "summary.json").exists()
 
 
+def test_the_grpo_custom_reward_example_runs_end_to_end(tmp_path, align_home):
+    """examples/grpo_custom_reward.py from another working directory: GRPO with a plain callable (it reads
+    ``completion_ids`` and the ``answer`` column) on a datasets.Dataset, then a recipe whose reward module sits
+    beside it; each run logs its completions and records a reward curve."""
+    import json
+
+    env = dict(os.environ, ALIGN_HOME=str(align_home), PYTHONPATH=str(REPO), HF_DATASETS_CACHE=str(tmp_path / "hf"))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "grpo_custom_reward.py"), str(out)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for run in ("callable", "recipe"):
+        summary = json.loads((out / run / "summary.json").read_text())
+        assert summary["steps"] > 0 and len(summary["reward_curve"]) > 0, run
+        records = [json.loads(line) for line in (out / run / "completions.jsonl").read_text().splitlines()]
+        assert records and all({"step", "prompt", "completion", "rewards", "advantage"} <= set(r) for r in records)
+    rewards = json.loads((out / "callable" / "completions.jsonl").read_text().splitlines()[0])["rewards"]
+    assert set(rewards) == {"exact_and_short", "sorted_reward"}
+
+
 def test_quiet_means_quiet(small_model_dir, tmp_path, align_home):
     code = f"""
 import align

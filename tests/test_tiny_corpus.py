@@ -1,11 +1,12 @@
 """The embedded model's tokenizer corpus is an explicit setting ($ALIGN_DATA_DIR), and its directory name says
-which corpus (or none) the tokenizer was trained on; a recipe names its training data."""
+which corpus (or none) the tokenizer was trained on; a run names its training data."""
 
 import shutil
 
 import pytest
 
-from align.config import ConfigError, load_recipe
+from align.config import load_recipe
+from align.errors import DataError
 from align.models.tiny import corpus_digest, default_corpus_files
 
 
@@ -41,6 +42,9 @@ def test_ensure_tiny_names_its_corpus(monkeypatch, tmp_path):
     assert out.name.endswith("-none") and (out / "tokenizer.json").exists()
 
 
-def test_a_recipe_names_its_training_data():
-    with pytest.raises(ConfigError, match="data.train: required"):
-        load_recipe(None)
+def test_a_run_without_data_names_the_missing_setting():
+    from align.run_setup import resolve_path
+
+    assert load_recipe(None).data.train == ""  # no file outside the package by default
+    with pytest.raises(DataError, match="no data given: set data.train"):
+        resolve_path("", ["."])

@@ -5,6 +5,9 @@ functions receive as keyword arguments (an ``answer`` to check against, say).
     prompts, report = load_prompts("my_prompts.jsonl")          # rows with a "prompt" field
     prompts, report = load_prompts("../shared/data/hh_rlhf_harmless_base.jsonl.gz")  # a preference file's prompts
 
+From Python, :func:`prompt_dataset` takes the rows themselves (a ``datasets.Dataset`` or a list of dicts, as TRL's
+``GRPOTrainer(train_dataset=...)``).
+
 A row with a ``prompt`` (a non-empty string, or chat messages ending with a user turn) and no responses is a
 prompt row; any other row is read as preference data and its prompt is taken. Bad rows are counted skips, as in
 :func:`align.data.loaders.load_examples`.
@@ -15,9 +18,9 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
@@ -130,3 +133,59 @@ def tokenize_prompts(prompts: Sequence[PromptExample], tokenizer: PreTrainedToke
             ids = [bos] + ids[len(ids) - max_prompt_length + 1:] if bos is not None else ids[-max_prompt_length:]
         out.append(TokenizedPrompt(tuple(ids), p))
     return out, truncated
+
+
+class PromptSet(NamedTuple):
+    """Tokenized prompts from in-memory rows: the prompts, what was read and skipped, how many were truncated."""
+
+    prompts: list[TokenizedPrompt]
+    report: LoadReport
+    truncated: int
+
+
+def prompts_from_rows(rows: Iterable[Mapping[str, Any]], *, strict: bool = False,
+                      columns: Mapping[str, str] | None = None) -> tuple[list[PromptExample], LoadReport]:
+    """Prompts from in-memory rows: a ``datasets.Dataset`` or a list of dicts, each with a ``prompt`` (a string, or
+    chat messages ending with a user turn, as TRL's GRPO takes) and any other columns, which reward functions
+    receive by name. ``columns`` renames fields first; bad rows are counted skips (an error with ``strict``); no
+    usable row at all is an error naming the columns the rows have."""
+    mapping = dict(columns or {})
+    if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()):
+        raise ConfigError(f"columns must map field names to field names, got {mapping!r}")
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
+        raise ConfigError(f"prompts: expected a datasets.Dataset or a list of dicts, got {type(rows).__name__}")
+    report, out, seen = LoadReport(), [], set()
+    for n, row in enumerate(rows):
+        report.rows_read += 1
+        if isinstance(row, Mapping):
+            seen.update(row)
+            row = dict(row)
+        item = _prompt_of(row, n, mapping)
+        if isinstance(item, str):
+            if strict:
+                raise DataError(f"row {n + 1}: {item}")
+            report.skip(item)
+            continue
+        out.append(item)
+        report.formats["prompts"] += 1
+    report.examples = len(out)
+    if not out:
+        raise DataError(f"no usable prompts in {report.rows_read} rows (columns: {sorted(seen) or 'none'}; "
+                        f"skipped: {dict(report.skipped) or 'none'}); each row needs a 'prompt'"
+                        + (f" after renaming {mapping}" if mapping else ""))
+    for reason, count in sorted(report.skipped.items()):
+        log.warning("skipped %d rows: %s", count, reason)
+    return out, report
+
+
+def prompt_dataset(rows: Iterable[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, *,
+                   max_prompt_length: int = 512, strict: bool = False,
+                   columns: Mapping[str, str] | None = None) -> PromptSet:
+    """:func:`prompts_from_rows`, tokenized as generation will see them (:func:`tokenize_prompts`).
+
+    >>> # ds = datasets.Dataset.from_list([{"prompt": "Sort: 3 1 2", "answer": "1 2 3"}])
+    >>> # prompts, report, truncated = prompt_dataset(ds, tokenizer, max_prompt_length=64)
+    """
+    examples, report = prompts_from_rows(rows, strict=strict, columns=columns)
+    prompts, truncated = tokenize_prompts(examples, tokenizer, max_prompt_length=max_prompt_length)
+    return PromptSet(prompts, report, truncated)

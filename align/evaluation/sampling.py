@@ -29,7 +29,7 @@ def score_samples(samples: Samples, prompts: Sequence[TokenizedPrompt], sources:
                                [len(c) for g in samples.completion_ids for c in g], dtype=torch.float32).mean())
                            if n else None, "truncated": float(samples.truncated.float().mean()) if n else None}
     for s in sources:
-        r = s(examples, samples.texts).double()  # [B, n]
+        r = s(examples, samples.texts, completion_ids=samples.completion_ids).double()  # [B, n]
         per_prompt = torch.nan_to_num(r).mean(-1)
         out["reward"][s.name] = float(per_prompt.mean()) if len(prompts) else None
         out["reward_per_prompt"][s.name] = [round(float(v), 6) for v in per_prompt]

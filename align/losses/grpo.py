@@ -5,6 +5,10 @@ completion token t of sequence i (advantage Â_i, the same for all its tokens):
     ρ_t   = π_θ(y_t) / π_old(y_t)                                   (importance ratio; 1 when π_old = π_θ)
     ℓ_t   = −min(ρ_t·Â_i, clip(ρ_t, 1 − ε, 1 + ε_high)·Â_i) + β·k3_t
     k3_t  = π_ref(y_t)/π_θ(y_t) − log(π_ref(y_t)/π_θ(y_t)) − 1       (Schulman's unbiased, non-negative KL estimator)
+With ``importance_sampling_level="sequence"`` (GSPO, Zheng et al. 2025, "Group Sequence Policy Optimization",
+arXiv 2507.18071; TRL's ``importance_sampling_level="sequence"``) the ratio is one per sequence, the exponential of
+the mean log-ratio over its completion tokens, s_i = exp(Σ_t m_t·(log π_θ − log π_old) / max(Σ_t m_t, 1)), used in
+place of ρ_t at every token of sequence i (the clip then acts per sequence; the KL term stays per token).
 How the token losses become one number (the ``loss_type``; the item count is what gradient accumulation sums):
     grpo     mean over sequences of each sequence's token mean        items: sequences
     bnpo     token sum / token count of this process's step           items: tokens (this process)
@@ -27,6 +31,8 @@ from align.validation import COUNT, NON_NEGATIVE, POSITIVE, Range, check_fields
 
 GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dapo", "dr_grpo")
 GRPOLossType = Literal["grpo", "bnpo", "dapo", "dr_grpo"]
+ImportanceSamplingLevel = Literal["token", "sequence"]
+IMPORTANCE_SAMPLING_LEVELS: tuple[str, ...] = ("token", "sequence")
 
 
 def grpo_count(mask: torch.Tensor, loss_type: GRPOLossType, max_completion_length: int) -> float:
@@ -52,6 +58,7 @@ def grpo_loss(
     epsilon_high: float | None = None,
     loss_type: GRPOLossType = "dapo",
     max_completion_length: int | None = None,
+    importance_sampling_level: ImportanceSamplingLevel = "token",
 ) -> LossOutput:
     """The GRPO loss of a batch of completions (see the module docstring for every formula).
 
@@ -66,15 +73,21 @@ def grpo_loss(
         epsilon, epsilon_high: the clip range [1 − ε, 1 + ε_high]; ``epsilon_high`` defaults to ε.
         loss_type: ``grpo`` | ``bnpo`` | ``dapo`` | ``dr_grpo``.
         max_completion_length: the generation length limit (``dr_grpo``'s constant normaliser).
+        importance_sampling_level: ``token`` (GRPO: one ratio per token) or ``sequence`` (GSPO: one ratio per
+            sequence, from its mean token log-ratio; see the module docstring).
 
     Returns:
         :class:`~align.losses.base.LossOutput`: per-item losses (per sequence for ``grpo``, its token mean; per
         sequence for ``dr_grpo``, its token sum, each sequence counting ``max_completion_length`` items; per token
-        for ``bnpo`` and ``dapo``), their count, and the means over completion tokens ``kl``,
-        ``clip_ratio/low``, ``clip_ratio/high``, ``clip_ratio/region``.
+        for ``bnpo`` and ``dapo``), their count, the mean over completion tokens ``kl`` and the clipped fractions
+        ``clip_ratio/low``, ``clip_ratio/high``, ``clip_ratio/region`` (over completion tokens; at sequence level
+        over sequences, as TRL).
     """
     if loss_type not in GRPO_LOSS_TYPES:
         raise ValueError(f"unknown GRPO loss_type {loss_type!r}; choose from {GRPO_LOSS_TYPES}")
+    if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError(f"unknown importance_sampling_level {importance_sampling_level!r}; choose from "
+                         f"{IMPORTANCE_SAMPLING_LEVELS}")
     if beta > 0 and ref_logps is None:
         raise ValueError("beta > 0 needs the reference's per-token log-probs")
     if loss_type == "dr_grpo" and not max_completion_length:
@@ -83,9 +96,12 @@ def grpo_loss(
     mask = mask.to(logps.dtype)
     old = logps.detach() if old_logps is None else old_logps
     adv = advantages.to(logps.dtype)[:, None]  # [N, 1]
-    ratio = torch.exp(logps - old)  # [N, T]
+    log_ratio = logps - old  # [N, T]
+    if importance_sampling_level == "sequence":  # GSPO: one ratio per sequence, [N, 1], broadcast over its tokens
+        log_ratio = (log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
+    ratio = torch.exp(log_ratio)
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + eps_high)
-    per_token = -torch.min(ratio * adv, clipped * adv)
+    per_token = -torch.min(ratio * adv, clipped * adv)  # [N, T] (a [N, 1] ratio broadcasts)
     kl = None
     if beta > 0:
         delta = ref_logps - logps  # log(π_ref / π_θ)
@@ -101,10 +117,14 @@ def grpo_loss(
     count = grpo_count(mask, loss_type, max_completion_length or 0)
     with torch.no_grad():
         n_tok = mask.sum().clamp(min=1)
-        low = ((ratio < 1 - epsilon) & (adv < 0)).to(mask.dtype) * mask
-        high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype) * mask
-        metrics = {"clip_ratio/low": float(low.sum() / n_tok), "clip_ratio/high": float(high.sum() / n_tok),
-                   "clip_ratio/region": float((low + high).sum() / n_tok)}
+        low = ((ratio < 1 - epsilon) & (adv < 0)).to(mask.dtype)
+        high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype)
+        if importance_sampling_level == "sequence":  # per sequence, every sequence counted (as TRL)
+            n_clip = max(ratio.shape[0], 1)
+        else:
+            low, high, n_clip = low * mask, high * mask, n_tok
+        metrics = {"clip_ratio/low": float(low.sum() / n_clip), "clip_ratio/high": float(high.sum() / n_clip),
+                   "clip_ratio/region": float((low + high).sum() / n_clip)}
         if kl is not None:
             metrics["kl"] = float((kl * mask).sum() / n_tok)
     return LossOutput(losses, count, metrics)
@@ -115,7 +135,9 @@ class GRPOLossConfig:
     """GRPO settings; names and defaults follow TRL's ``GRPOConfig`` where the two agree.
 
     Attributes:
-        rewards: the reward sources, each a function ``module:function`` or a reward ``model``, with a weight.
+        rewards: the reward sources, each a function ``module:function`` or a reward ``model``, with a weight (a run
+            needs at least one here or passed as ``reward_funcs`` / the trainer's ``rewards``, e.g.
+            :func:`align.online.scoring.reward_sources` of callables).
         num_generations: G, completions per prompt (TRL 8).
         temperature, top_p: sampling settings.
         max_completion_length: completion length limit (tokens).
@@ -129,10 +151,21 @@ class GRPOLossConfig:
         unlikeliness: β_rank of He et al.'s unlikeliness reward (0.25 in their recipe; 0 is plain GRPO).
         drop_zero_variance_groups: leave groups whose rewards are all equal out of the loss (they have zero
             advantage; otherwise they still carry the KL term and count in the normaliser).
-        generation_batch_size: prompts per generation call.
+        generation_batch_size: prompts per generation call (TRL's field of that name is the number of
+            completions sampled per generation round; align samples once per optimizer step).
         generation_engine: ``shared_prefix`` (each prompt prefilled once, its cache copied to its G samples, every
             sample on its own seeded stream) or ``generate`` (Hugging Face ``generate`` on G copies of each prompt);
             see :mod:`align.online.engines`.
+        importance_sampling_level: ``token`` (GRPO) or ``sequence`` (GSPO, Zheng et al. 2025), as TRL's field.
+        multi_objective_aggregation: how several rewards make one advantage, as TRL's field:
+            ``sum_then_normalize`` (weighted sum, then group advantages by ``scale_rewards``) or
+            ``normalize_then_sum`` (each reward normalised in its group, weighted sum, then normalised over the
+            batch); see :func:`align.rewards.aggregate_advantages`.
+        log_completions: log a table of sampled completions (prompt, completion, each reward, advantage) at every
+            logging step: to the console, ``completions.jsonl`` in the run directory and TensorBoard
+            (:class:`align.online.completions.CompletionLog`).
+        num_completions_to_print: rows of that table printed to the console (all of them go to the file); None
+            prints every row, 0 none.
     """
 
     rewards: list[RewardSpec] = field(default_factory=list)
@@ -151,15 +184,20 @@ class GRPOLossConfig:
     drop_zero_variance_groups: bool = False
     generation_batch_size: int = 64
     generation_engine: Literal["shared_prefix", "generate"] = "shared_prefix"
+    importance_sampling_level: ImportanceSamplingLevel = "token"
+    multi_objective_aggregation: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize"
+    log_completions: bool = False
+    num_completions_to_print: int | None = 8
 
     def __post_init__(self) -> None:
-        self.rewards = [r if isinstance(r, RewardSpec) else RewardSpec(**r) for r in self.rewards]
-        if not self.rewards:
-            raise ValueError("loss.rewards: give at least one reward (function: module:function, or model: path)")
+        if not isinstance(self.rewards, list):
+            raise ValueError(f"loss.rewards: expected a list of rewards, got {self.rewards!r}")
+        self.rewards = [RewardSpec.of(r) for r in self.rewards]  # may be empty in Python: the trainer's rewards=
         check_fields(self, "loss", num_generations=Range(2, integer=True), max_completion_length=COUNT,
                      temperature=POSITIVE, top_p=Range(0, 1, low_open=True), beta=NON_NEGATIVE,
                      epsilon=Range(0, 1, low_open=True, high_open=True), epsilon_high=POSITIVE,
-                     num_iterations=COUNT, unlikeliness=Range(0, 1), generation_batch_size=COUNT)
+                     num_iterations=COUNT, unlikeliness=Range(0, 1), generation_batch_size=COUNT,
+                     num_completions_to_print=Range(0, integer=True))
         if self.loss_type not in GRPO_LOSS_TYPES:
             raise ValueError(f"loss.loss_type: expected one of {GRPO_LOSS_TYPES}, got {self.loss_type!r}")
         if self.generation_engine not in ("shared_prefix", "generate"):
@@ -188,7 +226,8 @@ class RolloutScores:
 def _compute(scores: RolloutScores, c: GRPOLossConfig) -> LossOutput:
     return grpo_loss(scores.logps, scores.advantages, scores.mask, old_logps=scores.old_logps,
                      ref_logps=scores.ref_logps, beta=c.beta, epsilon=c.epsilon, epsilon_high=c.epsilon_high,
-                     loss_type=c.loss_type, max_completion_length=c.max_completion_length)
+                     loss_type=c.loss_type, max_completion_length=c.max_completion_length,
+                     importance_sampling_level=c.importance_sampling_level)
 
 
 # needs_reference is about the cache filled before training: GRPO's reference (β > 0) scores samples live.

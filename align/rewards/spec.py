@@ -3,13 +3,15 @@ recipe loads; :mod:`align.online.scoring` turns it into a callable source."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from align.errors import ConfigError
-from align.rewards.functions import resolve_function
+from align.rewards.functions import module_dirs, resolve_function
 
 
 @dataclass
@@ -32,6 +34,7 @@ class RewardSpec:
     weight: float = 1.0
     transform: Literal["none", "rank"] = "none"
     name: str | None = None
+    module_dirs = ()  # where ``function``'s module is looked up first (set at construction; not a recipe key)
 
     def __post_init__(self) -> None:
         if (self.function is None) == (self.model is None):
@@ -39,9 +42,27 @@ class RewardSpec:
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)):
             raise ConfigError(f"reward weight must be a finite number, got {self.weight!r}")
         if self.function is not None:
-            resolve_function(self.function)  # fail at recipe load, not an hour into a run
+            self.module_dirs = module_dirs()  # the recipe's directory, searched first (not a field: not saved)
+            resolve_function(self.function, self.module_dirs)  # fail at recipe load, not an hour into a run
         elif not (Path(self.model).exists() or self.model.count("/") == 1 and not self.model.startswith(".")):
             raise ConfigError(f"reward model {self.model!r}: no such directory")
+
+    @classmethod
+    def of(cls, entry: Any) -> RewardSpec:
+        """A RewardSpec from a recipe's or a caller's entry: a RewardSpec, a mapping of its fields, or a string,
+        ``module:function`` (a function) or else a reward model's directory or hub id."""
+        if isinstance(entry, RewardSpec):
+            return entry
+        if isinstance(entry, Mapping):
+            unknown = sorted(set(entry) - {f.name for f in dataclasses.fields(cls)})
+            if unknown:
+                raise ConfigError(f"reward: unknown key(s) {unknown}; a reward has function or model, weight, "
+                                  "transform and name")
+            return cls(**entry)
+        if isinstance(entry, str) and entry:
+            is_function = ":" in entry and not Path(entry).exists()
+            return cls(function=entry) if is_function else cls(model=entry)
+        raise ConfigError(f"reward: expected 'module:function', a reward model path or a mapping, got {entry!r}")
 
     @property
     def label(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from align.losses.grpo import GRPO, GRPOLossConfig
-from align.rewards import group_advantages, unlikeliness
+from align.online.advantages import RolloutRewards, rollout_advantages
 from align.trainers.rollout import PromptDataset, RepeatWindows, Rollout, RolloutTrainer, gathered_rewards
 
 
@@ -30,15 +30,13 @@ class GRPOTrainer(RolloutTrainer):
         c: GRPOLossConfig = self.loss_config
         return c.num_iterations > 1 or c.unlikeliness > 0  # the unlikeliness reward ranks by π_old's log-probs
 
-    def advantages(self, rewards: torch.Tensor, mean_logps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Group-relative advantages (scaled by ``scale_rewards``) of the rewards, after the unlikeliness reward."""
+    def advantages(self, raw: dict[str, torch.Tensor], mean_logps: torch.Tensor | None) -> RolloutRewards:
+        """Group-relative advantages (``scale_rewards``) of the sources' rewards after their transforms and the
+        unlikeliness reward, aggregated as ``multi_objective_aggregation`` says
+        (:func:`align.online.advantages.rollout_advantages`)."""
         c: GRPOLossConfig = self.loss_config
-        valid = ~torch.isnan(rewards)  # unscored samples take no part in their group's statistics
-        rewards = torch.nan_to_num(rewards)
-        if c.unlikeliness > 0:
-            rewards = unlikeliness(rewards, torch.nan_to_num(mean_logps), valid, beta_rank=c.unlikeliness)
-        grouped = group_advantages(rewards, valid, scale=c.scale_rewards)
-        return grouped.advantages, grouped.zero_std
+        return rollout_advantages(raw, self.sources, aggregation=c.multi_objective_aggregation,
+                                  scale=c.scale_rewards, unlikeliness_beta=c.unlikeliness, mean_logps=mean_logps)
 
 
 __all__ = ["GRPOLossConfig", "GRPOTrainer", "PromptDataset", "RepeatWindows", "Rollout", "gathered_rewards"]

@@ -35,12 +35,14 @@ from align.forward import PackingPlan, packing_plan
 from align.group_forward import CompletionLogps, collate_groups, completion_logps
 from align.losses import LossSpec
 from align.losses.grpo import RolloutScores, grpo_count
+from align.online.advantages import RolloutRewards
+from align.online.completions import CompletionLog
 from align.online.engines import GenerationEngine, make_engine, stream_seed
 from align.online.generation import Samples
 from align.online.scoring import RewardSource, load_sources
 from align.reference import LiveReference
 from align.reference.build import reference_adapter
-from align.rewards import combine, rank_normalize
+from align.rewards import combine
 from align.trainers.step import LossStepMixin
 
 log = logging.getLogger("align")
@@ -149,6 +151,8 @@ class RolloutTrainer(LossStepMixin, Trainer):
         engine: the generation engine (default: ``loss_config.generation_engine``).
         packing: the group-packed forward where the model takes it (else padded rows, with one logged line).
         on_non_finite: ``error`` or ``skip`` (see :mod:`align.trainers.guards`).
+        run_dir: where ``completions.jsonl`` is written (``log_completions``); default: the run directory above
+            ``args.output_dir``'s ``checkpoints`` folder, else ``args.output_dir``.
     """
 
     spec: ClassVar[LossSpec]
@@ -156,7 +160,7 @@ class RolloutTrainer(LossStepMixin, Trainer):
     def __init__(self, model, args, loss_config, train_dataset: PromptDataset, eval_dataset=None,
                  processing_class=None, *, rewards: Sequence[RewardSource] | None = None,
                  reference: LiveReference | None = None, engine: GenerationEngine | None = None,
-                 packing: bool = True, on_non_finite: str = "error", **kwargs):
+                 packing: bool = True, on_non_finite: str = "error", run_dir: str | Path | None = None, **kwargs):
         if not isinstance(loss_config, self.spec.config):
             raise TypeError(f"{type(self).__name__} needs a {self.spec.config.__name__}, "
                             f"got {type(loss_config).__name__}")
@@ -174,6 +178,10 @@ class RolloutTrainer(LossStepMixin, Trainer):
         if getattr(c, "beta", 0.0) > 0 and reference is None:
             self.live_reference = self._default_reference(model, processing_class)
         self._rollout: Rollout | None = None
+        # completions.jsonl goes to the run directory (the checkpoints live in its checkpoints/ folder)
+        out = Path(args.output_dir)
+        self.completion_log = CompletionLog(run_dir or (out.parent if out.name == "checkpoints" else out),
+                                            num_to_print=getattr(c, "num_completions_to_print", 8))
         self.generation_seconds = 0.0
         self.reference_seconds = 0.0
         self.windows = 0
@@ -195,9 +203,10 @@ class RolloutTrainer(LossStepMixin, Trainer):
         return LiveReference(frozen, tokenizer, per_token=True)
 
     # --- what a subclass supplies -----------------------------------------------------------------------------------
-    def advantages(self, rewards: torch.Tensor, mean_logps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, G]`` advantages of the window's rewards (NaN = unscored) and ``[B]`` which groups have no spread;
-        ``mean_logps`` ``[B, G]`` are π_old's mean token log-probs (when :attr:`needs_old_logps`)."""
+    def advantages(self, raw: dict[str, torch.Tensor], mean_logps: torch.Tensor | None) -> RolloutRewards:
+        """The window's advantages from each reward source's raw ``[B, G]`` rewards (NaN = unscored), with the
+        reward metrics; ``mean_logps`` ``[B, G]`` are π_old's mean token log-probs (when :attr:`needs_old_logps`).
+        In a multi-process run ``raw`` holds every process's groups (see :meth:`_make_rollout`)."""
         raise NotImplementedError
 
     @property
@@ -258,9 +267,11 @@ class RolloutTrainer(LossStepMixin, Trainer):
         self.generation_seconds += samples.seconds
         self.windows += 1
         t0 = time.perf_counter()
-        raw = {s.name: s([p.example for p in prompts], samples.texts) for s in self.sources}  # [B, G] each
-        rewards, metrics = self._combine(raw)
+        examples = [p.example for p in prompts]
+        raw = {s.name: s(examples, samples.texts, completion_ids=samples.completion_ids, trainer_state=self.state)
+               for s in self.sources}  # [B, G] each
         score_seconds = time.perf_counter() - t0
+        rewards = combine(raw, {s.name: s.weight for s in self.sources}).total
         groups = samples.lists(rewards)
         sizes = [len(b) for b in prompt_batches]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
@@ -280,7 +291,9 @@ class RolloutTrainer(LossStepMixin, Trainer):
                 batch["ref_token_logps"] = self._reference_logps(batch)
         ref_seconds = time.perf_counter() - t0
         self.reference_seconds += ref_seconds
-        adv, zero = self.advantages(rewards, mean_logps if self.needs_old_logps else None)
+        scored = self._window_advantages(raw, mean_logps if self.needs_old_logps else None)
+        adv, zero, metrics = scored.advantages, scored.zero_std, dict(scored.metrics)
+        metrics["reward/unscored"] = float(scored.unscored.sum())
         count = 0.0
         for batch, s in zip(batches, starts):
             rows = s + batch["row_list"], batch["row_slot"]
@@ -293,8 +306,7 @@ class RolloutTrainer(LossStepMixin, Trainer):
             batch["advantages"], batch["completion_mask"] = adv[rows].float(), mask
             count += grpo_count(mask, c.loss_type, c.max_completion_length)
         lengths = torch.tensor([len(x) for g in samples.completion_ids for x in g], dtype=torch.float32)
-        metrics.update({"frac_reward_zero_std": float(zero.float().mean()),
-                        "completions/mean_length": float(lengths.mean()),
+        metrics.update({"completions/mean_length": float(lengths.mean()),
                         "completions/min_length": float(lengths.min()),
                         "completions/max_length": float(lengths.max()),
                         "completions/clipped_ratio": float(samples.truncated.float().mean()),
@@ -302,30 +314,43 @@ class RolloutTrainer(LossStepMixin, Trainer):
                         "timing/scoring_seconds": score_seconds,
                         "timing/old_logps_seconds": old_seconds,
                         "timing/reference_seconds": ref_seconds})
-        return Rollout(batches, count, metrics, key, samples, raw, adv)
+        rollout = Rollout(batches, count, metrics, key, samples, raw, adv)
+        self._log_completions(rollout, prompts)
+        return rollout
 
-    def _combine(self, raw: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The weighted sum of the sources' rewards after their transforms (NaN skipped), and their metrics:
-        ``reward/mean`` of the untransformed weighted sum (the reward the task defines) and
-        ``reward/transformed_mean`` of what the advantages are computed from."""
-        metrics: dict[str, float] = {}
-        weights = {s.name: s.weight for s in self.sources}
-        used = {}
-        for s in self.sources:
-            r = raw[s.name]
-            valid = r[~torch.isnan(r)]
-            metrics[f"reward/{s.name}/mean"] = float(valid.mean()) if valid.numel() else math.nan
-            metrics[f"reward/{s.name}/std"] = float(valid.std()) if valid.numel() > 1 else 0.0
-            used[s.name] = rank_normalize(r, ~torch.isnan(r)) if s.transform == "rank" else r
-        used_total, plain = combine(used, weights), combine(raw, weights)
-        # a sample no source scored is unscored (NaN): it takes no part in its group's advantages
-        total = used_total.total.masked_fill(used_total.all_missing, math.nan)
-        scored = plain.total[~plain.all_missing]
-        metrics["reward/mean"] = float(scored.mean()) if scored.numel() else math.nan
-        metrics["reward/std"] = float(scored.std()) if scored.numel() > 1 else 0.0
-        metrics["reward/transformed_mean"] = float(total.nanmean())
-        metrics["reward/unscored"] = float(plain.all_missing.sum())
-        return total, metrics
+    def _window_advantages(self, raw: dict[str, torch.Tensor], mean_logps: torch.Tensor | None) -> RolloutRewards:
+        """:meth:`advantages` of this process's groups. When the advantages normalise over the whole batch
+        (``scale_rewards: batch``, ``normalize_then_sum``), every process's rewards are gathered first and each
+        process keeps its own rows, as in one process."""
+        c = self.loss_config
+        batch_wide = c.scale_rewards == "batch" or getattr(c, "multi_objective_aggregation", "") == "normalize_then_sum"
+        if self.args.world_size == 1 or not batch_wide:
+            return self.advantages(raw, mean_logps)
+        parts = gather_objects((raw, mean_logps))
+        start = sum(next(iter(r.values())).shape[0] for r, _ in parts[: self.args.process_index])
+        n = next(iter(raw.values())).shape[0]
+        every = {k: torch.cat([r[k] for r, _ in parts]) for k in raw}
+        logps = torch.cat([m for _, m in parts]) if mean_logps is not None else None
+        out = self.advantages(every, logps)
+        return RolloutRewards(out.advantages[start : start + n], out.reward[start : start + n],
+                              out.zero_std[start : start + n], out.unscored[start : start + n], out.metrics)
+
+    def _log_completions(self, rollout: Rollout, prompts: Sequence[TokenizedPrompt]) -> None:
+        """The window's completion table (``log_completions``), on the logging steps; every process's rows."""
+        c = self.loss_config
+        step = self.state.global_step + 1
+        every = max(int(self.args.logging_steps), 1) if self.args.logging_steps >= 1 else 1
+        if not getattr(c, "log_completions", False) or (step % every and step != 1):
+            return
+        s = rollout.samples
+        mine = ([p.example.prompt for p in prompts], s.texts, {k: v.tolist() for k, v in rollout.rewards.items()},
+                rollout.advantages.tolist())
+        parts = gather_objects(mine) if self.args.world_size > 1 else [mine]
+        texts = [t for _, tx, _, _ in parts for group in tx for t in group]
+        rewards = {k: [v for _, _, r, _ in parts for group in r[k] for v in group] for k in mine[2]}
+        adv = [v for _, _, _, a in parts for group in a for v in group]
+        group_prompts = [p for ps, _, _, _ in parts for p in ps]
+        self.completion_log.log(step, group_prompts, texts, rewards, adv, writer=CompletionLog.writer_of(self))
 
     # --- forwards over the samples ------------------------------------------------------------------------------------
     def _no_grad_logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> CompletionLogps:

@@ -90,16 +90,16 @@ def test_bad_arguments_are_clear_errors():
 # ------------------------------------------------------------------------------------------------- the peer: TRL
 
 
-def _trl_loss(loss_type: str, logps, old, ref, adv, mask, *, beta, eps, eps_high, max_len):
+def _trl_loss(loss_type: str, logps, old, ref, adv, mask, *, beta, eps, eps_high, max_len, level="token"):
     """TRL 1.x's ``GRPOTrainer._compute_loss`` on our tensors: the method runs on a stand-in ``self`` whose model
-    forward returns our per-token log-probs (no entropy bonus, token-level importance sampling, one process, no
+    forward returns our per-token log-probs (no entropy bonus, importance sampling at ``level``, one process, no
     gradient accumulation)."""
     from trl import GRPOTrainer
 
     metrics = defaultdict(lambda: defaultdict(list))
     me = SimpleNamespace(
         _get_per_token_logps_and_entropies=lambda *a, **k: (logps, torch.zeros_like(logps), None),
-        top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level="token", beta=beta,
+        top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level=level, beta=beta,
         args=SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1),
         loss_type=loss_type, epsilon_low=eps, epsilon_high=eps_high, use_vllm=False,
         vllm_importance_sampling_correction=False, model=SimpleNamespace(training=True),
@@ -139,6 +139,48 @@ def test_equals_trls_grpo_loss(loss_type, beta):
         assert out.metrics[f"clip_ratio/{side}"] == pytest.approx(trl_metrics[f"clip_ratio/{side}_mean"], abs=1e-6)
     if beta:
         assert out.metrics["kl"] == pytest.approx(trl_metrics["kl"], rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dapo", "dr_grpo"])
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_sequence_level_importance_sampling_equals_trls_gspo(loss_type, beta):
+    """GSPO: one ratio per sequence from its mean token log-ratio; loss, gradient and clip fractions as TRL's."""
+    g = torch.Generator().manual_seed(2)
+    n, t = 8, 6
+    logps = (-torch.rand(n, t, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    old = logps.detach() + 0.4 * torch.randn(n, t, generator=g, dtype=torch.float64)
+    ref = logps.detach() + 0.5 * torch.randn(n, t, generator=g, dtype=torch.float64)
+    adv = torch.randn(n, generator=g, dtype=torch.float64)
+    mask = (torch.rand(n, t, generator=g) > 0.3).long()
+    mask[0] = 0
+    trl, trl_metrics = _trl_loss(loss_type, logps, old, ref, adv, mask, beta=beta, eps=0.2, eps_high=0.28,
+                                 max_len=t, level="sequence")
+    out = grpo_loss(logps, adv, mask, old_logps=old, ref_logps=ref, beta=beta, epsilon=0.2, epsilon_high=0.28,
+                    loss_type=loss_type, max_completion_length=t, importance_sampling_level="sequence")
+    ours = out.losses.sum() / out.count
+    assert abs(ours.item() - trl.item()) < 1e-6
+    g_ours, = torch.autograd.grad(ours, logps, retain_graph=True)
+    g_trl, = torch.autograd.grad(trl, logps)
+    assert float((g_ours - g_trl).abs().max()) < 1e-6
+    for side in ("low", "high", "region"):
+        assert out.metrics[f"clip_ratio/{side}"] == pytest.approx(trl_metrics[f"clip_ratio/{side}_mean"], abs=1e-6)
+    assert trl_metrics["clip_ratio/region_mean"] > 0  # the inputs reach the clip range
+    token = grpo_loss(logps, adv, mask, old_logps=old, ref_logps=ref, beta=beta, epsilon=0.2, epsilon_high=0.28,
+                      loss_type=loss_type, max_completion_length=t)
+    assert abs((token.losses.sum() / token.count).item() - ours.item()) > 1e-4  # the level changes the loss
+
+
+def test_sequence_level_ratio_by_hand():
+    """One sequence, two tokens, log-ratios ln 2 and 0: s = exp(ln 2 / 2) = √2 > 1.2, Â = +1: every token's term is
+    −min(√2, 1.2) = −1.2, token mean −1.2 (token level would give mean(−1.2, −1) = −1.1)."""
+    logps = torch.tensor([[LN2, 0.0]])
+    out = grpo_loss(logps, torch.tensor([1.0]), torch.ones(1, 2), old_logps=torch.zeros(1, 2), loss_type="grpo",
+                    importance_sampling_level="sequence")
+    assert float(out.mean()) == pytest.approx(-1.2)
+    tok = grpo_loss(logps, torch.tensor([1.0]), torch.ones(1, 2), old_logps=torch.zeros(1, 2), loss_type="grpo")
+    assert float(tok.mean()) == pytest.approx(-1.1)
+    with pytest.raises(ValueError, match="importance_sampling_level"):
+        grpo_loss(logps, torch.tensor([1.0]), torch.ones(1, 2), importance_sampling_level="group")
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dapo", "dr_grpo"])

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from align.rewards import combine, ndcg_at_k, ndcg_reward, parse_ranking, reward_tensor
+from align.rewards import combine, ndcg_at_k, ndcg_score, parse_ranking, reward_tensor
 from align.rewards.reranking import MALFORMED
 
 
@@ -60,7 +60,7 @@ def test_ndcg_of_hand_permutations():
 
 @pytest.mark.parametrize("text", ["[2] > [1] > [0]", "2 1 0", "2, 1, 0", "[2] > [1] > [0]<|im_end|>junk"])
 def test_ndcg_reward_reads_every_format(text):
-    assert ndcg_reward(text, REL) == pytest.approx(1.0)
+    assert ndcg_score(text, REL) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("text, reason", [("", "empty"), ("   <|im_end|>", "empty"), ("[2] > [b] > [0]", "garbage"),
@@ -69,11 +69,11 @@ def test_ndcg_reward_reads_every_format(text):
 def test_malformed_outputs_score_the_penalty_and_count_their_reason(text, reason):
     assert parse_ranking(text, 3) == (None, reason)
     counts: Counter[str] = Counter()
-    assert ndcg_reward(text, REL, format_penalty=-1.0, counts=counts) == -1.0
+    assert ndcg_score(text, REL, format_penalty=-1.0, counts=counts) == -1.0
     assert counts == Counter({reason: 1})
 
 
 def test_every_malformed_reason_is_reachable_and_k_is_checked():
     assert set(MALFORMED) == {"empty", "garbage", "unknown_id", "duplicate", "missing"}
     with pytest.raises(ValueError, match="k must be"):
-        ndcg_reward("0 1 2", REL, k=0)
+        ndcg_score("0 1 2", REL, k=0)
