@@ -12,6 +12,7 @@ The trainers also take TRL-style arguments (``from align.trainers import DPOTrai
 ``datasets.Dataset`` of any format the loaders read as ``train_dataset``.
 """
 
+import align.tasks  # noqa: F401  (registers the built-in tasks as prompt sources: `task:NAME?...`)
 from align.api import build_reference_cache, evaluate, load_recipe, quiet, train
 
 __version__ = "0.1.0"

@@ -12,58 +12,22 @@ Each returns the same dictionary the command writes as JSON (``summary.json``, `
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from align.config import Recipe, load_recipe
+from align.console import quiet
+from align.errors import ConfigError
 
 __all__ = ["build_reference_cache", "evaluate", "load_recipe", "quiet", "train"]
-
-
-@contextlib.contextmanager
-def quiet(enabled: bool = True) -> Iterator[None]:
-    """No progress bars and only warnings from align, Transformers and datasets for the duration of the block."""
-    if not enabled:
-        yield
-        return
-    import datasets
-    import transformers
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
-
-    loggers = [logging.getLogger(n) for n in ("align", "align.data", "align.reference", "align.sft")]
-    levels = [lg.level for lg in loggers]
-    hf_level = transformers.logging.get_verbosity()
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    transformers.logging.set_verbosity_warning()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    disable_progress_bars()
-    old_tqdm = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-        transformers.logging.set_verbosity(hf_level)
-        transformers.utils.logging.enable_progress_bar()
-        datasets.enable_progress_bars()
-        enable_progress_bars()
-        if old_tqdm is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old_tqdm
 
 
 def _recipe(recipe: str | os.PathLike | Recipe, overrides: Sequence[str] | None) -> tuple[Recipe, list[Path]]:
     if isinstance(recipe, Recipe):
         if overrides:
-            raise ValueError("overrides apply to a recipe file; change a Recipe object's fields directly")
+            raise ConfigError("overrides apply to a recipe file; change a Recipe object's fields directly")
         return recipe, ([recipe.recipe_dir] if recipe.recipe_dir else []) + [Path.cwd()]
     return load_recipe(recipe, list(overrides or [])), [Path(recipe).resolve().parent, Path.cwd()]
 
@@ -87,11 +51,11 @@ def train(recipe: str | os.PathLike | Recipe, overrides: Sequence[str] | None = 
         raise TypeError(f"train() got unexpected keyword arguments {sorted(set(online) - allowed)}")
     with _quiet(quiet):
         if any(v is not None for v in online.values()):
-            from align.online.run import run_grpo
+            from align.online_run import run_grpo
             from align.trainers import ALGORITHMS
 
             if not ALGORITHMS[r.algorithm].online:
-                raise ValueError(f"{sorted(k for k, v in online.items() if v is not None)} apply to algorithm grpo, "
+                raise ConfigError(f"{sorted(k for k, v in online.items() if v is not None)} apply to algorithm grpo, "
                                  f"not {r.algorithm!r}")
             return run_grpo(r, output_dir, resume=resume, overwrite=overwrite, search_dirs=search,
                             progress=not quiet, **online)
@@ -121,7 +85,7 @@ def build_reference_cache(recipe: str | os.PathLike | Recipe, overrides: Sequenc
         tokenizer, data, _, policy, _ = prepare_policy(r, search, progress=not quiet)
         reference = recipe_reference(r, policy, tokenizer, data, progress=not quiet)
         if reference is None:
-            raise ValueError(f"algorithm {r.algorithm!r} uses no reference model: there is no cache to build")
+            raise ConfigError(f"algorithm {r.algorithm!r} uses no reference model: there is no cache to build")
         stats = reference.prefetch(data.train + data.eval) if reference.live is not None else reference.stats
     return {"reference_cache": stats.to_dict(), "data": data.to_dict()}
 

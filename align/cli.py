@@ -23,12 +23,12 @@ warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is depreca
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from align.config import ConfigError
-    from align.data.example import DataError
+    """What the command line prints as one line: the project's own error types (:mod:`align.errors`) and the
+    reference cache's. Anything else is a bug and keeps its traceback."""
+    from align.errors import AlignError
     from align.reference import CacheError
-    from align.trainers.guards import NonFiniteError
 
-    return (ConfigError, DataError, CacheError, NonFiniteError, FileNotFoundError, ValueError, OSError)
+    return (AlignError, CacheError)
 
 
 def _fmt(v: Any) -> str:
@@ -155,6 +155,7 @@ def cmd_cache(a: argparse.Namespace) -> int:
     if a.recipe in ("list", "prune", "verify") and not Path(a.recipe).is_file():
         return {"list": cmd_cache_list, "prune": cmd_cache_prune, "verify": cmd_cache_verify}[a.recipe](a)
     from align.config import load_recipe, preflight
+    from align.errors import ConfigError
     from align.distributed import is_main
     from align.io import json_text
     from align.pipeline import prepare_policy, recipe_reference
@@ -163,7 +164,7 @@ def cmd_cache(a: argparse.Namespace) -> int:
     recipe = load_recipe(a.recipe, a.overrides)
     preflight(recipe, training=False)
     if not ALGORITHMS[recipe.algorithm].needs_reference:
-        raise ValueError(f"algorithm {recipe.algorithm!r} uses no reference model: there is no cache to build")
+        raise ConfigError(f"algorithm {recipe.algorithm!r} uses no reference model: there is no cache to build")
     tokenizer, data, _, policy, _ = prepare_policy(recipe, _search_dirs(a.recipe))
     reference = recipe_reference(recipe, policy, tokenizer, data)
     stats = reference.prefetch(data.train + data.eval) if reference.live is not None else reference.stats
@@ -218,7 +219,7 @@ def cmd_cache_verify(a: argparse.Namespace) -> int:
     dirs = [root / k for k in keys] if keys else every
     missing = [d.name for d in dirs if not d.is_dir()]
     if missing:
-        raise ValueError(f"align cache verify: no cache {', '.join(missing)} in {root}")
+        raise ConfigError(f"align cache verify: no cache {', '.join(missing)} in {root}")
     results = [verify_cache(root, d) for d in dirs]
     if a.json:
         print(json_text({"root": str(root), "caches": results}))
@@ -236,10 +237,11 @@ def cmd_cache_prune(a: argparse.Namespace) -> int:
     import shutil
     import time
 
+    from align.errors import ConfigError
     from align.reference import describe
 
     if a.older_than is None and not a.unreferenced:
-        raise ValueError("align cache prune: say what to remove: --older-than DAYS (not used for that long) and/or "
+        raise ConfigError("align cache prune: say what to remove: --older-than DAYS (not used for that long) and/or "
                          "--unreferenced RUN_DIR ... (named by no summary.json under those run directories)")
     root = _cache_root(a)
     keep: set[str] | None = None
@@ -315,7 +317,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from align.report import write_report
+    from align.run_report import write_report
 
     page = write_report(a.run_dir, a.output, a.plots)
     print(f"wrote {page}")

@@ -13,8 +13,6 @@ model's context). :func:`training_kwargs` turns a recipe into ``transformers.Tra
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -25,9 +23,29 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A recipe that does not validate; the message names the dotted key."""
+from align.errors import ConfigError
+from align.models.hub import (  # noqa: F401  (importable from here as before)
+    CONTEXT_FIELDS,
+    check_lengths_against_model,
+    model_context_length,
+    read_model_config,
+)
+from align.rewards.spec import RewardSpec
+from align.training_args import ALIGN_SETS, EQUIVALENTS, training_argument_fields
+from align.validation import (  # noqa: F401  (check_fields, check_choices: importable from here as before)
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY_OPEN,
+    Range,
+    _did_you_mean,
+    _name,
+    _one_of,
+    check_choices,
+    check_fields,
+    check_number,
+    check_value,
+)
 
 
 @dataclass
@@ -44,7 +62,7 @@ class ModelConfig:
 class DataConfig:
     """Where the ranked lists come from and how they are tokenized."""
 
-    train: str = "../shared/data/hh_rlhf_harmless_base.jsonl.gz"
+    train: str = ""  # a file, a directory, a hub dataset name or a built-in task (task:NAME?...); no default
     eval: str | None = None  # a separate file; else a held-out fraction of train, split by prompt hash
     format: Literal["auto", "hh", "trl", "ranked", "oasst"] = "auto"
     split: str = "train"  # for hub datasets
@@ -68,12 +86,12 @@ class DataConfig:
         try:
             self.columns = check_columns(self.columns)
         except ValueError as e:
-            raise ValueError(f"data.{e}") from e
+            raise ConfigError(f"data.{e}") from e
         if self.eval_columns is not None:
             try:
                 self.eval_columns = check_columns(self.eval_columns)
             except ValueError as e:
-                raise ValueError(f"data.eval_{e}") from e
+                raise ConfigError(f"data.eval_{e}") from e
 
 
 @dataclass
@@ -162,74 +180,6 @@ class EvalSection:
 
 
 @dataclass
-class RewardSpec:
-    """One reward source (GRPO's ``loss.rewards``, ``iterate.rewards``).
-
-    Attributes:
-        function: ``module:function`` of a Python reward function with TRL's signature
-            ``f(prompts, completions, **columns) -> list[float | None]``.
-        model: a directory or hub id of a sequence-classification reward model (one output), e.g. one that
-            ``align train`` made with ``algorithm: reward``.
-        weight: its weight in the sum of rewards (0: only logged, e.g. a metric of the true reward).
-        transform: ``none``, or ``rank``: each reward replaced by its rank in its group mapped to [0, 1] (a
-            scale-free use of a reward model).
-        name: the name in logs (default: the function's or the model's).
-        reward_timeout_s: for a function, the most seconds one call may take (None: no limit); a call that takes
-            longer stops the run with an error. The call runs in a worker thread, which Python cannot kill: an
-            abandoned call runs on in the background until it returns.
-    """
-
-    function: str | None = None
-    model: str | None = None
-    weight: float = 1.0
-    transform: Literal["none", "rank"] = "none"
-    name: str | None = None
-    module_dirs = ()  # where ``function``'s module is looked up first (set at construction; not a recipe key)
-    reward_timeout_s: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.function is None) == (self.model is None):
-            raise ValueError("a reward needs exactly one of 'function' (module:function) or 'model' (a path)")
-        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)):
-            raise ValueError(f"reward weight must be a finite number, got {self.weight!r}")
-        t = self.reward_timeout_s
-        if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
-                                  and t > 0):
-            raise ValueError(f"reward_timeout_s must be a positive number of seconds, got {t!r}")
-        if self.function is not None:
-            from align.online.functions import module_dirs, resolve_function
-
-            self.module_dirs = module_dirs()  # the recipe's directory, searched first (not a field: not saved)
-            resolve_function(self.function, self.module_dirs)  # fail at recipe load, not an hour into a run
-        elif not (Path(self.model).exists() or self.model.count("/") == 1 and not self.model.startswith(".")):
-            raise ValueError(f"reward model {self.model!r}: no such directory")
-
-    @classmethod
-    def of(cls, entry: Any) -> RewardSpec:
-        """A RewardSpec from a recipe's or a caller's entry: a RewardSpec, a mapping of its fields, or a string,
-        ``module:function`` (a function) or else a reward model's directory or hub id."""
-        if isinstance(entry, RewardSpec):
-            return entry
-        if isinstance(entry, Mapping):
-            unknown = sorted(set(entry) - {f.name for f in dataclasses.fields(cls)})
-            if unknown:
-                raise ValueError(f"reward: unknown key(s) {unknown}; a reward has function or model, weight, "
-                                 "transform and name")
-            return cls(**entry)
-        if isinstance(entry, str) and entry:
-            is_function = ":" in entry and not Path(entry).exists()
-            return cls(function=entry) if is_function else cls(model=entry)
-        raise ValueError(f"reward: expected 'module:function', a reward model path or a mapping, got {entry!r}")
-
-    @property
-    def label(self) -> str:
-        """The name in logs and reports."""
-        if self.name:
-            return self.name
-        return self.function.rsplit(":", 1)[-1] if self.function else Path(self.model.rstrip("/")).name
-
-
-@dataclass
 class IterateSection:
     """``align iterate``: rounds of sampling from the current policy, scoring, and offline training on the result.
 
@@ -264,7 +214,8 @@ class IterateSection:
 
 @dataclass
 class Recipe:
-    """A whole run. ``loss`` is validated against the chosen algorithm's loss config."""
+    """A whole run. ``loss`` is validated against the chosen algorithm's loss config: :data:`align.losses.LOSSES`
+    names each algorithm's loss (the trainers that run them, :data:`align.trainers.ALGORITHMS`, are the runs')."""
 
     algorithm: str = "dpo"
     output_dir: str = "runs/{algorithm}"
@@ -280,102 +231,6 @@ class Recipe:
     # The directory of the YAML file it was loaded from (None when built in Python): relative data paths and reward
     # modules are looked up there first. Not a field, so not a recipe key and not in recipe.json.
     recipe_dir = None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# numeric ranges
-
-
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric setting may take. NaN never; ±inf only where ``inf`` says +inf means something.
-
-    Attributes:
-        low / high: bounds (None: unbounded); ``low_open`` / ``high_open`` exclude the bound itself.
-        integer: the setting counts something (described as "an integer").
-        inf: +inf is allowed (e.g. MMPO's γ = inf is DPO).
-        also: values allowed outside the bounds, e.g. ``max_steps = -1`` (train for ``num_train_epochs``).
-    """
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    integer: bool = False
-    inf: bool = False
-    also: tuple[float, ...] = ()
-
-    def allows(self, v: float) -> bool:
-        """Whether ``v`` is in range."""
-        if v in self.also:
-            return True
-        if isinstance(v, float) and (math.isnan(v) or (math.isinf(v) and not (self.inf and v > 0))):
-            return False
-        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
-            return False
-        return self.high is None or (v < self.high or (not self.high_open and v == self.high))
-
-    def describe(self) -> str:
-        """E.g. ``a finite number > 0``, ``an integer >= 1``, ``-1 or an integer >= 1``, ``a number in [0, 1)``."""
-        kind = "an integer" if self.integer else ("a number" if self.inf else "a finite number")
-        lo = self.low if not self.integer or self.low is None else int(self.low)
-        hi = self.high if not self.integer or self.high is None else int(self.high)
-        if lo is not None and hi is not None:
-            text = f"{kind} in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
-        elif lo is not None:
-            text = f"{kind} {'>' if self.low_open else '>='} {lo}"
-        elif hi is not None:
-            text = f"{kind} {'<' if self.high_open else '<='} {hi}"
-        else:
-            text = kind
-        text += " (.inf allowed)" if self.inf else ""
-        return " or ".join([*(str(int(a) if self.integer else a) for a in self.also), text])
-
-
-POSITIVE = Range(0, low_open=True)
-NON_NEGATIVE = Range(0)
-COUNT = Range(1, integer=True)  # a size or a number of steps: at least 1
-PROBABILITY_OPEN = Range(0, 1, high_open=True)  # [0, 1)
-
-
-def check_number(key: str, value: Any, rng: Range) -> None:
-    """Raise a one-line ConfigError naming ``key``, ``value`` and the allowed range unless ``value`` is in ``rng``.
-    ``None`` passes (whether a setting may be null is its type's business)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}: expected {rng.describe()}, got {type(value).__name__} {value!r}")
-    if rng.integer and not isinstance(value, int):
-        raise ConfigError(f"{key}: expected {rng.describe()}, got {value!r}")
-    if not rng.allows(value):
-        raise ConfigError(f"{key}: got {value!r}; allowed: {rng.describe()}")
-
-
-def check_fields(obj: Any, prefix: str, **ranges: Range) -> None:
-    """``check_number`` on each named attribute of ``obj``, keys ``prefix.name`` (for a config's ``__post_init__``);
-    then :func:`check_choices` on the whole dataclass, so every option is checked at construction."""
-    for name, rng in ranges.items():
-        check_number(f"{prefix}.{name}" if prefix else name, getattr(obj, name), rng)
-    if dataclasses.is_dataclass(obj):
-        check_choices(obj, prefix)
-
-
-def _scalar(tp: Any) -> bool:
-    """A type made only of Literal choices, bool, int, float, str and None (no list, mapping or section)."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return all(_scalar(a) for a in typing.get_args(tp))
-    return typing.get_origin(tp) is Literal or tp in (bool, int, float, str, type(None))
-
-
-def check_choices(obj: Any, prefix: str) -> None:
-    """Every scalar field of dataclass ``obj`` has its declared type: a Literal field one of its choices, a bool a
-    bool, and so on (a one-line ConfigError naming ``prefix.name``). What a recipe's parser checks, for configs
-    built in Python too."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        tp = hints.get(f.name)
-        if tp is not None and _scalar(tp):
-            _check(tp, getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name)
 
 
 # Every int/float setting of every recipe section (tests/test_config.py checks none is missing). The loss configs
@@ -417,77 +272,8 @@ def _choices() -> dict[str, list[str]]:
 
 
 def _check(tp: Any, value: Any, key: str) -> Any:
-    """``value`` as type ``tp``, or a ConfigError naming ``key``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arm in args:
-            try:
-                return _check(arm, value, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}: expected {_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{key}: expected null, got {value!r}")
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ConfigError(f"{key}: {_one_of(list(args), value)}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_check(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            try:
-                return float(value)
-            except OverflowError:
-                raise ConfigError(f"{key}: {value} is too large for a float") from None
-        if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string; accept what is plainly a number
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str and isinstance(value, str):
-        return value
-    raise ConfigError(f"{key}: expected {_name(tp)}, got {type(value).__name__} {value!r}")
-
-
-def _name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(yaml.safe_dump(a).split("\n")[0] for a in typing.get_args(tp))
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _one_of(allowed: list[Any], value: Any) -> str:
-    """``expected one of [...], got 'x'; did you mean 'y'?`` (a long list shortened)."""
-    shown = repr(allowed) if len(allowed) <= 12 else f"{allowed[:10]!r}"[:-1] + f", ... ({len(allowed)} in all)]"
-    return f"expected one of {shown}, got {value!r}{_did_you_mean(value, allowed)}"
-
-
-def _did_you_mean(word: Any, candidates: Iterable[Any], prefix: str = "") -> str:
-    """``"; did you mean 'x'?"`` for the closest candidate (difflib), or ``""``."""
-    if not isinstance(word, str):
-        return ""
-    match = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f"; did you mean '{prefix}{match[0]}'?" if match else ""
+    """``value`` as type ``tp``, or a ConfigError naming ``key``; a section (a dataclass) is built by from_dict."""
+    return check_value(tp, value, key, build=from_dict)
 
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
@@ -510,65 +296,6 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(str(e)) from e
 
 
-# TRL / transformers names with an align equivalent that is not simply the same name in another section.
-# Keyed by the bare name; applies in any section.
-EQUIVALENTS: dict[str, str] = {
-    "max_length": "align limits prompt and response separately: data.max_prompt_length and "
-                  "data.max_response_length (the longest sequence is their sum)",
-    "max_completion_length": "use data.max_response_length",
-    "truncation_mode": "use data.truncation (truncate | drop); align keeps the end of a long prompt and the start "
-                       "of a long response",
-    "precompute_ref_log_probs": "align always precomputes the reference log-probs, into a shared cache that later "
-                                "runs reuse (settings: reference.*)",
-    "precompute_ref_batch_size": "use reference.batch_size",
-    "ref_model": "use model.reference (default: the policy's starting weights)",
-    "model_name_or_path": "use model.name_or_path",
-    "torch_dtype": "use model.dtype",
-    "peft_config": "use the peft section (peft.enabled, peft.r, peft.lora_alpha, peft.lora_dropout, "
-                   "peft.target_modules)",
-    "use_peft": "use peft.enabled",
-    "lora_r": "use peft.r",
-    "dataset_name": "use data.train (a file, or a hub dataset name with data.split)",
-    "train_dataset": "use data.train",
-    "eval_dataset": "use data.eval",
-    "dataset_train_split": "use data.split",
-    "warmup_ratio": "transformers 5 has no warmup_ratio: set train.warmup_steps to a fraction below 1 "
-                    "(0.1 = 10% of the steps)",
-    "logging_dir": "not a TrainingArguments field in transformers 5: TensorBoard writes under "
-                   "<output_dir>/checkpoints/runs/, or where the TENSORBOARD_LOGGING_DIR environment variable says",
-    "evaluation_strategy": "renamed: use train.eval_strategy",
-    "no_cuda": "align trains on the GPU when one is visible; to use the CPU, hide the GPUs (CUDA_VISIBLE_DEVICES=)",
-    "overwrite_output_dir": "not needed: a run writes into its output directory; `align train --resume` continues "
-                            "from its last checkpoint",
-    "per_gpu_train_batch_size": "use train.per_device_train_batch_size",
-    "per_gpu_eval_batch_size": "use train.per_device_eval_batch_size",
-    "push_to_hub_model_id": "use train.hub_model_id",
-    "lora": "use the peft section (peft.enabled: true, peft.r, ...)",
-    "args": "use the train section (TrainingArguments fields)",
-    "training_args": "use the train section (TrainingArguments fields)",
-}
-
-# TrainingArguments fields that align sets itself (training_kwargs), with what to do instead.
-ALIGN_SETS: dict[str, str] = {
-    "output_dir": "a run goes to the recipe's top-level output_dir or `align train --output-dir` "
-                  "(checkpoints under <output_dir>/checkpoints)",
-    "logging_first_step": "align always logs the first step",
-    "save_strategy": "align saves a checkpoint every train.save_steps steps; use train.save_steps and "
-                     "train.save_total_limit",
-    "use_cpu": "align trains on the GPU when one is visible; to use the CPU, hide the GPUs (CUDA_VISIBLE_DEVICES=)",
-    "disable_tqdm": "align always shows progress bars",
-    "remove_unused_columns": "align's trainers read every column of their batches (always false)",
-    "activation_checkpointing": "use train.gradient_checkpointing",
-    "gradient_checkpointing_kwargs": "align checkpoints activations with the model's defaults "
-                                     "(train.gradient_checkpointing)",
-    "activation_checkpointing_kwargs": "align checkpoints activations with the model's defaults "
-                                       "(train.gradient_checkpointing)",
-    "resume_from_checkpoint": "use `align train --resume`",
-    "ddp_find_unused_parameters": "every trainable parameter gets a gradient in align's objectives (always false)",
-}
-# Set by align only where it applies (so a user may still set it): dataloader_pin_memory (false without a GPU).
-
-
 def _sections() -> dict[str, type]:
     """A recipe's sections: name → dataclass (``loss`` depends on the algorithm and is not one of them)."""
     hints = typing.get_type_hints(Recipe)
@@ -577,23 +304,15 @@ def _sections() -> dict[str, type]:
 
 def _known_elsewhere(section: str, key: str) -> list[str]:
     """Dotted keys named ``key`` in other sections of a recipe, the ``loss`` of any algorithm included."""
-    from align.trainers import ALGORITHMS
+    from align.losses import LOSSES
 
     found = [f"{name}.{key}" for name, cls in _sections().items()
              if name != section and key in {f.name for f in dataclasses.fields(cls)}]
-    if section != "loss" and any(key in {f.name for f in dataclasses.fields(a.config)} for a in ALGORITHMS.values()):
+    if section != "loss" and any(key in {f.name for f in dataclasses.fields(s.config)} for s in LOSSES.values()):
         found.append(f"loss.{key}")
     if section and key in {f.name for f in dataclasses.fields(Recipe)}:
         found.append(key)
     return found
-
-
-def training_argument_fields() -> dict[str, Any]:
-    """The installed ``transformers.TrainingArguments``'s fields and their types."""
-    from transformers import TrainingArguments
-
-    hints = typing.get_type_hints(TrainingArguments)
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
 
 
 def unknown_key_message(section: str, key: str, names: Iterable[str]) -> str:
@@ -752,82 +471,6 @@ def check_device(recipe: Recipe, cuda_available: bool | None = None) -> None:
                               f"False); on the CPU train in float32: {key}=false")
 
 
-CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
-
-
-def model_context_length(model_config: Any) -> tuple[int, str] | None:
-    """The longest sequence a model takes and the config field that says so (the first of
-    :data:`CONTEXT_FIELDS`, in the text config of a multimodal model), or None if its config names none.
-    ``model_config``: a ``PretrainedConfig`` or a ``config.json`` as a dict."""
-    if hasattr(model_config, "get_text_config"):
-        model_config = model_config.get_text_config()
-    elif isinstance(model_config, Mapping) and isinstance(model_config.get("text_config"), Mapping):
-        model_config = model_config["text_config"]
-    for name in CONTEXT_FIELDS:
-        v = model_config.get(name) if isinstance(model_config, Mapping) else getattr(model_config, name, None)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v, name
-    return None
-
-
-def read_model_config(name: str, *, local_only: bool = False, key: str = "model.name_or_path") -> Any:
-    """A model's config without its weights: ``transformers.AutoConfig`` (the raw ``config.json`` for an
-    architecture this transformers does not know). ``embedded:tiny`` answers from its spec without building it.
-    With ``local_only``, None when the config is not on this machine."""
-    from transformers import AutoConfig, PretrainedConfig
-
-    from align.models.loading import EMBEDDED, resolve_model_path
-
-    if name == EMBEDDED:
-        from align.models.tiny import TinySpec
-
-        return dataclasses.asdict(TinySpec())
-    if local_only and not Path(name).expanduser().exists():
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
-        except ValueError:  # not even a valid hub id (a path that does not exist)
-            cached = False
-        if not cached:
-            return None  # not on this machine: the check is left to the load, which names the problem
-    path = resolve_model_path(name, key)
-    try:
-        return AutoConfig.from_pretrained(path, local_files_only=local_only)
-    except ValueError:  # an architecture unknown to this transformers: the raw config.json still says its context
-        return PretrainedConfig.get_config_dict(path, local_files_only=local_only)[0]
-    except OSError:
-        if local_only:
-            return None
-        raise
-
-
-def check_lengths_against_model(lengths: Recipe | tuple[int, int], model_config: Any, *,
-                                keys: tuple[str, str] = ("data.max_prompt_length", "data.max_response_length"),
-                                model: str | None = None) -> None:
-    """``max_prompt_length + max_response_length`` must fit the model's context (see :func:`model_context_length`).
-
-    Args:
-        lengths: a Recipe (its ``data`` lengths) or ``(max_prompt_length, max_response_length)``.
-        model_config: a ``PretrainedConfig``, a ``config.json`` dict, or a model name / path to read one from.
-        keys: how the two settings are named in the error (``--max-prompt-length`` ... for ``align eval``).
-        model: the model's name, for the error.
-    """
-    if isinstance(lengths, Recipe):
-        lengths = (lengths.data.max_prompt_length, lengths.data.max_response_length)
-    if isinstance(model_config, (str, Path)):
-        model, model_config = model or str(model_config), read_model_config(str(model_config))
-    found = model_context_length(model_config)
-    if found is None:
-        return
-    limit, field_name = found
-    prompt, response = lengths
-    if prompt + response > limit:
-        raise ConfigError(f"{keys[0]} + {keys[1]} = {prompt} + {response} = {prompt + response} exceeds the "
-                          f"context of {model or 'the model'} ({field_name}={limit} in its config.json); "
-                          f"lower them to {limit} tokens together")
-
-
 def preflight(recipe: Recipe, *, training: bool = True) -> None:
     """The checks that need this machine or the models' ``config.json`` but no weights and no data: mixed
     precision needs CUDA (``training``), and the sequence lengths fit the policy's and the reference's context.
@@ -883,16 +526,16 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     for k, v in parse_overrides(overrides or []):
         _set_dotted(tree, k, v)
     loss = tree.pop("loss", None) or {}
-    from align.online.functions import modules_beside
-    from align.trainers import ALGORITHMS  # the registry names each algorithm's loss config
+    from align.losses import LOSSES  # each algorithm's loss (and its config class), by name
+    from align.rewards.functions import modules_beside
 
     recipe_dir = Path(path).resolve().parent if path is not None else None
     with modules_beside(recipe_dir):  # reward functions' modules: beside the recipe first
         recipe = from_dict(Recipe, tree)
-        if recipe.algorithm not in ALGORITHMS:
-            raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(ALGORITHMS)}"
-                              f"{_did_you_mean(recipe.algorithm, ALGORITHMS)}")
-        recipe.loss = _check(ALGORITHMS[recipe.algorithm].config, loss, "loss")
+        if recipe.algorithm not in LOSSES:
+            raise ConfigError(f"algorithm: unknown {recipe.algorithm!r}; choose from {sorted(LOSSES)}"
+                              f"{_did_you_mean(recipe.algorithm, LOSSES)}")
+        recipe.loss = _check(LOSSES[recipe.algorithm].config, loss, "loss")
     recipe.recipe_dir = recipe_dir
     try:
         recipe.output_dir = recipe.output_dir.format(algorithm=recipe.algorithm)

@@ -31,10 +31,11 @@ from align.config import Recipe, _check, from_dict, to_dict
 from align.data.example import LoadReport
 from align.data.prompts import TokenizedPrompt
 from align.distributed import barrier, full_weights, gather_objects, is_main, is_zero3_partitioned, rank_world
+from align.errors import ConfigError, DataError
 from align.io import write_json
 from align.models.loading import load_policy, load_tokenizer, resolve_model_path
 from align.online.engines import SharedPrefixEngine, stream_seed
-from align.online.evaluate import score_samples
+from align.evaluation.sampling import score_samples
 from align.online.generation import Samples
 from align.online.scoring import RewardSource, load_sources
 from align.rewards.combine import combine
@@ -67,8 +68,8 @@ def load_iterate_prompts(recipe: Recipe, tokenizer: Any, search_dirs: tuple = ()
                          ) -> tuple[list[TokenizedPrompt], list[TokenizedPrompt], LoadReport]:
     """The training prompts (``iterate.prompts``, else ``data.train``) and at most ``iterate.eval_prompts`` held-out
     prompts: those of ``data.eval`` when it is set, else a ``data.eval_fraction`` split of the training prompts by
-    prompt (:func:`align.online.run.load_prompt_data`, which reads ``data.columns`` / ``data.eval_columns``)."""
-    from align.online.run import load_prompt_data
+    prompt (:func:`align.online_run.load_prompt_data`, which reads ``data.columns`` / ``data.eval_columns``)."""
+    from align.online_run import load_prompt_data
 
     it, d = recipe.iterate, recipe.data
     cap = it.eval_prompts if d.max_eval_examples is None else min(it.eval_prompts, d.max_eval_examples)
@@ -98,7 +99,7 @@ def _open_state(out: Path, recipe: Recipe, resume: bool) -> tuple[dict[str, Any]
     --resume`` does), and the summary of a run with every round finished (``--resume`` of it does nothing)."""
     if not resume:
         if (out / "state.json").exists():
-            raise ValueError(f"{out} holds an earlier `align iterate` run: pass --resume to continue it, or another "
+            raise ConfigError(f"{out} holds an earlier `align iterate` run: pass --resume to continue it, or another "
                              "--output-dir")
         if is_main():
             write_json(out / "recipe.json", to_dict(recipe))
@@ -138,8 +139,9 @@ def _round_settings(rdir: Path, recipe: Recipe) -> Recipe:
 
 
 def _run_rounds(recipe: Recipe, out: Path, *, resume: bool, search_dirs: tuple, progress: bool) -> dict[str, Any]:
-    from align.online.run import completion_rows
-    from align.pipeline import run_sft, train_offline
+    from align.online_run import completion_rows
+    from align.pipeline import train_offline
+    from align.run_setup import run_sft
 
     it = recipe.iterate
     device = process_device()  # under a launcher: the process group, before anything collective
@@ -276,7 +278,7 @@ def spread_sample(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Toke
 
 def evaluate_spread(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[TokenizedPrompt],
                     sources: Sequence[RewardSource], it: Any, *, seed: int) -> dict[str, Any]:
-    """:func:`align.online.evaluate.evaluate_by_sampling`'s report, the drawing spread over the processes
+    """:func:`align.evaluation.sampling.evaluate_by_sampling`'s report, the drawing spread over the processes
     (:func:`spread_sample`): ``iterate.eval_samples`` completions of each held-out prompt, on the same streams
     before the first round and after every round."""
     samples = spread_sample(model, tokenizer, prompts, n=it.eval_samples, max_new_tokens=it.max_completion_length,
@@ -302,7 +304,7 @@ def _sample_round(k: int, recipe: Recipe, model: torch.nn.Module, tokenizer: Any
     total = combine(raw, {s.name: s.weight for s in sources}).total
     rows, skipped = build_rows(chosen, samples.texts, total, it.build)
     if not rows:
-        raise ValueError(f"round {k}: no prompt gave samples with different rewards ({skipped}); raise "
+        raise DataError(f"round {k}: no prompt gave samples with different rewards ({skipped}); raise "
                          "iterate.num_samples or the temperature")
     if is_main():
         rdir.mkdir(parents=True, exist_ok=True)

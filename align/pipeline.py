@@ -9,7 +9,6 @@ ranks, and only the main process writes files.
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,20 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, TrainingArguments
+from transformers import PreTrainedTokenizerBase
 
-from align.config import Recipe, preflight, to_dict, training_kwargs
+from align.config import Recipe, preflight, to_dict
 from align.data.collate import pad_values
-from align.data.example import DataError, LoadReport
+from align.data.example import LoadReport
 from align.data.loaders import EVAL_COLUMNS_HINT, load_examples, require_examples, split_examples
 from align.data.tokenize import TokenizedList, TruncationReport, tokenize_examples
 from align.distributed import barrier, is_main, is_zero3_partitioned
+from align.errors import ConfigError, DataError
 from align.evaluation import evaluate_policy, evaluate_reward_model, ranking_report
 from align.io import write_json
 from align.modelcard import write_model_card
 from align.models.loading import (
-    MODEL_INFO,
-    align_home,
     is_adapter,
     load_model,
     load_policy,
@@ -39,6 +37,7 @@ from align.models.loading import (
     resolve_model_path,
 )
 from align.reference import CachedReference, CacheStats, reference_for
+from align.run_setup import disable_dropout, maybe_lora, peak_memory_mb, resolve_path, run_sft, save_trained, training_arguments
 from align.runstate import RunState, check_no_links, claim_output_dir, prepare_output_dir
 from align.tracking import add_run_info, check_report_to
 from align.trainers import ALGORITHMS, ListDataset, PreferenceTrainer
@@ -59,24 +58,6 @@ class PreparedData:
     def to_dict(self) -> dict[str, Any]:
         return {**self.report.to_dict(), "train_lists": len(self.train), "eval_lists": len(self.eval),
                 "truncation": self.truncation.to_dict()}
-
-
-def resolve_path(path: str, search_dirs: Sequence[str | Path] = ()) -> str:
-    """A relative data path, looked up in ``search_dirs`` in order (the recipe's folder, then the working
-    directory); a hub name or an absolute path is returned as it is. A path found nowhere is an error that says
-    where it looked."""
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return str(p)
-    for base in search_dirs:
-        if (Path(base) / p).exists():
-            return str(Path(base) / p)
-    if p.exists():
-        return str(p)
-    if p.suffix or path.startswith((".", "~")) or path.count("/") > 1:  # a file path, not a hub name
-        tried = [str((Path(b) / p).resolve()) for b in search_dirs] or [str(p.resolve())]
-        raise DataError(f"no such file: {path} (looked in {', '.join(dict.fromkeys(tried))})")
-    return path
 
 
 def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, search_dirs: Sequence[str | Path] = ()
@@ -103,7 +84,7 @@ def load_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, search_dirs: S
     trunc.responses_truncated += trunc_eval.responses_truncated
     trunc.dropped.update(trunc_eval.dropped)
     if not train:
-        raise ValueError(f"no usable training lists in {d.train} (skipped: {dict(report.skipped)})")
+        raise DataError(f"no usable training lists in {d.train} (skipped: {dict(report.skipped)})")
     return PreparedData(train, evl, report, trunc, train_ex)
 
 
@@ -124,16 +105,16 @@ def prepare_policy(recipe: Recipe, search_dirs: Sequence[str | Path] = (), progr
     start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
     if policy is not None:
         if recipe.sft.enabled or ALGORITHMS[recipe.algorithm].model_kind == "reward":
-            raise ValueError("a policy passed in memory trains as it is: no SFT stage, not a reward model")
+            raise ConfigError("a policy passed in memory trains as it is: no SFT stage, not a reward model")
         if not is_zero3_partitioned(policy) and device is not None:
             policy = policy.to(device)
         if recipe.model.disable_dropout:
-            _disable_dropout(policy)
+            disable_dropout(policy)
         if not hasattr(policy, "peft_config"):  # an adapter the policy started from keeps training
-            policy = _maybe_lora(policy, recipe, "CAUSAL_LM")
+            policy = maybe_lora(policy, recipe, "CAUSAL_LM")
         return tokenizer, data, start_model, policy, sft_seconds
     if recipe.sft.enabled and is_adapter(start_model):
-        raise ValueError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
+        raise ConfigError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
                          "supported; set sft.enabled=false")
     if recipe.sft.enabled:
         t0 = time.perf_counter()
@@ -143,47 +124,18 @@ def prepare_policy(recipe: Recipe, search_dirs: Sequence[str | Path] = (), progr
         sft_seconds = time.perf_counter() - t0
     if ALGORITHMS[recipe.algorithm].model_kind == "reward":  # a random scalar head on the (SFT) LM
         policy = load_reward_model(start_model, recipe.model.dtype, tokenizer)
-        policy = _maybe_lora(policy, recipe, "SEQ_CLS")
+        policy = maybe_lora(policy, recipe, "SEQ_CLS")
     else:
         policy = load_policy(start_model, recipe.model.dtype)
         if not hasattr(policy, "peft_config"):
-            policy = _maybe_lora(policy, recipe, "CAUSAL_LM")
+            policy = maybe_lora(policy, recipe, "CAUSAL_LM")
         elif recipe.peft.enabled:
             log.info("%s is a PEFT adapter: training it further (the peft section's shape is not used)", start_model)
     if device is not None and not is_zero3_partitioned(policy):
         policy = policy.to(device)
     if recipe.model.disable_dropout:
-        _disable_dropout(policy)
+        disable_dropout(policy)
     return tokenizer, data, start_model, policy, sft_seconds
-
-
-def _maybe_lora(model: torch.nn.Module, recipe: Recipe, task: str) -> torch.nn.Module:
-    if not recipe.peft.enabled:
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    p = recipe.peft
-    return get_peft_model(model, LoraConfig(r=p.r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
-                                            target_modules=p.target_modules, task_type=task))
-
-
-def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
-    """``TrainingArguments`` from the recipe's ``train`` section (``extra`` passes through)."""
-    return TrainingArguments(**training_kwargs(recipe, output_dir))
-
-
-def _disable_dropout(model: torch.nn.Module) -> None:
-    # As TRL does by default: dropout makes the policy's log-probs noisy against a dropout-free reference.
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-
-
-def peak_memory_mb() -> float:
-    """Peak GPU memory allocated if on GPU, else the process's peak resident set size."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def recipe_reference(recipe: Recipe, policy: torch.nn.Module, tokenizer, data: PreparedData, progress: bool = True
@@ -219,7 +171,7 @@ def run_training(recipe: Recipe, output_dir: str | Path | None = None, *, resume
     model (with its card) under ``output_dir/model``. Relative data paths are looked up in ``search_dirs`` (then
     the working directory). ``command`` is the command line that reproduces the run, for the model card."""
     if ALGORITHMS[recipe.algorithm].online:
-        from align.online.run import run_grpo
+        from align.online_run import run_grpo
 
         return run_grpo(recipe, output_dir, resume=resume, overwrite=overwrite, search_dirs=search_dirs,
                         progress=progress, command=command)
@@ -338,42 +290,3 @@ def _train(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: Ru
     return summary, (trained if reusable else None)
 
 
-def save_trained(trainer: PreferenceTrainer, recipe: Recipe, out: Path, start_model: str) -> Path:
-    """Save the trained model to ``out/model`` (every rank takes part: ZeRO-3 gathers the weights; the main
-    process writes). A PEFT run also keeps its adapter in ``out/adapter`` and writes a merged model that
-    ``align eval --model`` loads directly. ``model/align_model.json`` records the kind, β and the reference."""
-    from align.reference.build import REFERENCE_ADAPTER
-
-    model_dir = out / "model"
-    policy = trainer.model
-    if hasattr(policy, "peft_config"):
-        if REFERENCE_ADAPTER in policy.peft_config:
-            policy.delete_adapter(REFERENCE_ADAPTER)  # the frozen reference copy is not part of the result
-        trainer.save_model(str(out / "adapter"))
-        if is_main():
-            policy.merge_and_unload().save_pretrained(str(model_dir))
-            trainer.processing_class.save_pretrained(str(model_dir))
-    else:
-        trainer.save_model(str(model_dir))
-    if is_main():
-        algo = ALGORITHMS[recipe.algorithm]
-        # What `align eval` needs to score this model the way it was trained: its kind, β, and the reference
-        # (for a reward model: the language model it started from, the π_ref of the idealized ranking accuracy).
-        # The data settings let `align eval --split eval` re-read the run's own held-out sequences.
-        d = recipe.data
-        info = {"kind": algo.model_kind, "algorithm": recipe.algorithm, "beta": getattr(recipe.loss, "beta", None),
-                "reference": recipe.model.reference or start_model,
-                "data": {"max_prompt_length": d.max_prompt_length, "max_response_length": d.max_response_length,
-                         "eval_fraction": d.eval_fraction}}
-        write_json(model_dir / MODEL_INFO, info)
-    barrier()
-    return model_dir
-
-
-def run_sft(start_model: str, rows: list[dict], recipe: Recipe) -> str:
-    """The recipe's SFT stage on TRL prompt-completion ``rows`` (cached under ``$ALIGN_HOME/sft``)."""
-    from align.sft import run_sft as _run
-
-    d = recipe.data
-    return _run(start_model, rows, recipe.sft, align_home() / "sft", dtype=recipe.model.dtype,
-                max_length=d.max_prompt_length + d.max_response_length, seed=recipe.train.seed)

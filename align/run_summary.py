@@ -1,6 +1,6 @@
 """Markdown sections that describe a finished run from its ``summary.json`` and ``recipe.json``.
 
-Shared by the model card (:mod:`align.modelcard`) and ``align report`` (:mod:`align.report`). Every function takes
+Shared by the model card (:mod:`align.modelcard`) and ``align report`` (:mod:`align.run_report`). Every function takes
 the plain dicts a run writes and tolerates missing keys: reward models (no reference), runs without evaluation,
 Cringe (no reference, no implicit reward), GRPO runs (reward curves instead of ranking metrics).
 """

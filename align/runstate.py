@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from align.distributed import barrier, is_main
+from align.errors import ConfigError
 
 log = logging.getLogger("align")
 
@@ -360,7 +361,7 @@ def prepare_output_dir(out: Path, recipe: dict[str, Any], *, resume: bool, overw
     used = (out / "summary.json").exists() or any((out / "checkpoints").glob("checkpoint-*"))
     if used and not resume:
         if not overwrite:
-            raise ValueError(f"{out} holds another run (summary.json or checkpoints): pass --resume to continue it, "
+            raise ConfigError(f"{out} holds another run (summary.json or checkpoints): pass --resume to continue it, "
                              "--overwrite to replace it, or choose another --output-dir")
         if is_main():
             for name in _OUTPUTS:

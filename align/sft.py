@@ -24,6 +24,7 @@ from align import leases
 from align.config import SFTStage
 from align.data.example import RankedExample
 from align.distributed import barrier, gather_objects, rank_world
+from align.errors import DataError
 from align.models.loading import load_model, load_tokenizer
 from align.reference.fingerprint import weights_fingerprint
 
@@ -39,7 +40,7 @@ def sft_rows(examples: list[RankedExample]) -> list[dict]:
     """TRL prompt-completion rows: each list's best response (conversational when the prompt is messages)."""
     rows = []
     for ex in examples:
-        best = ex.responses[max(range(len(ex.scores)), key=ex.scores.__getitem__)]
+        best = ex.responses[max(range(len(ex.labels)), key=ex.labels.__getitem__)]
         if isinstance(ex.prompt, list):
             rows.append({"prompt": ex.prompt, "completion": [{"role": "assistant", "content": best}]})
         else:
@@ -52,7 +53,7 @@ def run_sft(model_name: str, rows: list[dict], stage: SFTStage, root: Path, *, d
     """SFT ``model_name`` on TRL prompt-completion ``rows`` (:func:`sft_rows` of ranked examples, or a task's
     answers); returns the saved directory, on every rank."""
     if not rows:
-        raise ValueError("the SFT stage has no rows to train on (set sft.enabled=false, or give data with answers)")
+        raise DataError("the SFT stage has no rows to train on (set sft.enabled=false, or give data with answers)")
     rank, world = rank_world()
     if world == 1:
         return sft_on_rows(model_name, rows, stage, root, dtype=dtype, max_length=max_length, seed=seed)

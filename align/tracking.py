@@ -22,7 +22,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.integrations import integration_utils
 
-from align.config import ConfigError
+from align.errors import ConfigError
 
 log = logging.getLogger("align")
 

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ALIGN_DATA_DIR", str(SHARED_DATA))  # the embedded tokenizer's corpus (align.models.tiny)
 
 
 # Test modules that run a whole recipe, example or benchmark (marked `slow`); everything under tests/distributed/ is

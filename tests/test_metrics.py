@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from align.metrics import aggregate, list_metrics, pairwise_accuracy, per_list_metrics
+from align.ranking_metrics import aggregate, list_metrics, pairwise_accuracy, per_list_metrics
 
 LABELS = torch.tensor([[0.0, -1, -2], [1, 0, 0], [0, -1, 0]])  # ranks as -rank; list 2 has a tie
 MASK = torch.tensor([[True, True, True], [True, True, True], [True, True, False]])

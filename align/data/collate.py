@@ -64,7 +64,7 @@ def list_layout(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     lengths = torch.zeros((B, K), dtype=torch.long)
     for b, t in enumerate(lists):
         k = len(t.response_ids)
-        labels[b, :k] = torch.tensor(t.scores)
+        labels[b, :k] = torch.tensor(t.labels)
         list_mask[b, :k] = True
         lengths[b, :k] = torch.tensor([len(r) for r in t.response_ids])
     out = {"labels": labels, "list_mask": list_mask, "lengths": lengths,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from align.errors import DataError  # noqa: F401  (importable from here as before)
 
 Message = dict[str, str]
 Prompt = str | list[Message]
@@ -18,23 +21,36 @@ class RankedExample:
     Attributes:
         prompt: plain text, or chat messages (``{"role", "content"}``) ending with a user turn.
         responses: the K response texts.
-        scores: one float per response, higher is better. Ranks are stored as ``-rank``
-            (rank 0 = best), pairs as ``(1.0, 0.0)``; equal scores are ties (they form no pair).
-        label_kind: where the scores came from: ``"pair"``, ``"rank"`` or ``"score"``.
+        labels: one float per response, higher is better (the human labels; ``scores`` is a deprecated
+            read-only alias). Ranks are stored as ``-rank`` (rank 0 = best), pairs as ``(1.0, 0.0)``; equal labels
+            are ties (they form no pair).
+        label_kind: where the labels came from: ``"pair"``, ``"rank"`` or ``"score"``.
         row: 0-based row number in the source, for messages.
         meta: free extra fields (e.g. a RewardBench ``subset``).
     """
 
     prompt: Prompt
     responses: tuple[str, ...]
-    scores: tuple[float, ...]
+    labels: tuple[float, ...]
     label_kind: LabelKind = "pair"
     row: int = -1
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.responses) != len(self.scores):
-            raise ValueError(f"row {self.row}: {len(self.responses)} responses but {len(self.scores)} labels")
+        if len(self.responses) != len(self.labels):
+            raise ValueError(f"row {self.row}: {len(self.responses)} responses but {len(self.labels)} labels")
+
+    @property
+    def scores(self) -> tuple[float, ...]:
+        """Deprecated name of :attr:`labels` (read-only)."""
+        return deprecated_scores(self)
+
+
+def deprecated_scores(obj: Any) -> tuple[float, ...]:
+    """``obj.labels``, with a DeprecationWarning: ``scores`` now means a model's outputs, never the human labels."""
+    warnings.warn("`.scores` of an example or token list is deprecated: use `.labels` (the human labels)",
+                  DeprecationWarning, stacklevel=3)
+    return obj.labels
 
 
 @dataclass
@@ -62,7 +78,3 @@ class LoadReport:
         """The ``data`` object of ``summary.json`` and of ``align eval --output``."""
         return {"rows_read": self.rows_read, "examples": self.examples, "skipped": dict(sorted(self.skipped.items())),
                 "formats": dict(sorted(self.formats.items()))}
-
-
-class DataError(ValueError):
-    """A bad row in strict mode, or a source that cannot be read at all."""

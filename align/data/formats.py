@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from align.data.example import LabelKind, Message, Prompt, RankedExample
+from align.errors import ConfigError
 
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 _TURN = re.compile(r"(\n\nHuman:|\n\nAssistant:)")
@@ -342,15 +343,15 @@ def check_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
     if columns is None:
         return {}
     if not isinstance(columns, Mapping):
-        raise ValueError(f"columns must be a mapping of field names, got {type(columns).__name__}")
+        raise ConfigError(f"columns must be a mapping of field names, got {type(columns).__name__}")
     out: dict[str, str] = {}
     for src, dst in columns.items():
         if not isinstance(src, str) or not src or not isinstance(dst, str) or not _valid_text(src):
-            raise ValueError(f"columns: {src!r}: {dst!r} must map a field name to a field name")
+            raise ConfigError(f"columns: {src!r}: {dst!r} must map a field name to a field name")
         if dst not in FIELDS:
-            raise ValueError(f"columns: {src!r} maps to unknown field {dst!r}; expected one of {', '.join(FIELDS)}")
+            raise ConfigError(f"columns: {src!r} maps to unknown field {dst!r}; expected one of {', '.join(FIELDS)}")
         if dst in out.values():
-            raise ValueError(f"columns: two fields map to {dst!r}")
+            raise ConfigError(f"columns: two fields map to {dst!r}")
         out[src] = dst
     return out
 

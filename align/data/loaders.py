@@ -20,6 +20,7 @@ from typing import Any
 from align.data.example import DataError, LoadReport, RankedExample
 from align.data.formats import ACCEPTED, FORMATS, NOTES, UNRECOGNISED, check_columns, convert_row
 from align.data.sources import BadRow, read_rows
+from align.errors import ConfigError
 
 log = logging.getLogger("align.data")
 
@@ -76,7 +77,7 @@ def load_examples(
     A source that cannot be read at all is a one-line ``DataError``.
     """
     if max_rows is not None and max_rows < 0:
-        raise ValueError(f"max_rows must be >= 0, got {max_rows}")
+        raise ConfigError(f"max_rows must be >= 0, got {max_rows}")
     return examples_from_rows(itertools.islice(read_rows(source, split), max_rows), format=format, strict=strict,
                               columns=columns, source_name=os.fspath(source))
 
@@ -87,7 +88,7 @@ def examples_from_rows(rows: Iterable[Any], *, format: str = "auto", strict: boo
     """:func:`load_examples` on rows already in memory: dicts (a ``datasets.Dataset``, a list of dicts) or
     ``(row number, row, where)`` triples as the source readers yield them."""
     if format != "auto" and format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; expected 'auto' or one of {sorted(FORMATS)}")
+        raise ConfigError(f"unknown format {format!r}; expected 'auto' or one of {sorted(FORMATS)}")
     mapping = check_columns(columns)
     report = LoadReport()
     examples: list[RankedExample] = []
@@ -173,7 +174,7 @@ def split_examples(
     on a small file, and reordering the input changes neither side's membership.
     """
     if not 0.0 <= eval_fraction <= 1.0:
-        raise ValueError(f"eval_fraction must be in [0, 1], got {eval_fraction}")
+        raise ConfigError(f"eval_fraction must be in [0, 1], got {eval_fraction}")
     examples = list(examples)
     keys = [_prompt_key(ex.prompt) for ex in examples]
     distinct = sorted(set(keys), key=lambda k: (hashlib.sha256(k.encode("utf-8", "surrogatepass")).digest(), k))

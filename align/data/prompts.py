@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -28,6 +28,7 @@ from align.data.example import DataError, LoadReport, Prompt, RankedExample
 from align.data.formats import Skip, _check_prompt, _valid_text, convert_row
 from align.data.sources import BadRow, read_rows
 from align.data.tokenize import render
+from align.errors import ConfigError
 
 log = logging.getLogger("align.data")
 
@@ -51,11 +52,20 @@ class TokenizedPrompt:
     example: PromptExample
 
 
-def _rows(source: str, split: str):
-    if source.startswith("task:"):
-        from align.tasks import task_rows
+# Sources whose rows are generated rather than read, by prefix: ``task:`` is registered by :mod:`align.tasks` (which
+# sits above the data layer and is imported with ``align``). prefix -> function(source) -> rows.
+PROMPT_SOURCES: dict[str, Callable[[str], Sequence[Any]]] = {}
 
-        return ((n, row, "") for n, row in enumerate(task_rows(source)))
+
+def register_prompt_source(prefix: str, rows_of: Callable[[str], Sequence[Any]]) -> None:
+    """Make :func:`load_prompts` read a source starting with ``prefix`` as the rows ``rows_of(source)`` returns."""
+    PROMPT_SOURCES[prefix] = rows_of
+
+
+def _rows(source: str, split: str):
+    for prefix, rows_of in PROMPT_SOURCES.items():
+        if source.startswith(prefix):
+            return ((n, row, "") for n, row in enumerate(rows_of(source)))
     return read_rows(source, split)
 
 
@@ -68,7 +78,7 @@ def load_prompts(source: str | os.PathLike[str], *, split: str = "train", strict
     """
     mapping = dict(columns or {})
     if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()):
-        raise ValueError(f"columns must map field names to field names, got {mapping!r}")
+        raise ConfigError(f"columns must map field names to field names, got {mapping!r}")
     report = LoadReport()
     out: list[PromptExample] = []
     for n, row, where in itertools.islice(_rows(os.fspath(source), split), max_rows):
@@ -143,9 +153,9 @@ def prompts_from_rows(rows: Iterable[Mapping[str, Any]], *, strict: bool = False
     usable row at all is an error naming the columns the rows have."""
     mapping = dict(columns or {})
     if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()):
-        raise ValueError(f"columns must map field names to field names, got {mapping!r}")
+        raise ConfigError(f"columns must map field names to field names, got {mapping!r}")
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
-        raise ValueError(f"prompts: expected a datasets.Dataset or a list of dicts, got {type(rows).__name__}")
+        raise ConfigError(f"prompts: expected a datasets.Dataset or a list of dicts, got {type(rows).__name__}")
     report, out, seen = LoadReport(), [], set()
     for n, row in enumerate(rows):
         report.rows_read += 1

@@ -10,20 +10,27 @@ from dataclasses import dataclass, field
 from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
-from align.data.example import Prompt, RankedExample
+from align.data.example import Prompt, RankedExample, deprecated_scores
+from align.errors import ConfigError
 
 log = logging.getLogger("align.data")
 
 
 @dataclass(frozen=True)
 class TokenizedList:
-    """One prompt and its K responses as token ids; ``scores`` are the example's labels (higher is better)."""
+    """One prompt and its K responses as token ids; ``labels`` are the example's human labels (higher is better;
+    ``scores`` is a deprecated read-only alias)."""
 
     prompt_ids: tuple[int, ...]
     response_ids: tuple[tuple[int, ...], ...]
-    scores: tuple[float, ...]
+    labels: tuple[float, ...]
     row: int = -1
     subset: str | None = None  # a RewardBench-style ``subset`` of the source row, for per-subset reports
+
+    @property
+    def scores(self) -> tuple[float, ...]:
+        """Deprecated name of :attr:`labels` (read-only)."""
+        return deprecated_scores(self)
 
     @property
     def num_tokens(self) -> int:
@@ -97,7 +104,7 @@ def tokenize_examples(
     response of no tokens at all ("empty after tokenization").
     """
     if truncation not in ("truncate", "drop"):
-        raise ValueError(f"truncation must be 'truncate' or 'drop', got {truncation!r}")
+        raise ConfigError(f"truncation must be 'truncate' or 'drop', got {truncation!r}")
     bos = tokenizer.bos_token_id
     report = TruncationReport()
     out: list[TokenizedList] = []
@@ -131,7 +138,7 @@ def tokenize_examples(
             report.dropped["identical after truncation"] += 1
             continue
         subset = ex.meta.get("subset")
-        out.append(TokenizedList(tuple(p), tuple(rs), tuple(float(s) for s in ex.scores), ex.row,
+        out.append(TokenizedList(tuple(p), tuple(rs), tuple(float(s) for s in ex.labels), ex.row,
                                  None if subset is None else str(subset)))
     return out, report
 
@@ -140,5 +147,5 @@ def data_fingerprint(lists: list[TokenizedList]) -> str:
     """sha256 over every token id and label, in order: changes whenever what the model sees changes."""
     h = hashlib.sha256()
     for t in lists:
-        h.update(repr((t.prompt_ids, t.response_ids, t.scores)).encode())
+        h.update(repr((t.prompt_ids, t.response_ids, t.labels)).encode())
     return h.hexdigest()

@@ -3,7 +3,7 @@ responses (pairwise accuracy, list metrics, bootstrap CIs, the idealized ranking
 
 from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
 from align.evaluation.idealized import DEFAULT_BETAS, idealized_by_beta, idealized_correct
-from align.evaluation.report import (
+from align.evaluation.ranking import (
     METRIC_KEYS,
     evaluate_policy,
     evaluate_reward_model,

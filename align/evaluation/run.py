@@ -16,16 +16,24 @@ import torch
 from align.data.collate import pad_values
 from align.data.loaders import load_examples, split_examples
 from align.data.tokenize import tokenize_examples
+from align.errors import ConfigError
 from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
 from align.evaluation.calibration import reliability
 from align.evaluation.idealized import DEFAULT_BETAS, UNANIMOUS_ALPHA, idealized_by_beta
-from align.evaluation.report import list_tensors, policy_scorers, report_scores
+from align.evaluation.ranking import list_tensors, policy_scorers, report_scores
 from align.evaluation.settings import DEFAULTS, resolve_settings
 from align.evaluation.subsets import subset_report
 from align.forward import reward_scores, score_lists
 from align.losses.pairs import preference_pairs
-from align.metrics import aggregate, per_list_metrics
-from align.models.loading import is_reward_model, load_model, load_reward_model, load_tokenizer, read_model_info
+from align.models.loading import (
+    check_finite_weights,
+    is_reward_model,
+    load_model,
+    load_reward_model,
+    load_tokenizer,
+    read_model_info,
+)
+from align.ranking_metrics import aggregate, per_list_metrics
 from align.reference import reference_for
 
 log = logging.getLogger("align")
@@ -74,9 +82,9 @@ def _choose_scorer(req: EvalRequest, reward: bool, reference: str | None) -> str
         return "reward-model" if reward else ("implicit" if reference else "logprob")
     if (req.scorer == "reward-model") != reward:
         kind = "a reward model (sequence classifier)" if reward else "a causal language model"
-        raise ValueError(f"--scorer {req.scorer} does not apply to {req.model}: it is {kind}")
+        raise ConfigError(f"--scorer {req.scorer} does not apply to {req.model}: it is {kind}")
     if req.scorer == "implicit" and not reference:
-        raise ValueError("--scorer implicit needs a reference model: pass --reference (models trained by "
+        raise ConfigError("--scorer implicit needs a reference model: pass --reference (models trained by "
                          "`align train` record theirs)")
     return req.scorer
 
@@ -85,7 +93,7 @@ def _reference_logps(name: str, tokenizer, lists, req: EvalRequest) -> tuple[tor
     """π_ref's log-probs of every response through the shared cache (entries training computed are hits)."""
     ref_tok = load_tokenizer(name, key="--reference")
     if ref_tok.get_vocab() != tokenizer.get_vocab():
-        raise ValueError(f"reference {name} has another tokenizer than {req.model}: its log-probs would not be "
+        raise ConfigError(f"reference {name} has another tokenizer than {req.model}: its log-probs would not be "
                          "of the same token sequences")
     ref_model = load_model(name, req.dtype, key="--reference")
     if torch.cuda.is_available():
@@ -136,7 +144,7 @@ def run_eval(req: EvalRequest) -> dict[str, Any]:
 def _run_eval(req: EvalRequest) -> dict[str, Any]:
     if req.scorer == "task" or req.data.startswith("task:"):
         if req.scorer not in ("task", "auto"):
-            raise ValueError(f"--data {req.data} is a built-in task: it is scored with --scorer task, not "
+            raise ConfigError(f"--data {req.data} is a built-in task: it is scored with --scorer task, not "
                              f"{req.scorer}")
         from align.evaluation.task import run_task_eval
 
@@ -151,7 +159,7 @@ def _run_eval(req: EvalRequest) -> dict[str, Any]:
     reference = req.reference or info.get("reference")
     if reference and not req.reference and not _loadable(reference):
         if req.scorer not in ("logprob", "reward-model"):
-            raise ValueError(f"the reference {reference} recorded with {req.model} is not found (moved or deleted): "
+            raise ConfigError(f"the reference {reference} recorded with {req.model} is not found (moved or deleted): "
                              "pass --reference PATH to score the implicit reward, or --scorer logprob to evaluate "
                              "the log-likelihood alone")
         reference = None
@@ -162,7 +170,7 @@ def _run_eval(req: EvalRequest) -> dict[str, Any]:
     data = {**report.to_dict(), "split": req.split, "eval_fraction": req.eval_fraction if req.split != "all" else None,
             "lists": len(lists), "truncation": trunc.to_dict()}
     result: dict[str, Any] = {"model": req.model, "scorer": scorer, "reference": reference, "reference_cache": None}
-    if not any(len(set(t.scores)) > 1 for t in lists):
+    if not any(len(set(t.labels)) > 1 for t in lists):
         from align.data.example import DataError
 
         raise DataError(f"no list with a preference to evaluate in {req.data} ({len(lists)} lists kept; skipped: "
@@ -239,14 +247,6 @@ def _run_eval(req: EvalRequest) -> dict[str, Any]:
     return result
 
 
-def check_finite_weights(model: torch.nn.Module, name: str) -> torch.nn.Module:
-    """``model``, or a clear error if any weight is NaN or infinite (a broken run's model scores garbage)."""
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        raise ValueError(f"{name} has non-finite weights ({len(bad)} tensors, e.g. {bad[0]}): it cannot be evaluated")
-    return model
-
-
 def finite_or_nan(values: torch.Tensor) -> torch.Tensor:
     """``values`` with every infinite entry made NaN (a score that cannot be compared)."""
     return torch.where(torch.isinf(values), torch.full_like(values, math.nan), values)
@@ -264,7 +264,7 @@ def write_per_example(path: Path, lists, scorers: dict[str, torch.Tensor], label
     with open(tmp, "w") as f:
         for i, t in enumerate(lists):
             k = len(t.response_ids)
-            row = {"index": i, "row": t.row, "subset": t.subset, "labels": list(t.scores),
+            row = {"index": i, "row": t.row, "subset": t.subset, "labels": list(t.labels),
                    "scores": {name: v[i, :k].tolist() for name, v in scorers.items()},
                    "metrics": {name: {"pairs": int(m["n_pairs"][i]), "correct": int(m["correct"][i]),
                                       "exact_match": bool(m["list_exact_match"][i]) if m["has_pair"][i] else None,

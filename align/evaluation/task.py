@@ -4,7 +4,7 @@ rule (:mod:`align.tasks`), the measure every claim of ``docs/results.md`` is jud
 For each prompt of ``--data task:NAME?...`` the model samples ``--samples`` completions; each is scored with the
 task's graded ``score`` (mean over a prompt's samples, then over prompts, with a bootstrap CI over prompts) and its
 exact ``correct`` rule (exact-match rate with its CI, and unbiased pass@k for every k up to the number of samples).
-The sampling and scoring are :func:`align.online.evaluate.evaluate_by_sampling`, as GRPO and ``align iterate``
+The sampling and scoring are :func:`align.evaluation.sampling.evaluate_by_sampling`, as GRPO and ``align iterate``
 evaluate.
 """
 
@@ -13,23 +13,24 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from align.config import RewardSpec
 from align.data.loaders import split_examples
 from align.data.prompts import load_prompts, tokenize_prompts
-from align.models.loading import load_model, load_tokenizer
-from align.online.evaluate import evaluate_by_sampling
+from align.errors import ConfigError, DataError
+from align.evaluation.sampling import evaluate_by_sampling
+from align.models.loading import check_finite_weights, load_model, load_tokenizer
 from align.online.scoring import RewardSource
+from align.rewards.spec import RewardSpec
 from align.tasks import is_task_source, task_module
 
 GRADED, EXACT = "score", "exact_match"  # the names of the two rules in the report
 PASS_KS = (1, 2, 4, 8, 16, 32, 64)  # pass@k reported for each k up to the samples per prompt
 
 
-def task_sources(spec: str) -> list[RewardSource]:
-    """The graded and exact reward sources of the task ``spec`` names (``task:NAME?...``)."""
-    if not is_task_source(spec):
-        raise ValueError(f"--scorer task needs --data task:NAME?key=value&... (a built-in task), got {spec!r}")
-    module = task_module(spec[len("task:"):].split("?", 1)[0]).__name__
+def task_sources(source: str) -> list[RewardSource]:
+    """The graded and exact reward sources of the task ``source`` names (``task:NAME?...``)."""
+    if not is_task_source(source):
+        raise ConfigError(f"--scorer task needs --data task:NAME?key=value&... (a built-in task), got {source!r}")
+    module = task_module(source[len("task:"):].split("?", 1)[0]).__name__
     return [RewardSource(RewardSpec(function=f"{module}:reward_graded", name=GRADED)),
             RewardSource(RewardSpec(function=f"{module}:reward_exact", name=EXACT))]
 
@@ -47,15 +48,13 @@ def run_task_eval(req: Any) -> dict[str, Any]:
     ``req.data``; returns the JSON-ready result."""
     import torch
 
-    from align.evaluation.run import check_finite_weights
-
     sources = task_sources(req.data)
     prompts, report = load_prompts(req.data, max_rows=req.max_rows)
     if req.split != "all":
         train, held = split_examples(prompts, req.eval_fraction)
         prompts = held if req.split == "eval" else train
     if not prompts:
-        raise ValueError(f"no prompts to evaluate in {req.data} (split {req.split})")
+        raise DataError(f"no prompts to evaluate in {req.data} (split {req.split})")
     tokenizer = load_tokenizer(req.model, key="--model")
     tokenized, truncated = tokenize_prompts(prompts, tokenizer, max_prompt_length=req.max_prompt_length)
     model = check_finite_weights(load_model(req.model, req.dtype, key="--model"), req.model)

@@ -26,10 +26,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from align.config import POSITIVE, Range, check_fields
 from align.losses.base import ListScores, LossOutput, LossSpec
-from align.losses.metrics import pair_reward_metrics
 from align.losses.pairs import Pairs, pair_count, preference_pairs
+from align.losses.reward_metrics import pair_reward_metrics
+from align.validation import POSITIVE, Range, check_fields
 
 DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_norm"]
 DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust", "sigmoid_norm")
@@ -40,7 +40,8 @@ class DPOLossConfig:
     """DPO objective settings.
 
     Attributes:
-        beta: β; 0.1 as in the DPO paper and TRL.
+        beta: β, the scale of the implicit reward β·log(π/π_ref) (the strength of the implicit KL constraint); 0.1
+            as in the DPO paper and TRL. GRPO's ``beta`` is another quantity: the weight of its explicit KL term.
         loss_type: ``sigmoid`` (DPO; cDPO with ``label_smoothing``), ``ipo`` (length-normalised), ``hinge``,
             ``robust`` (rDPO), ``sigmoid_norm`` (DPO on length-normalised log-ratios, TRL's ``sigmoid_norm``).
         label_smoothing: ε for cDPO / rDPO, in [0, 0.5); the other loss types have none.

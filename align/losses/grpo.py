@@ -25,8 +25,9 @@ from typing import Literal
 
 import torch
 
-from align.config import COUNT, NON_NEGATIVE, POSITIVE, Range, RewardSpec, check_fields
 from align.losses.base import LossOutput, LossSpec
+from align.rewards.spec import RewardSpec
+from align.validation import COUNT, NON_NEGATIVE, POSITIVE, Range, check_fields
 
 GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dapo", "dr_grpo")
 GRPOLossType = Literal["grpo", "bnpo", "dapo", "dr_grpo"]
@@ -140,7 +141,8 @@ class GRPOLossConfig:
         num_generations: G, completions per prompt (TRL 8).
         temperature, top_p: sampling settings.
         max_completion_length: completion length limit (tokens).
-        beta: β of the k3 KL term; 0 loads no reference at all (TRL's default).
+        beta: β, the weight of the k3 KL term; 0 loads no reference at all (TRL's default). Not the β of DPO and
+            the other preference losses, which scales their implicit reward β·log(π/π_ref).
         epsilon, epsilon_high: the clip range [1 − ε, 1 + ε_high] (ε_high defaults to ε; TRL ε = 0.2).
         num_iterations: μ, optimizer steps per generation against π_old (TRL 1).
         scale_rewards: ``group`` (divide by the group's std), ``batch`` (by the batch's), ``none``.

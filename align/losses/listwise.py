@@ -33,9 +33,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from align.config import POSITIVE, check_fields
 from align.losses.base import ListScores, LossOutput, LossSpec
-from align.losses.metrics import list_reward_metrics
+from align.losses.reward_metrics import list_reward_metrics
+from align.validation import POSITIVE, check_fields
 
 ListwiseLossType = Literal["lambda", "pair_logistic", "pair_hinge", "list_mle", "softmax"]
 LISTWISE_LOSS_TYPES: tuple[str, ...] = ("lambda", "pair_logistic", "pair_hinge", "list_mle", "softmax")

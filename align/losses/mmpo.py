@@ -30,10 +30,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from align.config import POSITIVE, Range, check_fields
 from align.losses.base import ListScores, LossOutput, LossSpec
 from align.losses.dpo import pairwise_output
 from align.losses.pairs import pair_count, preference_pairs
+from align.validation import POSITIVE, Range, check_fields
 
 MMPO_MARGINS: tuple[str, ...] = ("scores", "ranks")
 

@@ -17,13 +17,13 @@ from typing import Literal
 
 import torch
 
-from align.config import NON_NEGATIVE, Range, check_fields
 from align.losses.base import ListScores, LossOutput, LossSpec, Unit
 from align.losses.dpo import DPOLossConfig, dpo_loss
 from align.losses.listwise import labels_from_ranks, listwise_count, listwise_loss
-from align.losses.metrics import list_reward_metrics
 from align.losses.mmpo import MMPOLossConfig, mmpo_loss
 from align.losses.pairs import count_pairs
+from align.losses.reward_metrics import list_reward_metrics
+from align.validation import NON_NEGATIVE, Range, check_fields
 
 PAIR_LOSSES: tuple[str, ...] = ("bt", "mmpo")
 REWARD_LOSS_TYPES: tuple[str, ...] = ("bt", "mmpo", "list_mle", "lambda")

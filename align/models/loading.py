@@ -19,6 +19,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from align.errors import ConfigError, ModelError
+
 log = logging.getLogger("align")
 
 EMBEDDED = "embedded:tiny"
@@ -70,17 +72,17 @@ def check_hub_id(name: str, key: str = "model.name_or_path") -> None:
 
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith((".json", ".bin"))
     if looks_like_path:
-        raise ValueError(f"{key}: no such directory: {name} (looked from {Path.cwd()})")
+        raise ModelError(f"{key}: no such directory: {name} (looked from {Path.cwd()})")
     try:
         cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
     except ValueError:  # not a valid hub id either
-        raise ValueError(f"{key}: no such directory, and not a hub id: {name}") from None
+        raise ModelError(f"{key}: no such directory, and not a hub id: {name}") from None
     if cached or (not constants.HF_HUB_OFFLINE and _hub_reachable()):
         if cached and not constants.HF_HUB_OFFLINE and not _hub_reachable():
             os.environ["HF_HUB_OFFLINE"] = "1"  # use the cached copy at once instead of retrying for a minute
             constants.HF_HUB_OFFLINE = True
         return
-    raise ValueError(f"{key}: {name!r} is neither a local directory nor in the Hugging Face cache, and the hub "
+    raise ModelError(f"{key}: {name!r} is neither a local directory nor in the Hugging Face cache, and the hub "
                      f"{'is switched off (HF_HUB_OFFLINE=1)' if constants.HF_HUB_OFFLINE else 'cannot be reached'}. "
                      f"Download it once where there is network (`hf download {name}`), copy it here and point {key} "
                      "at the local directory; or run where the hub is reachable.")
@@ -105,7 +107,7 @@ def _naming_pickled_files(path: str):
     except pickle.UnpicklingError as e:
         files = sorted(str(f) for f in Path(path).glob("*.bin")) or [path]
         found = re.search(r"unsupported GLOBAL [\w.]+", str(e))
-        raise ValueError(f"{', '.join(files)}: refused: it holds pickled objects, not plain tensors"
+        raise ModelError(f"{', '.join(files)}: refused: it holds pickled objects, not plain tensors"
                          f"{f' ({found.group(0)})' if found else ''}; use safetensors weights") from None
 
 
@@ -113,10 +115,15 @@ def load_model(name: str, dtype: str = "float32", key: str = "model.name_or_path
     """Load a causal LM in ``dtype`` (``float32`` | ``bfloat16`` | ``float16`` | ``auto``); ``key`` names the
     setting in errors. Pickled weights (``pytorch_model.bin`` holding objects) are refused, naming the file."""
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     path = resolve_model_path(name, key)
     with _naming_pickled_files(path):
         return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+
+
+# The PEFT adapter name under which a run that starts from an existing adapter keeps a frozen copy of it: the
+# reference is then base + that adapter, never the bare base (:mod:`align.reference.build` reads it).
+REFERENCE_ADAPTER = "reference"
 
 
 def is_adapter(name: str) -> bool:
@@ -126,18 +133,16 @@ def is_adapter(name: str) -> bool:
 
 def load_policy(name: str, dtype: str = "float32") -> torch.nn.Module:
     """A causal LM to train. A PEFT adapter directory loads as its base model with that adapter trainable, plus
-    a frozen copy of the adapter under :data:`align.reference.REFERENCE_ADAPTER`: the run's reference is then
+    a frozen copy of the adapter under :data:`REFERENCE_ADAPTER`: the run's reference is then
     base + the adapter it started from, never the bare base."""
     if not is_adapter(name):
         return load_model(name, dtype)
     from peft import PeftModel
 
-    from align.reference.build import REFERENCE_ADAPTER
-
     path = resolve_model_path(name)
     base_name = json.loads((Path(path) / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base_name:
-        raise ValueError(f"{path}/adapter_config.json names no base_model_name_or_path")
+        raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path")
     with _naming_pickled_files(path):
         policy = PeftModel.from_pretrained(load_model(base_name, dtype), path, is_trainable=True)
         policy.load_adapter(path, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
@@ -160,9 +165,9 @@ def read_model_info(name: str) -> dict:
     try:
         info = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"unreadable {path}: {e}") from e
+        raise ModelError(f"unreadable {path}: {e}") from e
     if not isinstance(info, dict):
-        raise ValueError(f"unreadable {path}: expected a JSON object, got {type(info).__name__}")
+        raise ModelError(f"unreadable {path}: expected a JSON object, got {type(info).__name__}")
     return info
 
 
@@ -177,15 +182,24 @@ def load_reward_model(name: str, dtype: str = "float32", tokenizer: PreTrainedTo
     is new (randomly initialised), which is how reward-model training starts. The pad id the head pools by is
     set from ``tokenizer``."""
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     path = resolve_model_path(name)
     config = AutoConfig.from_pretrained(path)
     if getattr(config, "num_labels", 1) != 1 and is_reward_model(name):
-        raise ValueError(f"{name} has {config.num_labels} output labels; a reward model has exactly one")
+        raise ModelError(f"{name} has {config.num_labels} output labels; a reward model has exactly one")
     with _naming_pickled_files(path):
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=DTYPES[dtype])
     if tokenizer is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
         if tokenizer.pad_token_id == tokenizer.eos_token_id:
             log.warning("pad token = eos token: the reward is read at the last token that is not eos")
+    return model
+
+
+def check_finite_weights(model: torch.nn.Module, name: str, use: str = "it cannot be evaluated") -> torch.nn.Module:
+    """``model``, or a clear error if any weight is NaN or infinite (a broken run's model scores garbage and
+    sampling from it fails deep in ``generate``); ``use`` ends the message."""
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ModelError(f"{name} has non-finite weights ({len(bad)} tensors with NaN or inf, e.g. {bad[0]}): {use}")
     return model

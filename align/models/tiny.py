@@ -1,12 +1,14 @@
 """The embedded default: a tiny Llama-style causal LM and a byte-level BPE tokenizer, both built offline.
 
-The tokenizer is trained with `tokenizers` on the shipped preference data (no hub download) and carries a
-ChatML template, so the same code path as for a real chat model is exercised. The model is a LlamaConfig of a
-few million parameters with random weights from a fixed seed. Both are saved to a directory and reused.
+The tokenizer is trained with `tokenizers` on the preference data in ``$ALIGN_DATA_DIR`` when that is set (no hub
+download; see :func:`default_corpus_files`) and carries a ChatML template, so the same code path as for a real chat
+model is exercised. The model is a LlamaConfig of a few million parameters with random weights from a fixed seed.
+Both are saved to a directory named by the spec and the corpus, and reused.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -31,7 +33,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 @dataclass(frozen=True)
-class TinySpec:
+class TinyShape:
     """Shape of the embedded model. ~3.4 M parameters with the defaults."""
 
     vocab_size: int = 4096
@@ -47,10 +49,39 @@ class TinySpec:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
+TinySpec = TinyShape  # the former name
+
+
 def default_corpus_files() -> list[Path]:
-    """The shipped data in ``../shared/data`` beside the project (or ``$ALIGN_DATA_DIR``)."""
-    root = Path(os.environ.get("ALIGN_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    """The corpus the embedded tokenizer is trained on: the preference files (``hh_rlhf_harmless_base.jsonl.gz``,
+    ``oasst_en_trees.jsonl``) in the folder ``$ALIGN_DATA_DIR`` names. None when it is unset: the tokenizer is then
+    byte-level BPE with only the merges of a built-in line (every input still tokenizes, in more tokens)."""
+    root = os.environ.get("ALIGN_DATA_DIR")
+    if not root:
+        return []
+    root = Path(root).expanduser()
     return [p for p in (root / "hh_rlhf_harmless_base.jsonl.gz", root / "oasst_en_trees.jsonl") if p.exists()]
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def corpus_digest(files: list[Path]) -> str:
+    """12 hex digits naming the tokenizer's corpus by content (``none`` for no corpus): part of the embedded model's
+    directory name, so a tokenizer trained on other files (or on none) is never taken for this one."""
+    if not files:
+        return "none"
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        h.update(p.name.encode() + b"\0" + _file_digest(p.resolve(), st.st_size, st.st_mtime_ns).encode())
+    return h.hexdigest()[:12]
 
 
 def _texts(files: list[Path]) -> Iterator[str]:
@@ -95,7 +126,7 @@ def build_tokenizer(files: list[Path], vocab_size: int = 4096) -> PreTrainedToke
     )
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, spec: TinySpec = TinySpec()) -> LlamaForCausalLM:
+def build_model(tokenizer: PreTrainedTokenizerFast, spec: TinyShape = TinyShape()) -> LlamaForCausalLM:
     """A randomly initialised Llama-style model sized by ``spec`` with tied embeddings."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -114,13 +145,15 @@ def build_model(tokenizer: PreTrainedTokenizerFast, spec: TinySpec = TinySpec())
     return LlamaForCausalLM(config)
 
 
-def ensure_tiny(root: Path, spec: TinySpec = TinySpec()) -> Path:
-    """Build the embedded model and tokenizer under ``root`` once; later calls return the saved directory."""
+def ensure_tiny(root: Path, spec: TinyShape = TinyShape()) -> Path:
+    """Build the embedded model and tokenizer under ``root`` once; later calls return the saved directory (one per
+    spec and tokenizer corpus, see :func:`corpus_digest`)."""
     files = default_corpus_files()
-    out = root / f"tiny-{spec.digest()}"
+    out = root / f"tiny-{spec.digest()}-{corpus_digest(files)}"
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
         return out
-    log.info("building the embedded tiny model in %s (tokenizer trained on %d shipped files)", out, len(files))
+    log.info("building the embedded tiny model in %s (tokenizer trained on %d files of $ALIGN_DATA_DIR)", out,
+             len(files))
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     tokenizer = build_tokenizer(files, spec.vocab_size)
     model = build_model(tokenizer, spec)

@@ -1,6 +1,6 @@
 """The parts of ``align report`` for runs that learn from their own samples: GRPO (``summary.json`` with
 ``eval_before`` / ``eval`` from sampling, a ``completions.jsonl``) and ``align iterate`` (``eval_initial``, per-round
-``rounds``, ``round-K/samples.jsonl``). Markdown pieces and one plot; :mod:`align.report` puts them on the page."""
+``rounds``, ``round-K/samples.jsonl``). Markdown pieces and one plot; :mod:`align.run_report` puts them on the page."""
 
 from __future__ import annotations
 

@@ -30,22 +30,15 @@ from typing import Any
 
 import torch
 
-from align.config import RewardSpec
 from align.data.prompts import PromptExample
 from align.data.tokenize import TokenizedList, render
-from align.online.functions import resolve_function
+from align.errors import ConfigError, RewardError
+from align.rewards.functions import resolve_function
+from align.rewards.spec import RewardSpec
 
 RewardFunction = Callable[..., Sequence[float | None]]
 # Row fields that are not passed on as columns (TRL leaves out the same three).
 NOT_COLUMNS = frozenset({"prompt", "completion", "completion_ids"})
-
-
-class RewardError(ValueError):
-    """A reward source failed: it raised (``raised``: what), returned a wrong value, or did not return in time."""
-
-    def __init__(self, message: str, raised: BaseException | None = None):
-        super().__init__(message)
-        self.raised = raised
 
 
 def _one_line(x: Any, limit: int = 200) -> str:
@@ -120,11 +113,11 @@ class RewardSource:
                       transform: str = "none") -> RewardSource:
         """A source from a callable with TRL's reward-function signature (named after ``fn.__name__``)."""
         if not callable(fn):
-            raise ValueError(f"reward: {fn!r} is not callable")
+            raise ConfigError(f"reward: {fn!r} is not callable")
         if transform not in ("none", "rank"):
-            raise ValueError(f"reward transform must be 'none' or 'rank', got {transform!r}")
+            raise ConfigError(f"reward transform must be 'none' or 'rank', got {transform!r}")
         if not (isinstance(weight, (int, float)) and math.isfinite(weight)):
-            raise ValueError(f"reward weight must be a finite number, got {weight!r}")
+            raise ConfigError(f"reward weight must be a finite number, got {weight!r}")
         self = cls.__new__(cls)
         self.spec, self._fn, self._model, self._tokenizer, self._batch_size = None, fn, None, None, 16
         self.tally = UnscoredTally(1)
@@ -284,7 +277,7 @@ class RewardSource:
 def load_sources(specs: Sequence[RewardSpec], **kwargs: Any) -> list[RewardSource]:
     """Every reward source of a recipe, loaded (reward models onto ``device``)."""
     if not specs:
-        raise ValueError("no reward given: set at least one reward (a function 'module:function' or a model)")
+        raise ConfigError("no reward given: set at least one reward (a function 'module:function' or a model)")
     tally = UnscoredTally(len(specs))
     return [RewardSource(s, tally=tally, **kwargs) for s in specs]
 
@@ -333,29 +326,29 @@ def reward_sources(reward_funcs: Sequence[RewardFunction | RewardSpec | str | di
     Returns:
         One :class:`RewardSource` per entry; names are unique (a repeated name gets ``_2``, ``_3``, ...).
     """
-    from align.online.functions import modules_beside
+    from align.rewards.functions import modules_beside
 
     entries = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
     if not entries:
-        raise ValueError("reward_funcs: give at least one reward (a callable, 'module:function' or a model path)")
+        raise ConfigError("reward_funcs: give at least one reward (a callable, 'module:function' or a model path)")
     if reward_weights is not None:
         weights = list(reward_weights)
         if len(weights) != len(entries):
-            raise ValueError(f"reward_weights has {len(weights)} values for {len(entries)} reward_funcs")
+            raise ConfigError(f"reward_weights has {len(weights)} values for {len(entries)} reward_funcs")
     out: list[RewardSource] = []
     with modules_beside(*search_dirs):
         for i, entry in enumerate(entries):
             if callable(entry) and not isinstance(entry, (RewardSpec, torch.nn.Module)):
                 src = RewardSource.from_function(entry)
             elif isinstance(entry, torch.nn.Module):
-                raise ValueError(f"reward_funcs[{i}]: pass a reward model by its directory or hub id, not a loaded "
+                raise ConfigError(f"reward_funcs[{i}]: pass a reward model by its directory or hub id, not a loaded "
                                  "module (align loads it with its tokenizer)")
             else:
                 src = RewardSource(RewardSpec.of(entry), device=device, batch_size=batch_size)
             if reward_weights is not None:
                 w = weights[i]
                 if not (isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)):
-                    raise ValueError(f"reward_weights[{i}] must be a finite number, got {w!r}")
+                    raise ConfigError(f"reward_weights[{i}] must be a finite number, got {w!r}")
                 src.weight = float(w)
             out.append(src)
     tally = UnscoredTally(len(out))  # one count of unscored samples over all the run's sources

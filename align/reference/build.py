@@ -8,12 +8,9 @@ from typing import Any
 
 import torch
 
+from align.models.loading import REFERENCE_ADAPTER  # a PEFT policy's frozen reference adapter, named where it loads
 from align.reference.audit import DEFAULT_SAMPLES
 from align.reference.provider import CachedReference, LiveReference
-
-# The PEFT adapter name under which a run that starts from an existing adapter keeps a frozen copy of it: the
-# reference is then base + that adapter, never the bare base.
-REFERENCE_ADAPTER = "reference"
 
 
 def default_cache_root() -> Path:

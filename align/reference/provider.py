@@ -58,7 +58,13 @@ class CacheStats:
 
 
 class ReferenceProvider(abc.ABC):
-    """Reference log-probs of tokenized lists."""
+    """Reference log-probs of tokenized lists.
+
+    What a trainer may call, and all it calls (:meth:`align.trainers.base.PreferenceTrainer.prepare_reference`):
+    :meth:`bind_engine` once its model is inside an engine, :meth:`prefetch` on its data before the first step,
+    :meth:`lookup` (or :meth:`list_logps` / :meth:`token_logps`) per batch, and :meth:`release` of the policy once
+    training starts to change it; :attr:`stats` says what the last prefetch did.
+    """
 
     stats: CacheStats
 
@@ -80,6 +86,21 @@ class ReferenceProvider(abc.ABC):
         if not self.identity.per_token:
             raise CacheError("this reference holds no per-token values (per_token=False)")
         return [[e.tokens for e in row] for row in self.lookup(lists)]  # type: ignore[misc]
+
+    def prefetch(self, lists: Sequence[TokenizedList]) -> CacheStats:
+        """Make every entry of ``lists`` available before training and return :attr:`stats`. Here nothing: a
+        provider that scores on demand has nothing to do ahead. In a distributed run every rank calls it."""
+        return self.stats
+
+    def bind_engine(self, engine_managed: bool) -> None:
+        """Say whether the model that computes missing values now runs inside a DeepSpeed engine (ZeRO-3 then
+        gathers its parameters per layer itself). Here nothing: no model of its own."""
+        return None
+
+    def release(self, model: torch.nn.Module) -> None:
+        """Stop computing with ``model``: the trainer is about to change its weights (the policy was its own
+        reference until the first step). Values already made stay available. Here nothing: no model of its own."""
+        return None
 
 
 class LiveReference(ReferenceProvider):
@@ -116,6 +137,9 @@ class LiveReference(ReferenceProvider):
                                                   adapter=self.adapter)
             self.stats.key = self._identity.key
         return self._identity
+
+    def bind_engine(self, engine_managed: bool) -> None:
+        self.engine_managed = engine_managed
 
     @contextlib.contextmanager
     def _peft_mode(self) -> Iterator[None]:
@@ -261,6 +285,16 @@ class CachedReference(ReferenceProvider):
                 self._memory.update(found)
         return [[self._memory[k] for k in row] for row in keys]
 
+    def bind_engine(self, engine_managed: bool) -> None:
+        if self.live is not None:
+            self.live.bind_engine(engine_managed)
+
+    def release(self, model: torch.nn.Module) -> None:
+        """Drop the live reference if it is ``model`` itself (a PEFT model's reference mode, adapters disabled or
+        the frozen reference adapter, stays valid while its trainable adapter changes)."""
+        if self.live is not None and self.live.model is model and not hasattr(model, "peft_config"):
+            self.live = None
+
     def prefetch(self, lists: Sequence[TokenizedList]) -> CacheStats:
         """Make every entry of ``lists`` available: read the store, compute and write what is missing.
 
@@ -318,7 +352,7 @@ class CachedReference(ReferenceProvider):
                 continue
             assigned.update(row[j] for j in slots)
             current.lists.append(TokenizedList(t.prompt_ids, tuple(t.response_ids[j] for j in slots),
-                                               tuple(t.scores[j] for j in slots), t.row, t.subset))
+                                               tuple(t.labels[j] for j in slots), t.row, t.subset))
             current.keys += [row[j] for j in slots]
             if len(current.keys) >= self.shard_size:
                 chunks.append(current)

@@ -5,7 +5,7 @@ separated by ``>``, commas or whitespace; the canonical form is RankGPT's ``"[2]
 2023, "Is ChatGPT Good at Search?"), and ``"2 0 1"`` or ``"2, 0, 1"`` read the same. Text from an end-of-turn
 marker on is ignored. The output must be a full permutation of ``0..n-1``.
 
-Reward: NDCG@k of that order against the gold relevance, with the convention of :mod:`align.metrics`:
+Reward: NDCG@k of that order against the gold relevance, with the convention of :mod:`align.ranking_metrics`:
 gain 2^rel − 1, discount 1 / log2(1 + rank) for 1-based rank ≤ k; IDCG from the relevance sorted descending;
 a list whose ideal DCG is 0 (every relevance 0) scores 1. A malformed output scores ``format_penalty``
 and its reason is counted.
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from align.metrics import _dcg
+from align.ranking_metrics import _dcg
 from align.rewards.text import completion_text
 
 END_MARKERS = ("<|im_end|>", "<|endoftext|>")

@@ -1,6 +1,6 @@
 """The runs behind each claim of ``docs/results.md``, on the built-in sort task, through the library's own entry points
-(``align.train``, ``align iterate``'s :func:`~align.iterate.run_iterate`, ``align.evaluate``): nothing here trains or
-scores by itself.
+(``align train``'s :func:`~align.pipeline.run_training`, ``align iterate``'s :func:`~align.iterate.run_iterate`,
+``align eval``'s :func:`~align.evaluation.run.run_eval`): nothing here trains or scores by itself.
 
 One SFT model (the embedded tiny model fine-tuned on correct answers) is built once and shared by every arm and seed:
 it is the starting policy and the reference of the offline arms, it samples the preference lists, and GRPO and the
@@ -83,6 +83,26 @@ def _json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _train(recipe: str | Path, overrides: list[str], out: Path) -> dict[str, Any]:
+    """``align.train(recipe, overrides, output_dir=out, overwrite=True, quiet=True)``, from the runs layer."""
+    from align.config import load_recipe
+    from align.console import quiet
+    from align.pipeline import run_training
+
+    with quiet():
+        return run_training(load_recipe(recipe, overrides), out, overwrite=True, progress=False,
+                            search_dirs=[Path(recipe).resolve().parent, Path.cwd()])
+
+
+def _evaluate(model: str, data: str, **options: Any) -> dict[str, Any]:
+    """``align.evaluate(model, data, quiet=True, **options)``, from the runs layer."""
+    from align.console import quiet
+    from align.evaluation.run import EvalRequest, run_eval
+
+    with quiet():
+        return run_eval(EvalRequest(model=str(model), data=str(data), progress=False, **options))
+
+
 def _write(path: Path, obj: Any) -> Any:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -132,7 +152,8 @@ class Study:
         maps a file stem to (the first K samples used, ``lists`` or ``best_worst``)."""
         from align.data.prompts import load_prompts, tokenize_prompts
         from align.models.loading import load_model, load_tokenizer
-        from align.tasks.preferences import prompt_rows, ranked_rows, sample_texts
+        from align.online.task_lists import prompt_rows, sample_texts
+        from align.tasks.preferences import ranked_rows
 
         d = self.work / "data" / name
         files = {stem: d / f"{stem}.jsonl" for stem in builds}
@@ -187,8 +208,6 @@ class Study:
         With ``signal`` (the logged training loss, or reward with ``higher``) the stopping rule of
         :func:`~align.study.stats.stopping_step` picks the policy: a checkpoint is kept at every window's end, and
         the summary's ``model_dir`` is the chosen one, its ``stopping`` the rule's record."""
-        import align
-
         out = self.work / "runs" / name / f"seed-{seed}"
         budget = recipe["train"]["max_steps"]
         if signal:
@@ -196,8 +215,7 @@ class Study:
             recipe["train"] |= {"logging_steps": 1, "save_steps": width, "save_total_limit": self.s.windows + 1}
         summary = _json(out / "summary.json")
         if summary is None:
-            summary = align.train(str(self._recipe(name, recipe)), [f"train.seed={seed}"], output_dir=out,
-                                  overwrite=True, quiet=True)
+            summary = _train(self._recipe(name, recipe), [f"train.seed={seed}"], out)
             self.log(f"trained {name} seed {seed}: {summary['steps']} steps, loss {summary['train_loss_first']} → "
                      f"{summary['train_loss_last']}, {summary.get('train_seconds')} s")
         if signal:
@@ -281,8 +299,6 @@ class Study:
     def hh_dpo(self, seed: int) -> dict[str, Any]:
         """``recipes/dpo_tiny.yaml`` (DPO on HH-RLHF) for ``hh_steps`` steps; its SFT stage is run once (first seed)
         and its model shared by the other seeds."""
-        import align
-
         out = self.work / "runs" / "hh-dpo" / f"seed-{seed}"
         if (out / "summary.json").exists():
             return _json(out / "summary.json")
@@ -294,8 +310,7 @@ class Study:
             over += [f"model.name_or_path={_json(shared)['model']}", "sft.enabled=false"]
         else:
             over.append(f"model.name_or_path={self.s.base_model}")
-        summary = align.train(str(REPO / "recipes" / "dpo_tiny.yaml"), over, output_dir=out, overwrite=True,
-                              quiet=True)
+        summary = _train(REPO / "recipes" / "dpo_tiny.yaml", over, out)
         if not shared.exists():
             _write(shared, {"model": summary["start_model"]})
         self.log(f"trained hh-dpo seed {seed}: {summary['steps']} steps, {summary.get('train_seconds')} s")
@@ -308,7 +323,7 @@ class Study:
         from align.data.prompts import load_prompts, tokenize_prompts
         from align.evaluation.task import PASS_KS, task_report, task_sources
         from align.models.loading import load_model, load_tokenizer
-        from align.online.evaluate import evaluate_by_sampling
+        from align.evaluation.sampling import evaluate_by_sampling
         from align.tasks.common import pass_at_k
 
         path = self.work / "evals" / run / f"seed-{seed}" / "true_reward.json"
@@ -337,7 +352,6 @@ class Study:
         model), and the ECE of σ(β·h) against the true preference probability of each pair."""
         import torch
 
-        import align
         from align.evaluation.calibration import ece_against
         from align.tasks.common import preference_probability
 
@@ -346,9 +360,9 @@ class Study:
         if done is not None and "per_list" in done:
             return done
         per = path.with_name("per_example.jsonl")
-        r = align.evaluate(model, str(self.calibration_lists()), scorer="implicit", reference=self.sft,
-                           betas=(beta,), resamples=0, per_example=str(per), max_prompt_length=32,
-                           max_response_length=16, quiet=True)
+        r = _evaluate(model, str(self.calibration_lists()), scorer="implicit", reference=self.sft,
+                      betas=(beta,), resamples=0, per_example=str(per), max_prompt_length=32,
+                      max_response_length=16)
         pred, true = [], []
         for line in per.read_text().splitlines():
             row = json.loads(line)
@@ -369,15 +383,13 @@ class Study:
 
     def hh_ranking(self, model: str, seed: int, beta: float) -> dict[str, Any]:
         """Observed and idealized ranking accuracy of an HH DPO policy on HH's held-out split."""
-        import align
-
         path = self.work / "evals" / "hh-dpo" / f"seed-{seed}" / "ranking.json"
         done = _json(path)
         if done is not None and "per_list" in done:
             return done
         per = path.with_name("per_example.jsonl")
-        r = align.evaluate(model, str(HH), split="eval", betas=(beta,), resamples=0, max_prompt_length=96,
-                           max_response_length=64, max_rows=self.s.hh_eval_rows, per_example=str(per), quiet=True)
+        r = _evaluate(model, str(HH), split="eval", betas=(beta,), resamples=0, max_prompt_length=96,
+                      max_response_length=64, max_rows=self.s.hh_eval_rows, per_example=str(per))
         out = {"observed": r["observed_ranking_accuracy"]["summed"],
                "idealized": r["idealized_ranking_accuracy"][f"{beta:g}"]["summed"], "lists": r["n_lists"],
                "beta": beta, "per_list": per_list_accuracy([json.loads(x) for x in per.read_text().splitlines()],

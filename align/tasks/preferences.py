@@ -7,7 +7,8 @@ except that here the reward is the truth. Because each response has a true score
 population of raters prefers a to b is known under a Bradley–Terry model (:func:`align.tasks.preference_probability`):
 P(a ≻ b) = σ((s_a − s_b) / T). T is a stated temperature (:data:`DEFAULT_TEMPERATURE`); it sets how noisy the
 raters are, and the calibration of a trained model's σ(β·h) is measured against these probabilities
-(:func:`align.evaluation.calibration.ece_against`).
+(:func:`align.evaluation.calibration.ece_against`). Sampling the lists from a model is
+:mod:`align.online.task_lists` (the sampling layer, above the tasks).
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from typing import Any
 
 import torch
 
-from align.data.prompts import TokenizedPrompt
-from align.online.generation import seeded_sample
 from align.rewards.grouping import Build, rank_group
 from align.tasks import task_module
 from align.tasks.common import preference_probability
@@ -66,31 +65,6 @@ def ranked_rows(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[s
         else:
             out.append(r)
     return out, skipped
-
-
-def sample_texts(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[TokenizedPrompt], k: int, *,
-                 max_new_tokens: int, sampling_temperature: float = 1.0, seed: int = 0, batch_size: int = 64
-                 ) -> list[list[str]]:
-    """``k`` completions of each prompt sampled from ``model`` (seeded; the global RNG is left as it was)."""
-    s = seeded_sample(model, tokenizer, [p.prompt_ids for p in prompts], n=k, max_new_tokens=max_new_tokens,
-                      temperature=sampling_temperature, batch_size=batch_size, seed=seed)
-    return s.texts
-
-
-def prompt_rows(prompts: Sequence[TokenizedPrompt]) -> list[dict[str, Any]]:
-    """The task rows behind tokenized prompts (``prompt`` and the other columns, e.g. ``answer``)."""
-    return [{"prompt": p.example.prompt, **p.example.columns} for p in prompts]
-
-
-def sample_ranked_rows(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[TokenizedPrompt], task: str, k: int,
-                       *, max_new_tokens: int, sampling_temperature: float = 1.0, build: Build = "lists",
-                       temperature: float = DEFAULT_TEMPERATURE, seed: int = 0, batch_size: int = 64
-                       ) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """Sample ``k`` completions of each prompt from ``model`` (seeded) and :func:`ranked_rows` them.
-    ``prompts`` carry the task's rows (their ``example``: prompt and ``answer``)."""
-    texts = sample_texts(model, tokenizer, prompts, k, max_new_tokens=max_new_tokens,
-                         sampling_temperature=sampling_temperature, seed=seed, batch_size=batch_size)
-    return ranked_rows(prompt_rows(prompts), texts, task, build, temperature)
 
 
 def true_pair_probabilities(row: dict[str, Any]) -> list[tuple[int, int, float]]:

@@ -21,10 +21,11 @@ from transformers import Trainer
 
 from align.data.tokenize import TokenizedList
 from align.distributed import gather_objects
+from align.errors import ConfigError, DataError
 from align.forward import PackingPlan, PolicyOutput, lists_forward, log_once, packing_plan
 from align.losses import ListScores, LossOutput, LossSpec
-from align.losses.metrics import pair_logps_metrics
-from align.metrics import list_metrics
+from align.losses.reward_metrics import pair_logps_metrics
+from align.ranking_metrics import list_metrics
 from align.reference import CacheStats, ReferenceProvider, reference_for
 from align.trainers.step import LossStepMixin
 
@@ -56,12 +57,12 @@ class ListDataset(Dataset):
         from align.data.tokenize import tokenize_examples
 
         if tokenizer is None:
-            raise ValueError("a dataset of rows needs the tokenizer (processing_class) to become token lists")
+            raise ConfigError("a dataset of rows needs the tokenizer (processing_class) to become token lists")
         examples, report = examples_from_rows(rows, format=format, columns=columns, source_name="dataset")
         lists, truncation = tokenize_examples(examples, tokenizer, max_prompt_length=max_prompt_length,
                                               max_response_length=max_response_length)
         if not lists:
-            raise ValueError(f"no usable lists in the dataset (skipped: {dict(report.skipped) or 'none'})")
+            raise DataError(f"no usable lists in the dataset (skipped: {dict(report.skipped) or 'none'})")
         ds = cls(lists)
         ds.report, ds.truncation = report, truncation
         return ds
@@ -157,17 +158,11 @@ class PreferenceTrainer(LossStepMixin, Trainer):
                                            progress=not self.args.disable_tqdm)
             if self._reference_is_policy_given is None:
                 self.reference_is_policy = True
-        live = getattr(self.reference, "live", None)
-        if live is not None:
-            live.engine_managed = engine
-        lists = [t for d in missing for t in d.lists]
-        prefetch = getattr(self.reference, "prefetch", None)
-        self.reference_stats = prefetch(lists) if prefetch else self.reference.stats
+        self.reference.bind_engine(engine)
+        self.reference_stats = self.reference.prefetch([t for d in missing for t in d.lists])
         for d in missing:
             d.with_reference(self.reference)
-        if live is not None and live.model is self.model and not hasattr(self.model, "peft_config"):
-            # The policy itself was the reference; from the first step on it no longer is.
-            self.reference.live = None
+        self.reference.release(self.model)  # the policy may have been its own reference; from the first step on not
         if self.args.process_index == 0:
             log.info("reference cache %s: %d hits, %d computed in %.1fs", self.reference_stats.key,
                      self.reference_stats.hits, self.reference_stats.computed, self.reference_stats.seconds)

@@ -16,10 +16,12 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from align.errors import AlignError
+
 log = logging.getLogger("align")
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(AlignError, RuntimeError):
     """Training produced a NaN or infinite loss or gradient (and the recipe did not ask to skip it)."""
 
 

@@ -411,8 +411,9 @@ class RolloutTrainer(LossStepMixin, Trainer):
         return out
 
     def evaluate(self, *args, **kwargs):
-        """Held-out prompts are scored by sampling after training (:func:`align.online.evaluate.evaluate_by_sampling`);
-        the trainer's own evaluation loop has no labelled batches to run."""
+        """Held-out prompts are scored by sampling after training
+        (:func:`align.evaluation.sampling.evaluate_by_sampling`); the trainer's own evaluation loop has no labelled
+        batches to run."""
         return {}
 
     def generated_samples(self, prompts: Sequence[TokenizedPrompt], n: int, *, greedy: bool = False) -> Samples:

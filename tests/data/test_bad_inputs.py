@@ -44,7 +44,7 @@ def test_lenient_load_gives_the_expected_skips(case: BadInput):
         examples, report = load_examples(case.path, format=fmt, columns=case.columns)
         assert (len(examples), dict(report.skipped)) == (case.examples, case.skipped), fmt
         assert report.examples == len(examples) and sum(report.formats.values()) == len(examples)
-        assert all(math.isfinite(s) and abs(s) <= 3.4028234663852886e38 for ex in examples for s in ex.scores)
+        assert all(math.isfinite(s) and abs(s) <= 3.4028234663852886e38 for ex in examples for s in ex.labels)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

@@ -45,7 +45,7 @@ def _oasst_raw() -> list[dict]:
 
 
 def _all_finite(examples: list[RankedExample]) -> bool:
-    return all(math.isfinite(s) for ex in examples for s in ex.scores)
+    return all(math.isfinite(s) for ex in examples for s in ex.labels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def test_hh_counts_match_an_independent_count(hh):
     assert report.skipped["identical responses"] == expected["identical responses"] == 0
     assert dict(report.skipped) == {k: v for k, v in expected.items() if v}
     assert report.examples == len(examples) == 1500 - sum(expected.values()) == 1495
-    assert all(ex.label_kind == "pair" and ex.scores == (1.0, 0.0) and len(ex.responses) == 2 for ex in examples)
+    assert all(ex.label_kind == "pair" and ex.labels == (1.0, 0.0) and len(ex.responses) == 2 for ex in examples)
     assert _all_finite(examples)
     assert [ex.row for ex in examples] == sorted({ex.row for ex in examples})
 
@@ -129,7 +129,7 @@ def test_oasst_counts(oasst):
     assert min(sizes) == 2 and max(sizes) == 9 and sizes.most_common(1)[0][0] == 3
     for ex in examples:
         assert ex.label_kind == "rank"
-        assert all(a >= b for a, b in zip(ex.scores, ex.scores[1:]))  # ordered by rank, best first
+        assert all(a >= b for a, b in zip(ex.labels, ex.labels[1:]))  # ordered by rank, best first
         assert ex.prompt[-1]["role"] == "user"
         assert [m["role"] for m in ex.prompt] == ["user", "assistant"] * (len(ex.prompt) // 2) + ["user"]
     assert _all_finite(examples)
@@ -160,7 +160,7 @@ def test_oasst_list_by_hand(oasst):
     ranked = sorted((r for r in node["replies"] if r.get("rank") is not None), key=lambda r: r["rank"])
     assert len(ranked) == 3 and len(node["replies"]) == 4
     assert ex.responses == tuple(r["text"].strip() for r in ranked)
-    assert ex.scores == (0.0, -1.0, -2.0)
+    assert ex.labels == (0.0, -1.0, -2.0)
     # The root of the first tree: one user message and its three replies in rank order.
     first = examples[0]
     root = raw[0]["prompt"]
@@ -501,7 +501,7 @@ def test_columns_map_the_data_fields_onto_a_format(tmp_path):
     path = _write_jsonl(tmp_path / "ranked.jsonl", [json.dumps(r) for r in rows])
     (ex,), report = load_examples(path, columns={"instruction": "prompt", "completions": "responses",
                                                  "ratings": "scores"})
-    assert ex.scores == (1.0, 3.0, 2.0) and ex.label_kind == "score" and report.formats == {"ranked": 1}
+    assert ex.labels == (1.0, 3.0, 2.0) and ex.label_kind == "score" and report.formats == {"ranked": 1}
 
 
 def test_bad_column_mappings_are_clear_errors(tmp_path):
@@ -641,3 +641,18 @@ def test_text_encodings_and_suffixes(tmp_path):
         (tmp_path / name).write_bytes(data)
         examples, report = load_examples(tmp_path / name)
         assert examples == reference and not report.skipped, name
+
+
+def test_scores_is_a_deprecated_read_only_alias_of_labels():
+    import warnings
+
+    from align.data.example import RankedExample
+    from align.data.tokenize import TokenizedList
+
+    for item in (RankedExample("p", ("a", "b"), (1.0, 0.0)), TokenizedList((1,), ((2,), (3,)), (1.0, 0.0))):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert item.scores == item.labels == (1.0, 0.0)
+        assert [w.category for w in caught] == [DeprecationWarning]
+        with pytest.raises(AttributeError):
+            item.scores = (0.0, 1.0)

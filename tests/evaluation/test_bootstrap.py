@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from align.evaluation.bootstrap import bootstrap_weights, percentile_interval
-from align.evaluation.report import METRIC_KEYS, score_report
+from align.evaluation.ranking import METRIC_KEYS, score_report
 
 
 def test_bootstrap_weights_are_counts_summing_to_n():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from align.evaluation.idealized import DEFAULT_BETAS, UNANIMOUS_ALPHA, idealized_by_beta, idealized_correct
 from align.losses import DPOLossConfig, ListScores, dpo_loss
-from align.metrics import pairwise_accuracy
+from align.ranking_metrics import pairwise_accuracy
 
 LOG_ODDS_999 = 6.906754778648554  # log(0.999 / 0.001) = log(999)
 

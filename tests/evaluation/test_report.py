@@ -9,12 +9,12 @@ import torch
 
 from align.data.tokenize import TokenizedList
 from align.evaluation.bootstrap import bootstrap_weights
-from align.evaluation.report import METRIC_KEYS, list_tensors, ranking_report, report_scores, score_report
+from align.evaluation.ranking import METRIC_KEYS, list_tensors, ranking_report, report_scores, score_report
 
 
 def _tl(lengths: tuple[int, ...], scores: tuple[float, ...], row: int = -1) -> TokenizedList:
     return TokenizedList(prompt_ids=(1, 2), response_ids=tuple(tuple(range(3, 3 + n)) for n in lengths),
-                         scores=scores, row=row)
+                         labels=scores, row=row)
 
 
 def _mixed_lists(n: int = 40) -> list[TokenizedList]:

@@ -10,8 +10,8 @@ import torch
 
 from align.cli import main
 from align.data.prompts import PromptExample, TokenizedPrompt
+from align.evaluation.sampling import score_samples
 from align.evaluation.task import task_report, task_sources
-from align.online.evaluate import score_samples
 from align.online.generation import Samples
 
 

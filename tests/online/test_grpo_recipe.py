@@ -13,7 +13,7 @@ import statistics
 import pytest
 
 from align.config import load_recipe
-from align.online.run import run_grpo
+from align.online_run import run_grpo
 from tests.conftest import REPO
 
 

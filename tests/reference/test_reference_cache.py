@@ -121,8 +121,8 @@ def test_a_subset_a_reordering_and_a_reshaped_list_all_hit(built, model, tok, li
     again = cached(cache.store.root, _NoForward(model), tok)
     reordered = lists[::-1][:17]
     t = lists[3]  # K = 4: the same sequences split into two lists of two
-    reshaped = [TokenizedList(t.prompt_ids, t.response_ids[:2], t.scores[:2]),
-                TokenizedList(t.prompt_ids, t.response_ids[2:], t.scores[2:])]
+    reshaped = [TokenizedList(t.prompt_ids, t.response_ids[:2], t.labels[:2]),
+                TokenizedList(t.prompt_ids, t.response_ids[2:], t.labels[2:])]
     stats = again.prefetch(reordered + reshaped)
     assert stats.computed == 0 and stats.hits == _entries(reordered + reshaped)
     _assert_close(_values(again, reshaped), [_values(cache, [t])[0][:2], _values(cache, [t])[0][2:]], tol=0)
@@ -131,7 +131,7 @@ def test_a_subset_a_reordering_and_a_reshaped_list_all_hit(built, model, tok, li
 def test_new_sequences_compute_only_themselves(built_copy, model, tok, examples, lists, monkeypatch):
     root, _ = built_copy
     e = examples[17]
-    edited = RankedExample(e.prompt, (e.responses[0] + " edited",) + e.responses[1:], e.scores, e.label_kind, e.row)
+    edited = RankedExample(e.prompt, (e.responses[0] + " edited",) + e.responses[1:], e.labels, e.label_kind, e.row)
     more, _ = tokenize_examples(examples[:17] + [edited], tok)
     seen = _counting(monkeypatch)
     stats = cached(root, model, tok).prefetch(more)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from align.study.claims import claims, collect, distances
-from align.study.report import environment, markdown
+from align.study.results import environment, markdown
 from align.study.runs import Settings, Study
 
 

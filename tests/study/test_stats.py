@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from align.study.report import claim_table, markdown
+from align.study.results import claim_table, markdown
 from align.study.stats import compare, mean_ci, t_quantile
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from align.evaluation.calibration import ece_against
+from align.online.task_lists import sample_ranked_rows
 from align.tasks.preferences import (
     ranked_row,
     ranked_rows,
-    sample_ranked_rows,
     true_pair_probabilities,
     true_preferences,
 )

@@ -10,7 +10,7 @@ import matplotlib.image
 import pytest
 
 from align.cli import main
-from align.report import curves, group_of, load_log_history
+from align.run_report import curves, group_of, load_log_history
 from tests.tracking.conftest import STEPS
 
 

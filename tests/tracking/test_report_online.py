@@ -12,8 +12,8 @@ import torch
 
 from align.cli import main
 from align.data.prompts import prompts_from_rows
+from align.evaluation.sampling import score_samples
 from align.online.completions import CompletionLog
-from align.online.evaluate import score_samples
 from align.online.generation import Samples
 from align.online.scoring import RewardSource
 

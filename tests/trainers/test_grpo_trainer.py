@@ -11,7 +11,7 @@ import pytest
 import align.trainers.grpo as grpo_module
 from align.config import load_recipe
 from align.online.engines import SharedPrefixEngine
-from align.online.run import run_grpo
+from align.online_run import run_grpo
 
 TASK = "task:sort?n=40&seed=0&min_len=2&max_len=3&max_digit=5"
 

@@ -315,9 +315,9 @@ def _hand_mean_loss(r: torch.Tensor, lists, loss_type: str) -> torch.Tensor:
         k = len(t.response_ids)
         if loss_type == "bt":
             terms += [-torch.nn.functional.logsigmoid(r[b, i] - r[b, j])
-                      for i in range(k) for j in range(k) if t.scores[i] > t.scores[j]]
+                      for i in range(k) for j in range(k) if t.labels[i] > t.labels[j]]
         else:  # Plackett–Luce of the labelled order (labels are distinct here)
-            s = r[b, sorted(range(k), key=lambda i: -t.scores[i])]
+            s = r[b, sorted(range(k), key=lambda i: -t.labels[i])]
             terms.append(-sum(s[i] - torch.logsumexp(s[i:], 0) for i in range(k)))
     return torch.stack(terms).mean()
 
@@ -371,7 +371,7 @@ def test_training_fits_the_training_set_and_saved_model_reloads(rm_dir, tok, tmp
     # evaluation runs the same objective: one batch of all 8 lists gives the mean BT loss over all 16 pairs
     r = reward_scores(model, lists, pad_token_id=tok.pad_token_id)
     pair_losses = [_nls((r[b, i] - r[b, j]).item()) for b, t in enumerate(lists)
-                   for i in range(len(t.scores)) for j in range(len(t.scores)) if t.scores[i] > t.scores[j]]
+                   for i in range(len(t.labels)) for j in range(len(t.labels)) if t.labels[i] > t.labels[j]]
     assert len(pair_losses) == 16
     assert trainer.evaluate()["eval_loss"] == pytest.approx(sum(pair_losses) / 16, rel=1e-4, abs=1e-7)
 

@@ -1,4 +1,4 @@
-"""Importing user reward functions named ``module:function`` (light: the config checks them at recipe load).
+"""Importing user reward functions named ``module:function`` (light: the recipe schema checks them at load).
 
 Where the module is looked up: first in the given directories (for a recipe, the recipe's own directory: a
 ``myrewards.py`` or a package ``myrewards/`` beside the YAML file), then on Python's import path (``sys.path``:
@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
+
+from align.errors import ConfigError
 
 # The directories searched first while a recipe is being loaded (set by align.config.load_recipe).
 _MODULE_DIRS: ContextVar[tuple[Path, ...]] = ContextVar("reward_module_dirs", default=())
@@ -74,17 +76,17 @@ def _prefer(module: str, dirs: Sequence[Path]) -> None:
             spec.loader.exec_module(mod)
         except Exception as e:
             del sys.modules[top]
-            raise ValueError(f"reward module {path} cannot be imported: {type(e).__name__}: {e}") from e
+            raise ConfigError(f"reward module {path} cannot be imported: {type(e).__name__}: {e}") from e
         _BESIDE[top] = d
         return
 
 
 def resolve_function(path: str, search_dirs: Sequence[str | Path] = ()) -> Callable[..., Sequence[float | None]]:
     """The function ``module:function`` names (importing the module, looked up in ``search_dirs``, then in the
-    directories of :func:`modules_beside`, then on the import path); a clear ValueError if it cannot be had."""
+    directories of :func:`modules_beside`, then on the import path); a one-line ConfigError if it cannot be had."""
     module, sep, name = path.partition(":")
     if not sep or not module or not name:
-        raise ValueError(f"reward function {path!r}: expected 'module:function'")
+        raise ConfigError(f"reward function {path!r}: expected 'module:function'")
     dirs = [Path(d).resolve() for d in search_dirs] + list(module_dirs())
     _prefer(module, dirs)
     try:
@@ -95,11 +97,11 @@ def resolve_function(path: str, search_dirs: Sequence[str | Path] = ()) -> Calla
         shadow = next((d for d in dirs if origin != d and ((d / f"{module.split('.')[0]}.py").is_file())), None)
         hint = f" (the module imported is {origin}; the one in {shadow} has the name of a module imported " \
             "before: rename it)" if shadow else ""
-        raise ValueError(f"reward function {path!r} cannot be imported: {e}{hint}") from e
+        raise ConfigError(f"reward function {path!r} cannot be imported: {e}{hint}") from e
     except ImportError as e:
         where = f" (looked beside the recipe in {', '.join(map(str, dict.fromkeys(dirs)))}, then on sys.path)" \
             if dirs else " (looked on sys.path)"
-        raise ValueError(f"reward function {path!r} cannot be imported: {e}{where}") from e
+        raise ConfigError(f"reward function {path!r} cannot be imported: {e}{where}") from e
     if not callable(fn):
-        raise ValueError(f"reward function {path!r} is not callable")
+        raise ConfigError(f"reward function {path!r} is not callable")
     return fn

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from transformers.trainer_utils import get_last_checkpoint
 
+from align.errors import DataError, RunDirError
 from align.online.report import plot_sampling_eval, rounds_table, samples_section, sampling_eval_table
 from align.run_summary import (
     SCORER_LABELS,
@@ -47,7 +48,7 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
+        raise DataError(f"{path}: not valid JSON ({e})") from e
 
 
 def load_log_history(run_dir: str | Path) -> tuple[list[dict[str, Any]], Path | None]:
@@ -68,7 +69,7 @@ def load_log_history(run_dir: str | Path) -> tuple[list[dict[str, Any]], Path | 
             return [], None
         history = (read_json(path) or {}).get("log_history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        raise ValueError(f"{path}: expected a list of log dicts")
+        raise DataError(f"{path}: expected a list of log dicts")
     return history, path
 
 
@@ -261,11 +262,11 @@ def write_report(run_dir: str | Path, output: str | Path | None = None,
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
     if not summary_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no summary.json, so not a finished align run "
+        raise RunDirError(f"{run_dir}: no summary.json, so not a finished align run "
                                 "(`align train` writes it when the run ends)")
     summary = read_json(summary_path)
     if not isinstance(summary, dict):
-        raise ValueError(f"{summary_path}: expected a JSON object")
+        raise DataError(f"{summary_path}: expected a JSON object")
     recipe = read_json(run_dir / "recipe.json") if (run_dir / "recipe.json").is_file() else None
     history, source = load_log_history(run_dir)
     page = Path(output) if output else run_dir / "report.md"

@@ -11,7 +11,7 @@ import torch
 from align.data.tokenize import TokenizedList
 from align.evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_weights, percentile_interval
 from align.forward import sharded_scores
-from align.metrics import LIST_KEYS, aggregate, per_list_metrics
+from align.ranking_metrics import LIST_KEYS, aggregate, per_list_metrics
 
 METRIC_KEYS: tuple[str, ...] = ("pairwise_accuracy", "pairwise_accuracy_ties_correct", *LIST_KEYS)
 
@@ -23,7 +23,7 @@ def list_tensors(lists: Sequence[TokenizedList]) -> tuple[torch.Tensor, torch.Te
         len(lists), k)
     for i, t in enumerate(lists):
         n = len(t.response_ids)
-        labels[i, :n], mask[i, :n] = torch.tensor(t.scores), True
+        labels[i, :n], mask[i, :n] = torch.tensor(t.labels), True
         lengths[i, :n] = torch.tensor([len(r) for r in t.response_ids], dtype=torch.float32)
     return labels, mask, lengths
 

@@ -1,6 +1,6 @@
 """One GRPO run end to end: prompts → (SFT on their answers) → policy → sampling evaluation → GRPO → sampling
 evaluation → model, summary.json (with the reward curve), log_history.json and the model card. Orchestration
-only, like :mod:`align.pipeline`, whose functions it shares."""
+only, like :mod:`align.pipeline`; the parts both share are in :mod:`align.run_setup`."""
 
 from __future__ import annotations
 
@@ -12,16 +12,26 @@ from typing import Any
 
 import torch
 
-from align.config import ConfigError, Recipe, preflight, to_dict
+from align.config import Recipe, preflight, to_dict
 from align.data.example import LoadReport
 from align.data.loaders import EVAL_COLUMNS_HINT, require_examples, split_examples
 from align.data.prompts import TokenizedPrompt, load_prompts, prompts_from_rows, tokenize_prompts
 from align.distributed import barrier, is_main, is_zero3_partitioned
+from align.errors import ConfigError, DataError, ModelError
+from align.evaluation.sampling import evaluate_by_sampling, paired_gain
 from align.io import write_json
 from align.modelcard import write_model_card
-from align.models.loading import is_adapter, load_policy, load_tokenizer, resolve_model_path
-from align.online.evaluate import evaluate_by_sampling, paired_gain
+from align.models.loading import check_finite_weights, is_adapter, load_policy, load_tokenizer, resolve_model_path
 from align.online.scoring import RewardFunction, load_sources, reward_sources, unscored_callback
+from align.run_setup import (
+    disable_dropout,
+    maybe_lora,
+    peak_memory_mb,
+    resolve_path,
+    run_sft,
+    save_trained,
+    training_arguments,
+)
 from align.runstate import RunState, check_no_links, claim_output_dir, prepare_output_dir
 from align.tracking import add_run_info, check_report_to
 from align.trainers.grpo import GRPOLossConfig, GRPOTrainer, PromptDataset
@@ -36,8 +46,6 @@ def load_prompt_data(recipe: Recipe, tokenizer: Any, search_dirs: Sequence[str |
     """Train and held-out prompts of the recipe (split by prompt, as the offline data), tokenized; and how many
     prompts were truncated. ``train_rows`` / ``eval_rows`` (a ``datasets.Dataset`` or a list of dicts) replace
     ``data.train`` / ``data.eval``."""
-    from align.pipeline import resolve_path
-
     d = recipe.data
     if train_rows is not None:
         prompts, report = prompts_from_rows(train_rows, strict=d.strict, columns=d.columns)
@@ -60,7 +68,7 @@ def load_prompt_data(recipe: Recipe, tokenizer: Any, search_dirs: Sequence[str |
         train, held = split_examples(prompts, d.eval_fraction)
     train, held = train[: d.max_train_examples], held[: d.max_eval_examples]
     if not train:
-        raise ValueError(f"no usable prompts in {d.train} (skipped: {dict(report.skipped)})")
+        raise DataError(f"no usable prompts in {d.train} (skipped: {dict(report.skipped)})")
     tr, n1 = tokenize_prompts(train, tokenizer, max_prompt_length=d.max_prompt_length)
     ev, n2 = tokenize_prompts(held, tokenizer, max_prompt_length=d.max_prompt_length)
     return tr, ev, report, n1 + n2
@@ -93,7 +101,7 @@ def check_grpo_sizes(recipe: Recipe, model_config: Any, prompts: Sequence[Tokeni
       every token fed (at least 8·layers·hidden values a token) and three float32 blocks of at most 1,024
       completion tokens × the vocabulary. The model, its gradients and optimizer state come on top.
     """
-    from align.config import ConfigError, model_context_length
+    from align.models.hub import model_context_length
 
     c: GRPOLossConfig = recipe.loss
     longest = max((len(p.prompt_ids) for p in prompts), default=0)
@@ -137,14 +145,6 @@ def _available_memory() -> int | None:
     return None
 
 
-def check_finite_policy(model: torch.nn.Module, name: str) -> None:
-    """A clear error if any weight of the policy is NaN or infinite (sampling from it fails deep in ``generate``)."""
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-    if bad:
-        raise ValueError(f"model {name} has non-finite weights ({len(bad)} tensors with NaN or inf, e.g. {bad[0]}): "
-                         "GRPO cannot sample from it")
-
-
 def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bool = False,
              overwrite: bool = False, search_dirs: Sequence[str | Path] = (), progress: bool = True,
              command: str | None = None, reward_funcs: Sequence[RewardFunction | Any] | None = None,
@@ -177,8 +177,6 @@ def _run(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: RunS
          train_dataset: Iterable[Mapping[str, Any]] | None, eval_dataset: Iterable[Mapping[str, Any]] | None
          ) -> dict[str, Any]:
     """The GRPO run of :func:`run_grpo`, once its output directory is claimed and checked."""
-    from align.pipeline import _disable_dropout, _maybe_lora, peak_memory_mb, run_sft, save_trained, training_arguments
-
     t_start = time.perf_counter()
     torch.manual_seed(recipe.train.seed)
     args = training_arguments(recipe, out)
@@ -191,20 +189,20 @@ def _run(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: RunS
     start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
     if recipe.sft.enabled:
         if is_adapter(start_model):
-            raise ValueError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
+            raise ConfigError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
                              "supported; set sft.enabled=false")
         t0 = time.perf_counter()
         start_model = run_sft(start_model, completion_rows(train), recipe)
         sft_seconds = time.perf_counter() - t0
     policy = load_policy(start_model, recipe.model.dtype)
-    check_finite_policy(policy, start_model)
+    check_finite_weights(policy, f"model {start_model}", "GRPO cannot sample from it")
     check_grpo_sizes(recipe, policy.config, train + held, param_bytes=next(policy.parameters()).element_size())
     if not hasattr(policy, "peft_config"):
-        policy = _maybe_lora(policy, recipe, "CAUSAL_LM")
+        policy = maybe_lora(policy, recipe, "CAUSAL_LM")
     if not is_zero3_partitioned(policy):
         policy = policy.to(args.device)
     if recipe.model.disable_dropout:
-        _disable_dropout(policy)
+        disable_dropout(policy)
     if is_main():
         write_json(out / "recipe.json", recipe_dict)  # the settings in effect (see prepare_output_dir)
     sources = (reward_sources(reward_funcs, reward_weights, search_dirs=list(search_dirs)[:1],  # the recipe's folder
