@@ -155,8 +155,8 @@ def cmd_cache(a: argparse.Namespace) -> int:
     if a.recipe in ("list", "prune", "verify") and not Path(a.recipe).is_file():
         return {"list": cmd_cache_list, "prune": cmd_cache_prune, "verify": cmd_cache_verify}[a.recipe](a)
     from align.config import load_recipe, preflight
-    from align.errors import ConfigError
     from align.distributed import is_main
+    from align.errors import ConfigError
     from align.io import json_text
     from align.pipeline import prepare_policy, recipe_reference
     from align.trainers import ALGORITHMS
@@ -210,6 +210,7 @@ def cmd_cache_list(a: argparse.Namespace) -> int:
 
 
 def cmd_cache_verify(a: argparse.Namespace) -> int:
+    from align.errors import ConfigError
     from align.io import json_text
     from align.reference.maintenance import verify_cache
 

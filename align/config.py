@@ -511,6 +511,22 @@ def parse_overrides(pairs: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def _anchor_corpus(name: str, recipe_dir: Path | None) -> str:
+    """``embedded:tiny?corpus=DIR`` with a relative DIR found as data paths are (beside the recipe, else from the
+    working directory), made absolute so that every later step reads the same folder."""
+    from urllib.parse import quote
+
+    if not name.startswith("embedded:tiny?corpus="):
+        return name
+    folder = Path(name.split("=", 1)[1]).expanduser()
+    if folder.is_absolute():
+        return name
+    for base in (recipe_dir, Path.cwd()):
+        if base is not None and (base / folder).is_dir():
+            return "embedded:tiny?corpus=" + quote(str((base / folder).resolve()), safe="/")
+    return name
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
     """Read a YAML recipe, apply dotted overrides, validate everything (including the algorithm's loss).
 
@@ -537,6 +553,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
                               f"{_did_you_mean(recipe.algorithm, LOSSES)}")
         recipe.loss = _check(LOSSES[recipe.algorithm].config, loss, "loss")
     recipe.recipe_dir = recipe_dir
+    recipe.model.name_or_path = _anchor_corpus(recipe.model.name_or_path, recipe_dir)
     try:
         recipe.output_dir = recipe.output_dir.format(algorithm=recipe.algorithm)
     except (KeyError, IndexError, ValueError) as e:

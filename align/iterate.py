@@ -32,10 +32,10 @@ from align.data.example import LoadReport
 from align.data.prompts import TokenizedPrompt
 from align.distributed import barrier, full_weights, gather_objects, is_main, is_zero3_partitioned, rank_world
 from align.errors import ConfigError, DataError
+from align.evaluation.sampling import score_samples
 from align.io import write_json
 from align.models.loading import load_policy, load_tokenizer, resolve_model_path
 from align.online.engines import SharedPrefixEngine, stream_seed
-from align.evaluation.sampling import score_samples
 from align.online.generation import Samples
 from align.online.scoring import RewardSource, load_sources
 from align.rewards.combine import combine

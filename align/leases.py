@@ -3,15 +3,18 @@
 One primitive for every claim in the project (a reference-cache shard being computed, an SFT stage being trained)
 and for the use leases a run holds on its reference cache (``align cache prune`` skips a cache with a live one).
 
-A lease file holds its holder's pid, host and a random token; its modification time is its last renewal. A
-background thread of the holding process touches every lease it holds each ``ttl / 4`` seconds. A lease is alive
-while its file exists and:
+A lease file holds its holder's pid, host, process start time and a random token (and what the taker adds, e.g.
+the command of a run holding its output directory); its modification time is its last renewal. A background thread
+of the holding process touches every lease it holds each ``ttl / 4`` seconds. A lease is alive while its file exists
+and:
 
-- its holder is on this host and its process is running (a killed holder's lease is dead at once), or
+- its holder is on this host and its process is running, the same process that took it (a killed holder's lease
+  is dead at once, also when its pid has been reused), or
 - its holder is on another host (a shared file system) and it was renewed less than ``ttl`` seconds ago; clocks of
   the hosts must agree to well within ``ttl``.
 
-This module imports nothing from ``align``: it is a leaf that the store, the SFT stage and the CLI all use.
+This module imports nothing from ``align``: it is a leaf that the store, the SFT stage, a run's output directory lock
+and the CLI all use.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # Seconds without renewal after which another host's lease is dead (``ALIGN_LEASE_TTL``; raise it where the
 # clocks of the hosts sharing a cache disagree by more than a few seconds).
@@ -41,6 +46,21 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux; None elsewhere), to tell a reused pid
+    apart from the process that took a lease."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def holder(path: str | os.PathLike) -> dict | None:
+    """What the lease file at ``path`` records of its holder (pid, host, start, token, time and the taker's
+    additions); None if there is no such file; ``{}`` if it is unreadable (being written)."""
+    return _holder(Path(path))
 
 
 def _holder(path: Path) -> dict | None:
@@ -69,9 +89,13 @@ def alive(path: str | os.PathLike, ttl: float | None = None) -> bool:
         return age < ttl
     if holder.get("host") == socket.gethostname():
         try:
-            return pid_alive(int(holder.get("pid", -1)))
-        except (TypeError, ValueError):
+            pid = int(holder.get("pid", -1))
+        except (TypeError, ValueError, OverflowError):
             return age < ttl
+        if not pid_alive(pid):
+            return False
+        recorded, now = holder.get("start"), process_start(pid)
+        return recorded is None or now is None or recorded == now
     return age < ttl
 
 
@@ -106,25 +130,29 @@ class Lease:
         self.release()
 
 
-def _write_new(path: Path) -> Lease | None:
+def _write_new(path: Path, info: dict[str, Any] | None = None) -> Lease | None:
     token = secrets.token_hex(8)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return None
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "start": process_start(os.getpid()), "token": token,
+          "time": time.time()}
     with os.fdopen(fd, "w") as f:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "token": token, "time": time.time()}, f)
+        json.dump({**(info or {}), **me}, f)
     lease = Lease(path, token)
     _RENEWER.add(lease)
     return lease
 
 
-def acquire(path: str | os.PathLike, ttl: float | None = None) -> Lease | None:
-    """Take the exclusive lease at ``path``; None while a live holder has it (a dead holder's is taken over)."""
+def acquire(path: str | os.PathLike, ttl: float | None = None, *, info: dict[str, Any] | None = None,
+            taken_over: Callable[[dict], None] | None = None) -> Lease | None:
+    """Take the exclusive lease at ``path``, recording ``info`` beside the holder; None while a live holder has it.
+    A dead holder's lease is taken over (``taken_over`` is called with what it recorded)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
-        lease = _write_new(path)
+        lease = _write_new(path, info)
         if lease is not None:
             return lease
         if alive(path, ttl):
@@ -146,6 +174,8 @@ def acquire(path: str | os.PathLike, ttl: float | None = None) -> Lease | None:
             tomb.unlink(missing_ok=True)
             return None
         tomb.unlink(missing_ok=True)
+        if taken_over is not None and moved:
+            taken_over(moved)
     return None
 
 

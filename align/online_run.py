@@ -5,35 +5,21 @@ only, like :mod:`align.pipeline`; the parts both share are in :mod:`align.run_se
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from align.config import Recipe, preflight, to_dict
+from align.config import Recipe
 from align.data.example import LoadReport
 from align.data.loaders import EVAL_COLUMNS_HINT, require_examples, split_examples
 from align.data.prompts import TokenizedPrompt, load_prompts, prompts_from_rows, tokenize_prompts
-from align.distributed import barrier, is_main, is_zero3_partitioned
-from align.errors import ConfigError, DataError, ModelError
+from align.errors import ConfigError, DataError
 from align.evaluation.sampling import evaluate_by_sampling, paired_gain
-from align.io import write_json
-from align.modelcard import write_model_card
-from align.models.loading import check_finite_weights, is_adapter, load_policy, load_tokenizer, resolve_model_path
+from align.models.loading import check_finite_weights, load_policy, load_tokenizer, resolve_model_path
 from align.online.scoring import RewardFunction, load_sources, reward_sources, unscored_callback
-from align.run_setup import (
-    disable_dropout,
-    maybe_lora,
-    peak_memory_mb,
-    resolve_path,
-    run_sft,
-    save_trained,
-    training_arguments,
-)
-from align.runstate import RunState, check_no_links, claim_output_dir, prepare_output_dir
-from align.tracking import add_run_info, check_report_to
+from align.run_setup import RunContext, open_run, resolve_path
 from align.trainers.grpo import GRPOLossConfig, GRPOTrainer, PromptDataset
 
 log = logging.getLogger("align")
@@ -159,52 +145,28 @@ def run_grpo(recipe: Recipe, output_dir: str | Path | None = None, *, resume: bo
     if reward_funcs is None and not recipe.loss.rewards:  # before anything loads
         raise ConfigError("loss.rewards: give at least one reward (function: module:function, or model: path), "
                           "or pass reward_funcs to align.train")
-    check_report_to(recipe.train.report_to)
-    preflight(recipe)
-    out = Path(output_dir or recipe.output_dir)
-    with claim_output_dir(out, command):  # one run at a time in `out`; refused: /, ~, a project root, links
-        recipe_dict = to_dict(recipe)
-        run_state = prepare_output_dir(out, recipe_dict, resume=resume, overwrite=overwrite)
-        if run_state.finished is not None:  # --resume of a finished run: nothing to do, the model is untouched
-            return run_state.finished
-        return _run(recipe, out, recipe_dict, run_state, search_dirs, progress, command, reward_funcs,
-                    reward_weights, train_dataset, eval_dataset)
+    return open_run(recipe, output_dir,
+                    lambda ctx: _run(ctx, search_dirs, reward_funcs, reward_weights, train_dataset, eval_dataset),
+                    finished=lambda summary: summary, resume=resume, overwrite=overwrite, progress=progress,
+                    command=command)
 
 
-def _run(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: RunState,
-         search_dirs: Sequence[str | Path], progress: bool, command: str | None,
-         reward_funcs: Sequence[RewardFunction | Any] | None, reward_weights: Sequence[float] | None,
-         train_dataset: Iterable[Mapping[str, Any]] | None, eval_dataset: Iterable[Mapping[str, Any]] | None
-         ) -> dict[str, Any]:
-    """The GRPO run of :func:`run_grpo`, once its output directory is claimed and checked."""
-    t_start = time.perf_counter()
-    torch.manual_seed(recipe.train.seed)
-    args = training_arguments(recipe, out)
-    args.disable_tqdm = not progress
+def _run(ctx: RunContext, search_dirs: Sequence[str | Path], reward_funcs: Sequence[RewardFunction | Any] | None,
+         reward_weights: Sequence[float] | None, train_dataset: Iterable[Mapping[str, Any]] | None,
+         eval_dataset: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """The GRPO run of :func:`run_grpo` in its claimed output directory."""
+    recipe, args = ctx.recipe, ctx.args
     c: GRPOLossConfig = recipe.loss
     tokenizer = load_tokenizer(recipe.model.name_or_path)
     train, held, report, truncated = load_prompt_data(recipe, tokenizer, search_dirs, train_rows=train_dataset,
                                                       eval_rows=eval_dataset)
     log.info("prompts: %d train / %d held out, skipped %s", len(train), len(held), dict(report.skipped) or "none")
-    start_model, sft_seconds = resolve_model_path(recipe.model.name_or_path), 0.0
-    if recipe.sft.enabled:
-        if is_adapter(start_model):
-            raise ConfigError(f"model.name_or_path {start_model} is a PEFT adapter: an SFT stage on top of it is not "
-                             "supported; set sft.enabled=false")
-        t0 = time.perf_counter()
-        start_model = run_sft(start_model, completion_rows(train), recipe)
-        sft_seconds = time.perf_counter() - t0
+    start_model = ctx.sft(resolve_model_path(recipe.model.name_or_path), lambda: completion_rows(train))
     policy = load_policy(start_model, recipe.model.dtype)
     check_finite_weights(policy, f"model {start_model}", "GRPO cannot sample from it")
     check_grpo_sizes(recipe, policy.config, train + held, param_bytes=next(policy.parameters()).element_size())
-    if not hasattr(policy, "peft_config"):
-        policy = maybe_lora(policy, recipe, "CAUSAL_LM")
-    if not is_zero3_partitioned(policy):
-        policy = policy.to(args.device)
-    if recipe.model.disable_dropout:
-        disable_dropout(policy)
-    if is_main():
-        write_json(out / "recipe.json", recipe_dict)  # the settings in effect (see prepare_output_dir)
+    policy = ctx.ready(policy)
+    ctx.record_settings()
     sources = (reward_sources(reward_funcs, reward_weights, search_dirs=list(search_dirs)[:1],  # the recipe's folder
                               device=args.device)
                if reward_funcs is not None else load_sources(c.rewards, device=args.device))
@@ -215,36 +177,22 @@ def _run(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: RunS
     eval_before = evaluate_by_sampling(policy, tokenizer, held, sources, **eval_kw) if do_eval else None
 
     trainer = GRPOTrainer(policy, args, c, PromptDataset(train), None, processing_class=tokenizer, rewards=sources,
-                          run_dir=out,
+                          run_dir=ctx.out,
                           on_non_finite=recipe.train.on_non_finite)
     data_report = {**report.to_dict(), "train_prompts": len(train), "eval_prompts": len(held),
                    "prompts_truncated": truncated}
-    if not progress:  # quiet means quiet: no progress bar, no printed log lines (trackers still get them)
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-    add_run_info(trainer, {"recipe": to_dict(recipe), "data": data_report})
+    ctx.attach(trainer, {"data": data_report})
     unscored = unscored_callback(sources[0].tally)  # reward/unscored in the logs: samples no reward scored
     trainer.callback_handler.callbacks.insert(0, unscored)  # first, so the trackers' callbacks see it too
-    last = run_state.resume_from
-    t_train = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=last)
-    train_seconds = time.perf_counter() - t_train
+    result, train_seconds = ctx.train(trainer)
     eval_after = evaluate_by_sampling(trainer.model, tokenizer, held, sources, **eval_kw) if do_eval else None
-    check_no_links(out)  # nothing links out of the output directory now either
-    model_dir = save_trained(trainer, recipe, out, start_model)
+    model_dir = ctx.save(trainer, start_model)
     history = trainer.state.log_history
-    losses = [h["loss"] for h in history if "loss" in h]
     curve = [h["reward/mean"] for h in history if "reward/mean" in h]
     steps = max(result.global_step, 1)
     summary = {
-        "algorithm": recipe.algorithm,
+        **ctx.summary(trainer, result, train_seconds, model_dir, start_model),
         "rewards": [s.describe() for s in sources],  # also those given in Python (reward_funcs)
-        "steps": result.global_step,
-        "train_loss_first": losses[0] if losses else None,
-        "train_loss_last": losses[-1] if losses else None,
-        "train_loss_mean": result.training_loss,  # over every step of this train() call, logged or not
         "reward_mean_first": curve[0] if curve else None,
         "reward_mean_last": curve[-1] if curve else None,
         "reward_curve": curve,
@@ -260,24 +208,7 @@ def _run(recipe: Recipe, out: Path, recipe_dict: dict[str, Any], run_state: RunS
                    "training_seconds_per_step": max(train_seconds - trainer.generation_seconds
                                                     - trainer.reference_seconds, 0.0) / steps,
                    "generation_fraction": trainer.generation_seconds / max(train_seconds, 1e-9)},
-        **{"padding_fraction": None, "tokens_per_step": None, **trainer.token_stats("run")},
-        "tokens_per_second": round(trainer.tokens_per_second(), 1),
-        "peak_memory_mb": round(peak_memory_mb(), 1),
         "data": data_report,
-        "train_seconds": round(train_seconds, 2),
-        "sft_seconds": round(sft_seconds, 2),
-        "wall_seconds": round(time.perf_counter() - t_start, 2),
-        "model_dir": str(model_dir),
-        "start_model": start_model,
-        "world_size": args.world_size,
-        "command": command,
-        "resume": run_state.to_dict(),
-        "non_finite_steps": trainer.guard.events,
         "unscored_samples": unscored.total,  # sampled in training, scored by no reward (None or NaN from each)
     }
-    if is_main():
-        write_json(out / "summary.json", summary)
-        write_json(out / "log_history.json", history)
-        write_model_card(model_dir, summary, to_dict(recipe), command)
-    barrier()
-    return summary
+    return ctx.finish(trainer, model_dir, summary)

@@ -10,14 +10,14 @@ import logging
 import os
 import re
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from align import leases
 from align.distributed import barrier, is_main
-from align.errors import ConfigError
+from align.errors import AlignError, ConfigError, ModelError
 
 log = logging.getLogger("align")
 
@@ -54,7 +54,7 @@ class RunState:
                 "changed_settings": self.changes}
 
 
-class OutputDirError(ValueError):
+class OutputDirError(AlignError):
     """An output directory a run must not write into, or one that another live run holds."""
 
 
@@ -105,109 +105,47 @@ def check_no_links(out: Path) -> None:
                              f"through a link in its output directory; remove it or choose another --output-dir")
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(holder: dict[str, Any]) -> bool:
-    if holder.get("host") != socket.gethostname():
-        return True  # another machine's process cannot be checked from here
-    pid = int(holder.get("pid", -1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except (OverflowError, ValueError):
-        return False
-    start = _process_start(pid)
-    return holder.get("start") is None or start is None or start == holder.get("start")
-
-
 class OutputDirLock:
-    """One run at a time in a directory: ``DIR/.align.lock`` (pid, host, process start, time, command), created
-    with ``O_EXCL``. A second run is refused with the holder's pid while the holder lives; the lock of a process
-    that died (kill -9) is taken over. A context manager; ``release`` removes the file if this process holds it."""
+    """One run at a time in a directory: the lease ``DIR/.align.lock`` (:mod:`align.leases`: pid, host, process
+    start, time, and the run's command). A second run is refused with the holder's pid while the holder lives; the
+    lock of a process that died (kill -9) is taken over. A context manager; ``release`` gives the lease up."""
 
     def __init__(self, out: Path, command: str | None = None):
-        self.path, self.held = Path(out) / LOCK, False
-        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
-                   "time": time.time(), "command": command}
+        self.path, self.command, self.lease = Path(out) / LOCK, command, None
+
+    @property
+    def held(self) -> bool:
+        return self.lease is not None
 
     def acquire(self) -> OutputDirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.is_symlink():
             check_no_links(self.path.parent)
-        for _ in range(50):
-            if self._create():
-                self.held = True
+
+        def taken_over(dead: dict[str, Any]) -> None:
+            log.warning("%s: taking over the lock of pid %s, which is no longer running", self.path.parent,
+                        dead.get("pid"))
+
+        deadline = time.time() + 10
+        while True:
+            self.lease = leases.acquire(self.path, info={"command": self.command}, taken_over=taken_over)
+            if self.lease is not None:
                 return self
-            holder = self._read()
-            if holder is None:  # being written by its creator right now (or torn by a kill as it was written)
-                if time.time() - self._mtime() > 10:
-                    self._take_over(None)
+            holder = leases.holder(self.path)
+            if holder == {} and time.time() < deadline:  # being written by its taker right now
                 time.sleep(0.1)
                 continue
-            if _alive(holder):
-                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))
-                raise OutputDirError(f"{self.path.parent} is in use by another run (pid {holder.get('pid')} on "
-                                     f"{holder.get('host')}, since {since}): wait for it to finish, or choose "
-                                     "another --output-dir")
-            log.warning("%s: taking over the lock of pid %s, which is no longer running", self.path.parent,
-                        holder.get("pid"))
-            self._take_over(holder)
-        raise OutputDirError(f"could not take the lock {self.path} (another run keeps taking it)")
-
-    def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(self.me))
-        return True
-
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            holder = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        return holder if isinstance(holder, dict) else None
-
-    def _mtime(self) -> float:
-        try:
-            return self.path.stat().st_mtime
-        except OSError:
-            return time.time()
-
-    def _take_over(self, seen: dict[str, Any] | None) -> None:
-        # Two runs may find the same dead holder: a guard file (O_EXCL) lets one remove it; the other retries.
-        guard = self.path.with_name(LOCK + ".takeover")
-        try:
-            fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            try:
-                if time.time() - guard.stat().st_mtime > 30:  # left by a run killed while taking over
-                    guard.unlink()
-            except OSError:
-                pass
-            return
-        os.close(fd)
-        try:
-            if self._read() == seen:
-                self.path.unlink(missing_ok=True)
-        finally:
-            guard.unlink(missing_ok=True)
+            if holder is None:  # released between the two looks
+                continue
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("time", 0)))
+            raise OutputDirError(f"{self.path.parent} is in use by another run (pid {holder.get('pid')} on "
+                                 f"{holder.get('host')}, since {since}): wait for it to finish, or choose "
+                                 "another --output-dir")
 
     def release(self) -> None:
-        if self.held and self._read() == self.me:
-            self.path.unlink(missing_ok=True)
-        self.held = False
+        if self.lease is not None:
+            self.lease.release()
+        self.lease = None
 
     def __enter__(self) -> OutputDirLock:
         # a lock that claim_output_dir did not take (another rank than the main process) stays untaken
@@ -281,7 +219,7 @@ def check_pickled_files(path: Path) -> None:
             if "Weights only load failed" in why or isinstance(e, pickle.UnpicklingError):
                 found = re.search(r"Unsupported global: GLOBAL [\w.]+|unsupported GLOBAL [\w.]+", why)
                 why = "it holds pickled objects, not plain tensors" + (f" ({found.group(0)})" if found else "")
-            raise ValueError(f"{f}: refused: {why[:300]}; delete this checkpoint (or the run) to start over") from None
+            raise ModelError(f"{f}: refused: {why[:300]}; delete this checkpoint (or the run) to start over") from None
 
 
 def last_whole_checkpoint(checkpoints: Path) -> tuple[str | None, list[str]]:

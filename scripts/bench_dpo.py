@@ -71,9 +71,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -87,7 +85,7 @@ from benchlib.dpo_report import render_markdown, summarize  # noqa: E402
 from benchlib.dpo_worker import CONFIGS, prepare_data, run_worker  # noqa: E402
 from benchlib.machine import machine_info  # noqa: E402
 from benchlib.models import SHAPES, build_model_dir, count_params, model_config  # noqa: E402
-from benchlib.report import compare_ratios, write_outputs  # noqa: E402
+from benchlib.report import run_and_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve()
@@ -313,27 +311,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here (try --dry-run)")
 
-    t_start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="bench_dpo-", dir=args.workdir))
-    try:
-        summary = run_benchmark(plan, work, in_process=args.in_process,
-                                log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    finally:
-        if not args.keep_workdir:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"work directory kept: {work}", file=sys.stderr)
-    summary["wall_seconds"] = time.perf_counter() - t_start
-    if args.compare_to:
-        summary["compared_to"] = compare_ratios(summary, json.loads(Path(args.compare_to).read_text()),
-                                                str(args.compare_to))
-    command = "python scripts/bench_dpo.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    table = render_markdown(summary, command.strip())
-    print(table)
-    write_outputs(summary, table, output=plan["output"], markdown=plan["markdown"],
-                  markdown_is_default=args.markdown is None, repo=REPO)
-    print(f"wall time {summary['wall_seconds']:.1f} s", file=sys.stderr)
-    return summary
+    return run_and_report("bench_dpo", plan, args, argv, run_benchmark, render_markdown, repo=REPO,
+                          markdown_is_default=args.markdown is None)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("ALIGN_DATA_DIR", str(REPO.parent / "shared" / "data"))  # embedded:tiny's tokenizer corpus
 
 MODELS = {
     "small": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
@@ -59,9 +60,9 @@ def load_lists(data: str, tokenizer, args) -> list:
 
     from align.data.loaders import load_examples
     from align.data.tokenize import tokenize_examples
-    from align.models.tiny import default_corpus_files
+    from align.models.tiny import corpus_files
 
-    source = next(p for p in default_corpus_files() if p.name.startswith("oasst" if data == "oasst" else "hh"))
+    source = next(p for p in corpus_files() if p.name.startswith("oasst" if data == "oasst" else "hh"))
     examples, _ = load_examples(str(source), max_rows=None if data == "oasst" else 400)
     lists, _ = tokenize_examples(examples, tokenizer, max_prompt_length=args.max_prompt,
                                  max_response_length=args.max_response)
@@ -210,12 +211,12 @@ def main() -> None:
         return
     if args.quick:
         args.steps, args.warmup, args.reps = 1, 1, 1
-    from align.models.tiny import build_tokenizer, default_corpus_files
+    from align.models.tiny import build_tokenizer, corpus_files
 
     runs: dict[tuple, list[dict]] = {}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        build_tokenizer(default_corpus_files(), 4096).save_pretrained(tmp)
+        build_tokenizer(corpus_files(), 4096).save_pretrained(tmp)
         for rep in range(args.reps):  # whole sweeps, layouts in reversed order on odd sweeps: drift cancels out
             for data in args.data.split(","):
                 for model in args.models.split(","):

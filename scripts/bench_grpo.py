@@ -44,9 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +56,7 @@ from benchlib.batches import pick  # noqa: E402
 from benchlib.grpo_report import render_markdown, summarize  # noqa: E402
 from benchlib.grpo_worker import config_name  # noqa: E402
 from benchlib.machine import machine_info  # noqa: E402
-from benchlib.report import compare_ratios, write_outputs  # noqa: E402
+from benchlib.report import run_and_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve()
@@ -274,27 +272,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device here")
-    t_start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="bench_grpo-", dir=args.workdir))
-    try:
-        summary = run_benchmark(plan, work, in_process=args.in_process,
-                                log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    finally:
-        if args.keep_workdir:
-            print(f"work directory kept: {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    summary["wall_seconds"] = time.perf_counter() - t_start
-    if args.compare_to:
-        summary["compared_to"] = compare_ratios(summary, json.loads(Path(args.compare_to).read_text()),
-                                                str(args.compare_to))
-    command = "python scripts/bench_grpo.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    table = render_markdown(summary, command.strip())
-    print(table)
-    write_outputs(summary, table, output=plan["output"], markdown=plan["markdown"], markdown_is_default=False,
-                  repo=REPO)
-    print(f"wall time {summary['wall_seconds']:.1f} s", file=sys.stderr)
-    return summary
+    return run_and_report("bench_grpo", plan, args, argv, run_benchmark, render_markdown, repo=REPO,
+                          markdown_is_default=False)
 
 
 if __name__ == "__main__":

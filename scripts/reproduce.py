@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("ALIGN_DATA_DIR", str(REPO.parent / "shared" / "data"))  # embedded:tiny's tokenizer corpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     # threads made the SFT steps ~15x slower than one. Set OMP_NUM_THREADS to choose otherwise.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from align.study.claims import claims, collect_seed, context, distances, groups
-    from align.study.report import environment, markdown
+    from align.study.results import environment, markdown
     from align.study.runs import QUICK, Settings, Study
     from align.study.stats import run_until_decided
 

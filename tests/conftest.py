@@ -48,11 +48,11 @@ def align_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_model_dir(tmp_path_factory) -> Path:
     """A ~0.1 M-parameter Llama and a 512-token BPE trained on the shipped data, saved once per session."""
-    from align.models.tiny import TinySpec, build_model, build_tokenizer, default_corpus_files
+    from align.models.tiny import TinyShape, build_model, build_tokenizer, corpus_files
 
     out = tmp_path_factory.mktemp("small_model")
-    tok = build_tokenizer(default_corpus_files(), vocab_size=512)
-    spec = TinySpec(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    tok = build_tokenizer(corpus_files(), vocab_size=512)
+    spec = TinyShape(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                     num_attention_heads=2, num_key_value_heads=1, seed=0)
     build_model(tok, spec).save_pretrained(out)
     tok.save_pretrained(out)

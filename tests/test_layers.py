@@ -54,7 +54,7 @@ def test_lint_imports_passes():
 UPWARD = [
     ("align.config", "align.trainers"),  # the schema read the trainer registry, which imports every loss ...
     ("align.losses.dpo", "align.config"),  # ... and every loss imported the schema for its range checks
-    ("align.config", "align.online.functions"),
+    ("align.config", "align.online.scoring"),  # the schema resolved reward functions through the sampling package
     ("align.online_run", "align.pipeline"),  # the GRPO run used the offline run's private helpers
     ("align.models.loading", "align.reference.build"),
     ("align.data.prompts", "align.tasks"),

@@ -119,10 +119,10 @@ def test_gradient_flows_only_through_masked_in_positions(batch):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from align.models.tiny import TinySpec, build_model, build_tokenizer
+    from align.models.tiny import TinyShape, build_model, build_tokenizer
 
     tok = build_tokenizer([], 512)
-    spec = TinySpec(
+    spec = TinyShape(
         vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=1,
     )  # fmt: skip

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from align.errors import DataError  # noqa: F401  (importable from here as before)
+from align.errors import DataError
 
 Message = dict[str, str]
 Prompt = str | list[Message]
@@ -38,7 +38,7 @@ class RankedExample:
 
     def __post_init__(self) -> None:
         if len(self.responses) != len(self.labels):
-            raise ValueError(f"row {self.row}: {len(self.responses)} responses but {len(self.labels)} labels")
+            raise DataError(f"row {self.row}: {len(self.responses)} responses but {len(self.labels)} labels")
 
     @property
     def scores(self) -> tuple[float, ...]:

@@ -69,6 +69,38 @@ def _rows(source: str, split: str):
     return read_rows(source, split)
 
 
+def _mapping(columns: Mapping[str, str] | None) -> dict[str, str]:
+    mapping = dict(columns or {})
+    if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()):
+        raise ConfigError(f"columns must map field names to field names, got {mapping!r}")
+    return mapping
+
+
+def _collect(rows: Iterable[tuple[Any, str]], mapping: dict[str, str], strict: bool
+             ) -> tuple[list[PromptExample], LoadReport, set[str]]:
+    """The prompts of ``(row, where)`` pairs (a row: a mapping, or a :class:`BadRow` a reader could not parse); a
+    bad row is a counted skip, an error under ``strict``. Also returns the field names the rows had."""
+    report, out, seen = LoadReport(), [], set()
+    for n, (row, where) in enumerate(rows):
+        report.rows_read += 1
+        if isinstance(row, Mapping):
+            seen.update(map(str, row))
+            row = dict(row)
+        item = row.reason if isinstance(row, BadRow) else _prompt_of(row, n, mapping)
+        if isinstance(item, str):
+            if strict:
+                raise DataError(f"{where}: {item}")
+            report.skip(item)
+            continue
+        out.append(item)
+        report.formats["prompts"] += 1
+    report.fields.update(seen)
+    report.examples = len(out)
+    for reason, count in sorted(report.skipped.items()):
+        log.warning("skipped %d rows: %s", count, reason)
+    return out, report, seen
+
+
 def load_prompts(source: str | os.PathLike[str], *, split: str = "train", strict: bool = False,
                  max_rows: int | None = None, columns: Mapping[str, str] | None = None
                  ) -> tuple[list[PromptExample], LoadReport]:
@@ -76,26 +108,9 @@ def load_prompts(source: str | os.PathLike[str], *, split: str = "train", strict
 
     Args mirror :func:`align.data.loaders.load_examples`; ``columns`` renames the data's fields first.
     """
-    mapping = dict(columns or {})
-    if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()):
-        raise ConfigError(f"columns must map field names to field names, got {mapping!r}")
-    report = LoadReport()
-    out: list[PromptExample] = []
-    for n, row, where in itertools.islice(_rows(os.fspath(source), split), max_rows):
-        report.rows_read += 1
-        if isinstance(row, dict):
-            report.fields.update(map(str, row))
-        item = row.reason if isinstance(row, BadRow) else _prompt_of(row, n, mapping)
-        if isinstance(item, str):
-            if strict:
-                raise DataError(f"row {n + 1}{where}: {item}")
-            report.skip(item)
-            continue
-        out.append(item)
-        report.formats["prompts"] += 1
-    report.examples = len(out)
-    for reason, count in sorted(report.skipped.items()):
-        log.warning("skipped %d rows: %s", count, reason)
+    rows = ((row, f"row {n + 1}{where}") for n, row, where in
+            itertools.islice(_rows(os.fspath(source), split), max_rows))
+    out, report, _ = _collect(rows, _mapping(columns), strict)
     log.info("%s: %d rows read, %d prompts", os.fspath(source), report.rows_read, report.examples)
     return out, report
 
@@ -151,32 +166,14 @@ def prompts_from_rows(rows: Iterable[Mapping[str, Any]], *, strict: bool = False
     chat messages ending with a user turn, as TRL's GRPO takes) and any other columns, which reward functions
     receive by name. ``columns`` renames fields first; bad rows are counted skips (an error with ``strict``); no
     usable row at all is an error naming the columns the rows have."""
-    mapping = dict(columns or {})
-    if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in mapping.items()):
-        raise ConfigError(f"columns must map field names to field names, got {mapping!r}")
+    mapping = _mapping(columns)
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):
         raise ConfigError(f"prompts: expected a datasets.Dataset or a list of dicts, got {type(rows).__name__}")
-    report, out, seen = LoadReport(), [], set()
-    for n, row in enumerate(rows):
-        report.rows_read += 1
-        if isinstance(row, Mapping):
-            seen.update(row)
-            row = dict(row)
-        item = _prompt_of(row, n, mapping)
-        if isinstance(item, str):
-            if strict:
-                raise DataError(f"row {n + 1}: {item}")
-            report.skip(item)
-            continue
-        out.append(item)
-        report.formats["prompts"] += 1
-    report.examples = len(out)
+    out, report, seen = _collect(((row, f"row {n + 1}") for n, row in enumerate(rows)), mapping, strict)
     if not out:
         raise DataError(f"no usable prompts in {report.rows_read} rows (columns: {sorted(seen) or 'none'}; "
                         f"skipped: {dict(report.skipped) or 'none'}); each row needs a 'prompt'"
                         + (f" after renaming {mapping}" if mapping else ""))
-    for reason, count in sorted(report.skipped.items()):
-        log.warning("skipped %d rows: %s", count, reason)
     return out, report
 
 

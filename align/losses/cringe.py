@@ -39,9 +39,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from align.config import COUNT, NON_NEGATIVE, POSITIVE, Range, check_fields
 from align.losses.base import ListScores, LossOutput, LossSpec
 from align.losses.pairs import pair_count, preference_pairs
+from align.validation import COUNT, NON_NEGATIVE, POSITIVE, Range, check_fields
 
 CRINGE_MARGINS: tuple[str, ...] = ("sum", "mean")
 

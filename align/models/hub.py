@@ -35,9 +35,9 @@ def read_model_config(name: str, *, local_only: bool = False, key: str = "model.
     With ``local_only``, None when the config is not on this machine."""
     from transformers import AutoConfig, PretrainedConfig
 
-    from align.models.loading import EMBEDDED, resolve_model_path  # torch and transformers: only when asked
+    from align.models.loading import is_embedded, resolve_model_path  # torch and transformers: only when asked
 
-    if name == EMBEDDED:
+    if is_embedded(name):
         from align.models.tiny import TinyShape
 
         return dataclasses.asdict(TinyShape())

@@ -32,13 +32,32 @@ def align_home() -> Path:
     return Path(os.environ.get("ALIGN_HOME", Path.home() / ".cache" / "align"))
 
 
-def resolve_model_path(name: str, key: str = "model.name_or_path") -> str:
-    """``embedded:tiny`` → the built local directory; a local path as it is; a hub id once it is known to be
-    loadable (see :func:`check_hub_id`)."""
-    if name == EMBEDDED:
-        from align.models.tiny import ensure_tiny
+def is_embedded(name: str) -> bool:
+    """Whether ``name`` is the embedded model: ``embedded:tiny`` or ``embedded:tiny?corpus=DIR``."""
+    return name == EMBEDDED or name.startswith(EMBEDDED + "?")
 
-        return str(ensure_tiny(align_home() / "models"))
+
+def embedded_corpus(name: str, key: str = "model.name_or_path") -> str | None:
+    """The ``corpus`` folder of ``embedded:tiny?corpus=DIR`` (None for plain ``embedded:tiny``: then
+    ``$ALIGN_DATA_DIR``, else no corpus). A relative folder is taken from the working directory, as data paths are."""
+    if name == EMBEDDED:
+        return None
+    from urllib.parse import parse_qs
+
+    query = parse_qs(name[len(EMBEDDED) + 1:], keep_blank_values=True)
+    if set(query) != {"corpus"} or len(query["corpus"]) != 1 or not query["corpus"][0]:
+        raise ConfigError(f"{key}: {name!r}: the embedded model takes one setting, corpus=DIR (the folder of the "
+                          "preference files its tokenizer is trained on)")
+    return query["corpus"][0]
+
+
+def resolve_model_path(name: str, key: str = "model.name_or_path") -> str:
+    """``embedded:tiny`` (``?corpus=DIR``: its tokenizer's corpus) → the built local directory; a local path as it
+    is; a hub id once it is known to be loadable (see :func:`check_hub_id`)."""
+    if is_embedded(name):
+        from align.models.tiny import corpus_files, ensure_tiny
+
+        return str(ensure_tiny(align_home() / "models", files=corpus_files(embedded_corpus(name, key))))
     if not Path(name).expanduser().exists():
         check_hub_id(name, key)
     return name

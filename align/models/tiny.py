@@ -1,9 +1,9 @@
 """The embedded default: a tiny Llama-style causal LM and a byte-level BPE tokenizer, both built offline.
 
-The tokenizer is trained with `tokenizers` on the preference data in ``$ALIGN_DATA_DIR`` when that is set (no hub
-download; see :func:`default_corpus_files`) and carries a ChatML template, so the same code path as for a real chat
-model is exercised. The model is a LlamaConfig of a few million parameters with random weights from a fixed seed.
-Both are saved to a directory named by the spec and the corpus, and reused.
+The tokenizer is trained with `tokenizers` on the preference data of a named folder (``embedded:tiny?corpus=DIR``,
+else ``$ALIGN_DATA_DIR``; no hub download; see :func:`corpus_files`) and carries a ChatML template, so the same code
+path as for a real chat model is exercised. The model is a LlamaConfig of a few million parameters with random
+weights from a fixed seed. Both are saved to a directory named by the shape and the corpus, and reused.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from align.errors import ModelError
 
 log = logging.getLogger("align.models")
 
@@ -49,18 +51,23 @@ class TinyShape:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
-TinySpec = TinyShape  # the former name
+CORPUS_FILES = ("hh_rlhf_harmless_base.jsonl.gz", "oasst_en_trees.jsonl")
 
 
-def default_corpus_files() -> list[Path]:
-    """The corpus the embedded tokenizer is trained on: the preference files (``hh_rlhf_harmless_base.jsonl.gz``,
-    ``oasst_en_trees.jsonl``) in the folder ``$ALIGN_DATA_DIR`` names. None when it is unset: the tokenizer is then
-    byte-level BPE with only the merges of a built-in line (every input still tokenizes, in more tokens)."""
-    root = os.environ.get("ALIGN_DATA_DIR")
-    if not root:
+def corpus_files(folder: str | Path | None = None) -> list[Path]:
+    """The corpus the embedded tokenizer is trained on: the preference files (:data:`CORPUS_FILES`) in ``folder``
+    (``embedded:tiny?corpus=FOLDER``), else in the folder ``$ALIGN_DATA_DIR`` names. None when neither is given: the
+    tokenizer is then byte-level BPE with only the merges of a built-in line (every input still tokenizes, in more
+    tokens). A named folder that holds none of the files is an error, not a silent switch to no corpus."""
+    named = folder is not None
+    folder = folder if named else os.environ.get("ALIGN_DATA_DIR")
+    if not folder:
         return []
-    root = Path(root).expanduser()
-    return [p for p in (root / "hh_rlhf_harmless_base.jsonl.gz", root / "oasst_en_trees.jsonl") if p.exists()]
+    root = Path(folder).expanduser()
+    files = [root / f for f in CORPUS_FILES if (root / f).exists()]
+    if named and not files:
+        raise ModelError(f"embedded:tiny?corpus={folder}: no {' or '.join(CORPUS_FILES)} in {root.resolve()}")
+    return files
 
 
 @functools.lru_cache(maxsize=8)
@@ -145,15 +152,15 @@ def build_model(tokenizer: PreTrainedTokenizerFast, spec: TinyShape = TinyShape(
     return LlamaForCausalLM(config)
 
 
-def ensure_tiny(root: Path, spec: TinyShape = TinyShape()) -> Path:
+def ensure_tiny(root: Path, spec: TinyShape = TinyShape(), files: list[Path] | None = None) -> Path:
     """Build the embedded model and tokenizer under ``root`` once; later calls return the saved directory (one per
-    spec and tokenizer corpus, see :func:`corpus_digest`)."""
-    files = default_corpus_files()
+    spec and tokenizer corpus ``files``, default :func:`corpus_files`; see :func:`corpus_digest`)."""
+    files = corpus_files() if files is None else files
     out = root / f"tiny-{spec.digest()}-{corpus_digest(files)}"
     if (out / "config.json").exists() and (out / "tokenizer.json").exists():
         return out
-    log.info("building the embedded tiny model in %s (tokenizer trained on %d files of $ALIGN_DATA_DIR)", out,
-             len(files))
+    log.info("building the embedded tiny model in %s (tokenizer trained on %s)", out,
+             ", ".join(str(f) for f in files) or "no corpus")
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     tokenizer = build_tokenizer(files, spec.vocab_size)
     model = build_model(tokenizer, spec)

@@ -27,6 +27,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from align.errors import ConfigError
 from align.online.generation import Samples, _eval_mode, sample
 
 
@@ -172,5 +173,5 @@ ENGINES: dict[str, type[GenerationEngine]] = {e.name: e for e in (SharedPrefixEn
 def make_engine(name: str) -> GenerationEngine:
     """The engine registered as ``name`` (``shared_prefix`` or ``generate``)."""
     if name not in ENGINES:
-        raise ValueError(f"unknown generation engine {name!r}; choose from {sorted(ENGINES)}")
+        raise ConfigError(f"unknown generation engine {name!r}; choose from {sorted(ENGINES)}")
     return ENGINES[name]()

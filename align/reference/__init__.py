@@ -10,8 +10,9 @@
 from align.reference.build import REFERENCE_ADAPTER, default_cache_root, reference_for
 from align.reference.fingerprint import config_fingerprint, tokenizer_fingerprint, weights_fingerprint
 from align.reference.identity import ReferenceIdentity
+from align.reference.maintenance import describe
 from align.reference.provider import CachedReference, CacheStats, LiveReference, ReferenceProvider
-from align.reference.store import CacheError, Entry, ReferenceStore, describe, entry_key
+from align.reference.store import CacheError, Entry, ReferenceStore, entry_key
 
 __all__ = ["REFERENCE_ADAPTER", "CacheError", "CacheStats", "CachedReference", "Entry", "LiveReference",
            "ReferenceIdentity", "ReferenceProvider", "ReferenceStore", "config_fingerprint", "default_cache_root",

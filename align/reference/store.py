@@ -429,10 +429,3 @@ class ReferenceStore:
 
     def has_shard(self, name: str) -> bool:
         return name in self._shards or (self.dir / f"shard-{name}.json").exists()
-
-
-def describe(cache_dir: Path) -> dict[str, Any]:
-    """What ``align cache list`` shows of one store directory (see :func:`align.reference.maintenance.describe`)."""
-    from align.reference.maintenance import describe as _describe
-
-    return _describe(cache_dir)

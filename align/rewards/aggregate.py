@@ -21,6 +21,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from align.errors import RewardError
 from align.rewards.advantages import Scale, group_advantages
 
 Aggregation = Literal["sum_then_normalize", "normalize_then_sum"]
@@ -72,7 +73,7 @@ def _stack(rewards: Mapping[str, torch.Tensor] | torch.Tensor,
         if len(w) != rewards.shape[-1]:
             raise ValueError(f"{len(w)} weights for {rewards.shape[-1]} rewards")
     if torch.isinf(stacked).any():
-        raise ValueError("rewards contain ±inf")
+        raise RewardError("rewards contain ±inf")
     weight = torch.tensor(w, dtype=torch.float64, device=stacked.device)
     if not torch.isfinite(weight).all():
         raise ValueError(f"reward weights must be finite, got {w}")

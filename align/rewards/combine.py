@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import torch
 
+from align.errors import RewardError
+
 _FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
@@ -49,16 +51,16 @@ def combine(rewards: Mapping[str, torch.Tensor], weights: Mapping[str, float] | 
         raise ValueError(f"every reward must be [B, G] of one shape, got {[tuple(rewards[n].shape) for n in names]}")
     stacked = torch.stack([rewards[n].double() for n in names])  # [F, B, G]
     if torch.isinf(stacked).any():
-        raise ValueError(f"rewards contain ±inf: {[n for n in names if torch.isinf(rewards[n]).any()]}")
+        raise RewardError(f"rewards contain ±inf: {[n for n in names if torch.isinf(rewards[n]).any()]}")
     missing = torch.isnan(stacked).all(0)
     if missing.numel() and missing.all():
-        raise ValueError(f"no sample was scored: every reward ({', '.join(names)}) gave None or NaN for all "
+        raise RewardError(f"no sample was scored: every reward ({', '.join(names)}) gave None or NaN for all "
                          f"{missing.numel()} samples")
     w = torch.tensor([float(weights[n]) for n in names], dtype=torch.float64)[:, None, None]
     total = (stacked * w).nansum(0)
     if not torch.isfinite(total).all() or total.abs().max() > _FLOAT32_MAX:
         big = {n: float(rewards[n].double().nan_to_num(0.0).abs().max()) for n in names}
-        raise ValueError(f"the weighted sum of rewards overflows float32 (|reward| up to "
+        raise RewardError(f"the weighted sum of rewards overflows float32 (|reward| up to "
                          f"{', '.join(f'{n}: {v:.3g}' for n, v in big.items())}; weights "
                          f"{', '.join(f'{n}: {weights[n]:g}' for n in names)}): scale the rewards down")
     return Combined(total.float(), missing)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from align.errors import RewardError
 from align.ranking_metrics import _dcg
 from align.rewards.text import completion_text
 
@@ -87,12 +88,12 @@ def ndcg_reward(prompts: Sequence[Any] | None = None, completions: Sequence[Any]
     e.g. ``functools.partial(ndcg_reward, k=5, format_penalty=-1.0)``. Plain text or chat completions.
     """
     if relevance is None:
-        raise ValueError("ndcg_reward needs the dataset column 'relevance' (the gold relevance of each candidate, "
+        raise RewardError("ndcg_reward needs the dataset column 'relevance' (the gold relevance of each candidate, "
                          "in the order the prompt numbers them)")
     if len(relevance) != len(completions):
-        raise ValueError(f"ndcg_reward: {len(relevance)} relevance lists for {len(completions)} completions")
+        raise RewardError(f"ndcg_reward: {len(relevance)} relevance lists for {len(completions)} completions")
     ks = list(k) if isinstance(k, (list, tuple)) else [k] * len(completions)
     if len(ks) != len(completions):
-        raise ValueError(f"ndcg_reward: {len(ks)} values of k for {len(completions)} completions")
+        raise RewardError(f"ndcg_reward: {len(ks)} values of k for {len(completions)} completions")
     return [ndcg_score(completion_text(c), [float(x) for x in rel], kk, format_penalty)
             for c, rel, kk in zip(completions, relevance, ks)]

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from align.errors import RewardError
 from align.rewards.advantages import rank_normalize
 
 RewardFunction = Callable[..., Sequence[float | None]]
@@ -55,7 +56,7 @@ def rank_reward(fn: RewardFunction, group_size: int | None = None) -> RewardFunc
     def ranked(prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any) -> list:
         values = list(fn(prompts=prompts, completions=completions, **kwargs))
         if len(values) != len(completions):
-            raise ValueError(f"reward function {getattr(fn, '__name__', fn)} returned {len(values)} values for "
+            raise RewardError(f"reward function {getattr(fn, '__name__', fn)} returned {len(values)} values for "
                              f"{len(completions)} completions")
         out: list[float | None] = [None] * len(values)
         for idx in _groups(prompts, len(values), group_size):

@@ -321,9 +321,9 @@ class Study:
         """``align eval --scorer task`` of ``model`` on the evaluation prompts (sampling seed ``seed``), with each
         prompt's own numbers kept (``per_prompt``: graded score and pass@k) for the bootstrap over prompts."""
         from align.data.prompts import load_prompts, tokenize_prompts
+        from align.evaluation.sampling import evaluate_by_sampling
         from align.evaluation.task import PASS_KS, task_report, task_sources
         from align.models.loading import load_model, load_tokenizer
-        from align.evaluation.sampling import evaluate_by_sampling
         from align.tasks.common import pass_at_k
 
         path = self.work / "evals" / run / f"seed-{seed}" / "true_reward.json"

@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from align.errors import RewardError, TaskError
 from align.rewards.text import completion_text
 
 TASK = "sort"
@@ -31,10 +32,10 @@ def make_rows(n: int, seed: int = 0, min_len: int = 3, max_len: int = 5, max_dig
     ``0..max_digit``; the same ``seed`` gives the same rows. Columns: ``prompt`` (chat messages), ``answer``
     (the sorted digits, space-separated)."""
     if n < 0 or not 1 <= min_len <= max_len or not 0 <= max_digit <= 9:
-        raise ValueError(f"sort task needs n >= 0, 1 <= min_len <= max_len, 0 <= max_digit <= 9; got n={n}, "
+        raise TaskError(f"sort task needs n >= 0, 1 <= min_len <= max_len, 0 <= max_digit <= 9; got n={n}, "
                          f"min_len={min_len}, max_len={max_len}, max_digit={max_digit}")
     if distinct and max_len > max_digit + 1:
-        raise ValueError(f"sort task: {max_len} distinct digits do not fit in 0..{max_digit}")
+        raise TaskError(f"sort task: {max_len} distinct digits do not fit in 0..{max_digit}")
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
@@ -75,7 +76,7 @@ def correct(completion: str | list[dict[str, str]], row: dict[str, Any]) -> bool
 def _rows(n: int, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     answers = kwargs.get("answer")
     if answers is None or len(answers) != n:
-        raise ValueError(f"sort reward needs the dataset column 'answer' with one value per completion "
+        raise RewardError(f"sort reward needs the dataset column 'answer' with one value per completion "
                          f"({n}), got {None if answers is None else len(answers)}")
     return [{"answer": a} for a in answers]
 

@@ -17,3 +17,9 @@ Per-benchmark modules: ``dpo_worker`` / ``dpo_report`` (scripts/bench_dpo.py) an
 
 The scripts put this folder on ``sys.path`` (``scripts/`` is the script's own directory when run as a script).
 """
+
+import os as _os
+from pathlib import Path as _Path
+
+# embedded:tiny's tokenizer corpus, the folder the recipes name (workers inherit it)
+_os.environ.setdefault("ALIGN_DATA_DIR", str(_Path(__file__).resolve().parents[2].parent / "shared" / "data"))

@@ -8,7 +8,7 @@ from typing import Any
 
 from benchlib.dpo_worker import CONFIGS
 from benchlib.machine import header_lines, load_average, machine_info, versions
-from benchlib.report import check_targets, compare_lines, fmt, median, ratio
+from benchlib.report import check_targets, finish_table, fmt, median, ratio
 
 LABELS = {"trl_live": "TRL live reference", "trl_precompute": "TRL precompute_ref_log_probs",
           "align_cold": "align, cold cache (build + train)", "align_warm": "align, warm cache"}
@@ -216,7 +216,4 @@ def render_markdown(summary: dict[str, Any], command: str = "") -> str:
               "reference pass: align's cache build (cold) or cache load and verify (warm), TRL's "
               "precompute_ref_log_probs pass; tokens/s counts non-padding tokens through the policy. Peak memory "
               "is each configuration's own process (its VmHWM on CPU, torch.cuda.max_memory_allocated on GPU)."]
-    lines += compare_lines(summary.get("compared_to"))
-    if command:
-        lines += ["", f"Command: `{command}`"]
-    return "\n".join(lines) + "\n"
+    return finish_table(lines, summary, command)

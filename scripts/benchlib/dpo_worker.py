@@ -14,6 +14,7 @@ import torch
 from benchlib import process
 from benchlib.batches import Cost, pick, tokens_over
 from benchlib.memory import maxrss_mb, ru_maxrss_mb
+from benchlib.models import load_measured_policy
 from benchlib.timing import quiet, steady_state, sync, timer_callback, timing_warmup
 
 CONFIGS = ("trl_live", "trl_precompute", "align_cold", "align_warm")
@@ -251,32 +252,18 @@ def run_worker(config: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration in this process and return its measurements (peak RSS is this process's)."""
     from transformers.utils import logging as hf_logging
 
-    from align.models.loading import load_model, load_tokenizer
+    from align.models.loading import load_tokenizer
 
     hf_logging.set_verbosity_error()
     if config not in CONFIGS:
         raise ValueError(f"unknown configuration {config!r}")
-    process.TURNS.start()
-    if config.startswith("trl"):  # each side's own imports before the baseline
-        import datasets  # noqa: F401
-        import trl  # noqa: F401
-    else:
-        import align.pipeline  # noqa: F401
-        import align.trainers  # noqa: F401
-    process.one_time_init()
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
+    process.start_worker(config.startswith("trl"), ("align.pipeline", "align.trainers"), spec.get("threads"))
     device = spec["device"]
     out: dict[str, Any] = {"config": config, "rss_after_imports_mb": maxrss_mb()}
     data = json.loads(Path(spec["data_file"]).read_text())
     items, trl_rows = data["items"], data["trl_rows"]
     tokenizer = load_tokenizer(spec["model_dir"])
-    torch.manual_seed(spec["seed"])
-    policy = load_model(spec["model_dir"], spec["dtype"]).to(device)
-    sync(device)
-    out["rss_after_model_load_mb"] = maxrss_mb()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    policy = load_measured_policy(spec, out)
     t0 = time.perf_counter()
     if config.startswith("trl"):
         _run_trl(config == "trl_precompute", spec, policy, tokenizer, items, trl_rows, out)

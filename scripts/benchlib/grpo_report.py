@@ -7,7 +7,7 @@ from typing import Any
 
 from benchlib.grpo_worker import config_name
 from benchlib.machine import header_lines, load_average, versions
-from benchlib.report import check_targets, compare_lines, fmt, median, ratio
+from benchlib.report import check_targets, finish_table, fmt, median, ratio
 
 # ratio key -> (comparison, target): the project's targets for GRPO against TRL (reported, not enforced)
 TARGETS = {"tiny_speed_vs_trl": (">=", 2.5), "bigvocab_speed_vs_trl": (">=", 3.0),
@@ -126,7 +126,4 @@ def render_markdown(summary: dict[str, Any], command: str = "") -> str:
               + ".", "", "Training s is the step's time less generation, reference and scoring (a phase a side does "
               "not report, shown —, stays in it). Tokens fed: what the training forward received, padding "
               "included."]
-    lines += compare_lines(summary.get("compared_to"))
-    if command:
-        lines += ["", f"Command: `{command}`"]
-    return "\n".join(lines) + "\n"
+    return finish_table(lines, summary, command)

@@ -22,7 +22,8 @@ import torch
 
 from benchlib import process
 from benchlib.memory import maxrss_mb, peak_gpu_mb, ru_maxrss_mb
-from benchlib.timing import quiet, steady_state, sync, timer_callback, timing_warmup
+from benchlib.models import load_measured_policy
+from benchlib.timing import quiet, steady_state, timer_callback, timing_warmup
 
 SIDES = ("align", "trl")
 REWARD = "benchlib.grpo_worker:reward_graded"  # align.tasks.sort's graded reward, timed (see reward_graded)
@@ -302,29 +303,16 @@ def run_worker(config: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration in this process and return its measurements (peak RSS is this process's)."""
     from transformers.utils import logging as hf_logging
 
-    from align.models.loading import load_model, load_tokenizer
+    from align.models.loading import load_tokenizer
 
     hf_logging.set_verbosity_error()
     side, beta = parse_config(config)
-    process.TURNS.start()
-    if side == "trl":  # each side's own imports before the baseline
-        import datasets  # noqa: F401
-        import trl  # noqa: F401
-    else:
-        import align.trainers  # noqa: F401
-    process.one_time_init()
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
+    process.start_worker(side == "trl", ("align.trainers",), spec.get("threads"))
     device = spec["device"]
     out: dict[str, Any] = {"config": config, "side": side, "beta": beta, "rss_after_imports_mb": maxrss_mb()}
     tokenizer = load_tokenizer(spec["model_dir"])
     prompts, rows = load_prompt_set(spec, tokenizer)
-    torch.manual_seed(spec["seed"])
-    policy = load_model(spec["model_dir"], spec["dtype"]).to(device)
-    sync(device)
-    out["rss_after_model_load_mb"] = maxrss_mb()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    policy = load_measured_policy(spec, out)
     t0 = time.perf_counter()
     if side == "trl":
         steps = run_trl(spec, beta, policy, tokenizer, prompts, rows, out)

@@ -52,10 +52,10 @@ def build_model_dir(shape: dict[str, Any], tokenizer, out: Path, *, seed: int, m
     Llama shape without a fixed vocabulary is built by align's own embedded-model builder at that size."""
     from transformers import AutoModelForCausalLM
 
-    from align.models.tiny import TinySpec, build_model
+    from align.models.tiny import TinyShape, build_model
 
     if shape["arch"] == "llama" and not shape.get("vocab_size"):
-        spec = TinySpec(vocab_size=len(tokenizer), hidden_size=shape["hidden_size"],
+        spec = TinyShape(vocab_size=len(tokenizer), hidden_size=shape["hidden_size"],
                         intermediate_size=shape["intermediate_size"], num_hidden_layers=shape["num_hidden_layers"],
                         num_attention_heads=shape["num_attention_heads"],
                         num_key_value_heads=shape["num_key_value_heads"], max_position_embeddings=max(1024, max_length),
@@ -70,3 +70,20 @@ def build_model_dir(shape: dict[str, Any], tokenizer, out: Path, *, seed: int, m
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out, sum(p.numel() for p in model.parameters())
+
+
+def load_measured_policy(spec: dict[str, Any], out: dict[str, Any]) -> torch.nn.Module:
+    """The worker's policy (``spec``'s model, dtype, device and seed), with ``rss_after_model_load_mb`` recorded in
+    ``out`` and the GPU peak counter reset after the load, alike on both sides."""
+    from align.models.loading import load_model
+    from benchlib.memory import maxrss_mb
+    from benchlib.timing import sync
+
+    device = spec["device"]
+    torch.manual_seed(spec["seed"])
+    policy = load_model(spec["model_dir"], spec["dtype"]).to(device)
+    sync(device)
+    out["rss_after_model_load_mb"] = maxrss_mb()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    return policy

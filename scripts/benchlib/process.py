@@ -171,3 +171,37 @@ def run_configs(script: Path, groups: list[list[str]], spec: dict[str, Any], spe
         else:
             got.update(run_interleaved(script, group, spec_file, work, tag, cwd=cwd))
     return got
+
+
+def start_worker(trl_side: bool, align_modules: tuple[str, ...], threads: int | None) -> None:
+    """A worker's start, the same on both sides: its turn, its own side's imports before the memory baseline
+    (TRL with ``datasets``, or ``align_modules``), :func:`one_time_init`, the torch thread count."""
+    import importlib
+
+    import torch
+
+    TURNS.start()
+    for module in ("datasets", "trl") if trl_side else align_modules:
+        importlib.import_module(module)
+    one_time_init()
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def in_work_dir(run, prefix: str, parent: str | None, keep: bool, log) -> dict[str, Any]:
+    """``run(work)`` in a fresh temporary directory under ``parent`` (removed after, unless ``keep``); the result
+    gets ``wall_seconds``."""
+    import shutil
+    import tempfile
+
+    t_start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        summary = run(work)
+    finally:
+        if keep:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    summary["wall_seconds"] = time.perf_counter() - t_start
+    return summary

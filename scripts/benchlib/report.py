@@ -75,3 +75,35 @@ def write_outputs(summary: dict[str, Any], table: str, *, output: str | None, ma
         path = repo / markdown if markdown_is_default else Path(markdown)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(table)
+
+
+def finish_table(lines: list[str], summary: dict[str, Any], command: str | None) -> str:
+    """The table's end: the comparison with another run (``--compare-to``) and the command line."""
+    lines = [*lines, *compare_lines(summary.get("compared_to"))]
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+def run_and_report(name: str, plan: dict[str, Any], args: Any, argv: list[str] | None, run_benchmark,
+                   render_markdown, *, repo: Path, markdown_is_default: bool) -> dict[str, Any]:
+    """A benchmark script's main run: ``run_benchmark(plan, work, ...)`` in a temporary work directory
+    (:func:`benchlib.process.in_work_dir`), ``--compare-to`` applied, the table printed and the outputs written."""
+    import json
+    import sys
+
+    from benchlib.process import in_work_dir
+
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    summary = in_work_dir(lambda work: run_benchmark(plan, work, in_process=args.in_process, log=log),
+                          f"{name}-", args.workdir, args.keep_workdir, log)
+    if args.compare_to:
+        summary["compared_to"] = compare_ratios(summary, json.loads(Path(args.compare_to).read_text()),
+                                                str(args.compare_to))
+    command = f"python scripts/{name}.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    table = render_markdown(summary, command.strip())
+    print(table)
+    write_outputs(summary, table, output=plan["output"], markdown=plan["markdown"],
+                  markdown_is_default=markdown_is_default, repo=repo)
+    print(f"wall time {summary['wall_seconds']:.1f} s", file=sys.stderr)
+    return summary

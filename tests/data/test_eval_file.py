@@ -13,7 +13,7 @@ import pytest
 from align.config import load_recipe
 from align.data.example import DataError
 from align.iterate import load_iterate_prompts
-from align.online.run import load_prompt_data
+from align.online_run import load_prompt_data
 from align.pipeline import load_data
 from tests.conftest import REPO
 

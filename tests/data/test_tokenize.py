@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from align.data.example import RankedExample
 from align.data.tokenize import data_fingerprint, tokenize_examples
-from align.models.tiny import build_tokenizer, default_corpus_files
+from align.models.tiny import build_tokenizer, corpus_files
 
-TOK = build_tokenizer(default_corpus_files()[:1], 512)
+TOK = build_tokenizer(corpus_files()[:1], 512)
 
 
 def test_chat_prompt_uses_template_and_response_ends_with_end_of_turn():
@@ -18,7 +18,7 @@ def test_chat_prompt_uses_template_and_response_ends_with_end_of_turn():
 
 
 def test_truncation_is_counted_prompt_keeps_its_end_and_bos():
-    tok = build_tokenizer(default_corpus_files()[:1], 512)
+    tok = build_tokenizer(corpus_files()[:1], 512)
     tok.bos_token = "<|endoftext|>"
     long_prompt = " ".join(f"word{i}" for i in range(200)) + " LAST"
     ex = RankedExample(long_prompt, ("a " * 100, "b " * 100), (1.0, 0.0))
@@ -47,7 +47,7 @@ def test_data_fingerprint_sees_ids_and_labels():
 
 
 def test_prompts_the_chat_template_rejects_are_dropped_and_counted():
-    tok = build_tokenizer(default_corpus_files()[:1], 512)
+    tok = build_tokenizer(corpus_files()[:1], 512)
     # As strict templates (Llama 2, Mistral) do: no system turn.
     tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
                          "{{ raise_exception('System role not supported') }}{% endif %}"

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
-from tests.distributed.test_launch import ACCELERATE, _env, _port
+from tests.helpers import align_command, launch_env
 
 TASK = "task:sort?n=40&seed=0&min_len=2&max_len=3&max_digit=5"
 COMMON = ["sft.enabled=false", "eval.enabled=false", f"data.train={TASK}", "data.eval_fraction=0.1",
@@ -28,12 +27,8 @@ LOSS_TOL = 1e-5
 def _run(model_dir: Path, out: Path, config: str | None, per_device: int) -> list[dict]:
     args = ["train", "recipes/grpo_rank_tiny.yaml", "--output-dir", str(out), f"model.name_or_path={model_dir}",
             f"train.per_device_train_batch_size={per_device}", *COMMON]
-    if config is None:
-        cmd = [sys.executable, "-m", "align", *args]
-    else:
-        cmd = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
-               str(ACCELERATE / config), "--main_process_port", str(_port()), "-m", "align", *args]
-    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(align_command(args, config), cwd=REPO, env=launch_env(),
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["reference_cache"]["computed"] > 0

@@ -7,10 +7,7 @@ the summary."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,22 +17,15 @@ import yaml
 
 from align.tasks import task_rows
 from tests.conftest import REPO
+from tests.helpers import align_command, launch_env
 
-ACCELERATE = REPO / "recipes" / "accelerate"
 LOSS_TOL = 2e-4  # as tests/distributed/test_launch.py: the same math on other batch splits
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false", ALIGN_HOME=str(home), HF_HUB_OFFLINE="1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    return env
+    return launch_env(ALIGN_HOME=str(home), HF_HUB_OFFLINE="1")
 
 
 def _recipe(tmp: Path, model_dir: Path) -> Path:
@@ -61,11 +51,9 @@ def _recipe(tmp: Path, model_dir: Path) -> Path:
 def _iterate(tmp: Path, recipe: Path, name: str, config: str | None, batch: int) -> tuple[dict, str, float]:
     args = ["iterate", str(recipe), "--output-dir", str(tmp / name), f"train.per_device_train_batch_size={batch}",
             f"reference.cache_dir={tmp / f'cache-{name}'}"]
-    cmd = [sys.executable, "-m", "align", *args] if config is None else \
-        [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
-         str(ACCELERATE / config), "--main_process_port", str(_port()), "-m", "align", *args]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO, env=_env(tmp / "home"), capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(align_command(args, config), cwd=REPO, env=_env(tmp / "home"), capture_output=True,
+                          text=True, timeout=1200)
     seconds = time.perf_counter() - t0
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]

@@ -9,8 +9,6 @@ across ranks), the same losses over the first steps, one summary.json written by
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +19,8 @@ import yaml
 
 from align.reference.store import _key_list
 from tests.conftest import HH, REPO
+from tests.helpers import ACCELERATE, align_command, launch_env
 
-ACCELERATE = REPO / "recipes" / "accelerate"
 # Same global batch in every run: 8 lists a step, one process x 8 or two x 4. Constant LR so a resumed run can be
 # compared step for step with a straight one.
 COMMON = ["data.max_rows=64", "data.max_prompt_length=32", "data.max_response_length=24", "sft.enabled=false",
@@ -32,17 +30,8 @@ COMMON = ["data.max_rows=64", "data.max_prompt_length=32", "data.max_response_le
 LOSS_TOL = 2e-4  # the same math on other batch splits: float32 sums in another order and other padding widths
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    return env
 
 
 def _recipe_args(model_dir: Path, cache: Path, out: Path, *extra: str) -> list[str]:
@@ -54,12 +43,8 @@ def _train(model_dir: Path, tmp: Path, name: str, config: str | None, *extra: st
     """Run ``align train`` (under ``accelerate launch`` when ``config`` is given); returns (summary, output)."""
     out, cache = tmp / name, tmp / f"cache-{name}"
     args = _recipe_args(model_dir, cache, out, *extra) + (["--resume"] if resume else [])
-    if config is None:
-        cmd = [sys.executable, "-m", "align", *args]
-    else:
-        cmd = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file",
-               str(ACCELERATE / config), "--main_process_port", str(_port()), "-m", "align", *args]
-    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(align_command(args, config), cwd=REPO, env=launch_env(),
+                          capture_output=True, text=True, timeout=900)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
     return json.loads((out / "summary.json").read_text()), output
@@ -117,7 +102,7 @@ def _eval_computes_nothing(single, name: str) -> dict:
     cmd = [sys.executable, "-m", "align", "eval", "--model", str(tmp / name / "model"), "--data", str(HH),
            "--max-rows", "64", "--split", "eval", "--max-prompt-length", "32", "--max-response-length", "24",
            "--cache-dir", str(tmp / f"cache-{name}"), "--bootstrap", "50", "--no-plots", "--output", str(out)]
-    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     result = json.loads(out.read_text())
     assert result["scorer"] == "implicit"

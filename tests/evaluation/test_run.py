@@ -116,11 +116,11 @@ def test_auto_scorer_uses_the_recorded_reference(small_model_dir, tmp_path, caps
 
 def test_reference_with_another_tokenizer_is_refused(reward_run, tmp_path, capsys):
     _, run = reward_run
-    from align.models.tiny import build_tokenizer, default_corpus_files
+    from align.models.tiny import build_tokenizer, corpus_files
 
     other = tmp_path / "other"
     shutil.copytree(run / "model", other)
-    build_tokenizer(default_corpus_files(), vocab_size=300).save_pretrained(other)
+    build_tokenizer(corpus_files(), vocab_size=300).save_pretrained(other)
     assert main(["eval", "--model", str(run / "model"), "--reference", str(other), "--data", str(HH), *SHORT]) == 2
     assert "another tokenizer" in capsys.readouterr().err
 

@@ -42,10 +42,10 @@ from align.data.tokenize import tokenize_examples  # noqa: E402
 from align.forward import list_logprobs  # noqa: E402
 from align.logprobs import sequence_logprobs  # noqa: E402
 from align.losses import DPOLossConfig, ListScores, dpo_loss  # noqa: E402
-from align.models.tiny import TinySpec, build_model, build_tokenizer  # noqa: E402
+from align.models.tiny import TinyShape, build_model, build_tokenizer  # noqa: E402
 
 BETA = 0.1
-SPEC = TinySpec(
+SPEC = TinyShape(
     vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
     num_key_value_heads=1,
 )  # fmt: skip

@@ -12,10 +12,10 @@ import torch
 
 from align.data.example import RankedExample
 from align.data.tokenize import TokenizedList, tokenize_examples
-from align.models.tiny import TinySpec, build_model, build_tokenizer
+from align.models.tiny import TinyShape, build_model, build_tokenizer
 from align.reference import CachedReference, LiveReference
 
-SPEC = TinySpec(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+SPEC = TinyShape(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=2, num_key_value_heads=1, seed=0)
 SHARD = 8
 

@@ -4,20 +4,15 @@ result with its skips counted, or a one-line error with exit 2; never a tracebac
 from __future__ import annotations
 
 import json
-import traceback
 
 import pytest
 
-from align.cli import main
 from tests.data.bad_inputs import CASES, usable
+from tests.helpers import run_cli
 
 
 def _run(args: list[str], capsys) -> tuple[int, str]:
-    try:
-        code = main(args)
-    except BaseException:  # anything escaping main() would be a traceback for a user
-        pytest.fail(f"align {args[0]} raised on {args}:\n{traceback.format_exc()}")
-    return code, capsys.readouterr().err
+    return run_cli(args, capsys)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.kind)

@@ -3,12 +3,11 @@ uninterrupted run's model, bit for bit, on the CPU (samples come from seeded per
 
 from __future__ import annotations
 
-import hashlib
 import signal
 
 import pytest
-from safetensors.torch import load_file
 
+from tests.helpers import model_hash
 from tests.reliability.test_kill import _align
 
 TASK = "task:sort?n=40&seed=0&min_len=2&max_len=3&max_digit=5"
@@ -23,12 +22,6 @@ def _args(model_dir, out) -> list[str]:
             "loss.rewards=[{function: 'tests.online.rewards:length', weight: 1.0}]"]
 
 
-def _model_hash(run) -> str:
-    weights = load_file(str(run / "model" / "model.safetensors"))
-    h = hashlib.sha256()
-    for name in sorted(weights):
-        h.update(name.encode() + weights[name].numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +29,7 @@ def straight(small_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kill_grpo")
     p = _align(tmp / "home", *_args(small_model_dir, tmp / "straight"))
     assert p.returncode == 0, p.stderr[-3000:]
-    return tmp, _model_hash(tmp / "straight")
+    return tmp, model_hash(tmp / "straight")
 
 
 @pytest.mark.parametrize("kill", [("generate", 3), ("save", 2)])
@@ -48,4 +41,4 @@ def test_killed_grpo_resumes_to_the_uninterrupted_model(straight, small_model_di
     assert not (out / "model").exists()
     p = _align(tmp / "home", *_args(small_model_dir, out), "--resume")
     assert p.returncode == 0, p.stderr[-3000:]
-    assert _model_hash(out) == want
+    assert model_hash(out) == want

@@ -18,14 +18,13 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import pytest
 
-from align.cli import main
 from align.runstate import LOCK, MARKER, OutputDirError, OutputDirLock, check_no_links, output_dir_problem
 from tests.conftest import HH, REPO
+from tests.helpers import run_cli
 
 ARGS = ["data.max_rows=24", "data.max_prompt_length=32", "data.max_response_length=16", "sft.enabled=false",
         "train.max_steps=2", "train.save_steps=1", "train.per_device_train_batch_size=2", "eval.enabled=false"]
@@ -37,11 +36,7 @@ def _train(model_dir, out, tmp_path, *extra: str) -> list[str]:
 
 
 def _run(args: list[str], capsys) -> tuple[int, str]:
-    try:
-        code = main(args)
-    except BaseException:  # anything escaping main() would be a traceback for a user
-        pytest.fail(f"align {args[0]} raised on {args}:\n{traceback.format_exc()}")
-    return code, capsys.readouterr().err
+    return run_cli(args, capsys)
 
 
 def _hash(path: Path) -> str:

@@ -4,14 +4,12 @@ samples come from streams seeded by (run seed, window, prompt index), and a wind
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
-from safetensors.torch import load_file
 
 import align.trainers.rollout as rollout_module
 from align.config import load_recipe
 from align.online_run import run_grpo
+from tests.helpers import model_hash
 
 TASK = "task:sort?n=40&seed=0&min_len=2&max_len=3&max_digit=5"
 
@@ -30,12 +28,6 @@ def _recipe(model_dir, mu: int):
     return load_recipe("recipes/grpo_rank_tiny.yaml", overrides)
 
 
-def _model_hash(run) -> str:
-    weights = load_file(str(run / "model" / "model.safetensors"))
-    h = hashlib.sha256()
-    for name in sorted(weights):
-        h.update(name.encode() + weights[name].numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.mark.parametrize("mu,stop_at", [(1, 2), (2, 3)])
@@ -57,4 +49,4 @@ def test_resumed_grpo_ends_with_the_uninterrupted_model(small_model_dir, tmp_pat
     monkeypatch.setattr(rollout_module.RolloutTrainer, "get_batch_samples", real)
     s = run_grpo(_recipe(small_model_dir, mu), resumed, resume=True, progress=False)
     assert s["steps"] == 4
-    assert _model_hash(resumed) == _model_hash(straight)
+    assert model_hash(resumed) == model_hash(straight)
