@@ -31,8 +31,8 @@ Ratios (``ratios`` in the JSON; per β in ``ratios_by_beta``; the headline is th
 peak ÷ TRL peak), ``generation_vs_trl`` (TRL generation s ÷ align generation s, over both models). The project's
 targets (reported, not enforced): speed >= 2.5 (tiny) and >= 3 (bigvocab), memory <= 0.5, generation >= 1.3.
 
-``--quick`` runs each model on 6 of its full run's batches (the full run's first and costliest as the 2 untimed
-warm-up steps, then the 4 whose mean real and padded tokens per step best match the full run's timed steps:
+``--quick`` runs each model on 5 of its full run's batches (the full run's costliest as the one untimed warm-up
+step, then the 4 whose mean real and padded tokens per step best match the full run's timed steps:
 ``benchlib.batches``), so that its ratios track the full run's.
 
     python scripts/bench_grpo.py --quick                      # both models, a few batches: < 12 minutes
@@ -65,7 +65,7 @@ PROMPTS = "task:sort?n=64&seed=0&min_len=50&max_len=190"
 MODELS = {"tiny": ("embedded:tiny", 4), "bigvocab": ("bigvocab", 2), "qwen2_0_5b": ("qwen2_0_5b", 2)}
 BETAS = (0.0, 0.04)
 DEFAULTS = {"full": {"reps": 1, "steps": None, "timing_warmup": 2},  # steps None: one epoch of the prompts
-            "quick": {"reps": 1, "steps": 6, "timing_warmup": 2}}
+            "quick": {"reps": 1, "steps": 5, "timing_warmup": 1}}
 
 
 def make_plan(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,8 +206,8 @@ def run_benchmark(plan: dict[str, Any], work: Path, *, in_process: bool = False,
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_argument_group("mode and output")
-    g.add_argument("--quick", action="store_true", help="each model on 6 of its full run's batches (2 untimed: "
-                   "its first and its costliest; 4 timed, matching its mean tokens per step): < 12 minutes")
+    g.add_argument("--quick", action="store_true", help="each model on 5 of its full run's batches (1 untimed: "
+                   "its costliest; 4 timed, matching its mean tokens per step): < 12 minutes")
     g.add_argument("--output", metavar="FILE.json", help="write every measurement, ratios and the loss agreement")
     g.add_argument("--markdown", metavar="PATH", help="also write the table as markdown to PATH")
     g.add_argument("--compare-to", metavar="FULL.json", help="compare this run's ratios with another run's JSON "
@@ -225,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = ap.add_argument_group("run settings")
     r.add_argument("--reps", type=int, help="repetitions of each model's configurations (1)")
     r.add_argument("--steps", type=int, help="optimizer steps per run, warm-up included (full: one epoch of the "
-                   "prompts; --quick: 6)")
-    r.add_argument("--timing-warmup", type=int, help="first steps run but not timed, on both sides (2)")
+                   "prompts; --quick: 5)")
+    r.add_argument("--timing-warmup", type=int, help="first steps run but not timed, on both sides (2; --quick: 1)")
     r.add_argument("--batch-prompts", type=int, help="prompts per step for every model (default: tiny 4, "
                    "bigvocab 2)")
     r.add_argument("--num-generations", type=int, default=8, help="G, completions per prompt (8)")

@@ -71,14 +71,14 @@ def test_minuscule_run_in_process(bench, tmp_path):
 
 
 def test_quick_picks_a_few_of_the_full_runs_batches(bench):
-    """--quick: 6 of the 16 four-prompt batches, the costliest among the warm-up ones, no prompt twice."""
+    """--quick: 5 of the 16 four-prompt batches, the costliest as the warm-up one, no prompt twice."""
     from align.models.loading import load_tokenizer
 
     plan = bench.make_plan(bench.build_parser().parse_args(["--quick"]))
     order, data = bench.prompt_order(plan, load_tokenizer("embedded:tiny"), 4)
     sel = data["selected_from"]
-    assert data["steps"] == 6 and len(order) == 24 == len(set(order))
-    assert sel["batches"] == 16 and len(sel["picked"]) == 6
+    assert data["steps"] == 5 and len(order) == 20 == len(set(order))
+    assert sel["batches"] == 16 and len(sel["picked"]) == 5
     assert sel["picked_max_padded_tokens_per_step"] == sel["full_max_padded_tokens_per_step"]
     assert data["prompt_tokens_min"] == 63 and data["prompt_tokens_max"] == 203
     full = bench.make_plan(bench.build_parser().parse_args([]))
