@@ -22,7 +22,8 @@ OUT = Path("runs/python_api")
 
 # 1. A recipe with dotted overrides, trained quietly; the summary is the dictionary summary.json holds.
 recipe = align.load_recipe(REPO / "recipes/dpo_tiny.yaml", [f"data.train={HH}", "data.max_rows=100", "sft.max_steps=10",
-                                                     "train.max_steps=10", "train.logging_steps=5"])
+                                                     "train.max_steps=10", "train.logging_steps=5",
+                                                     f"model.name_or_path=embedded:tiny?corpus={HH.parent}"])
 summary = align.train(recipe, output_dir=OUT / "recipe", overwrite=True, quiet=True)
 print("trained:", summary["steps"], "steps, loss", summary["train_loss_first"], "->", summary["train_loss_last"])
 print("reference cache:", summary["reference_cache"])
