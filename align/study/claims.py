@@ -30,10 +30,16 @@ TRUE_SCORE = "true reward: mean graded score of sampled completions on the fixed
 SMALLEST_EFFECT = {"score": 0.02, "pass@k": 0.02, "ece": 0.01, "ranking accuracy": 0.02}
 
 
+def sweep_key(b: float, tau: float) -> str:
+    """The claim key of one exploratory Pairwise Cringe setting."""
+    return f"cringe-b{b:g}-tau{tau:g}"
+
+
 def groups(settings: Any) -> list[str]:
     """The claim keys, in the order of ``docs/results.md``'s claims (a key may hold several claims)."""
     return ([f"lipo-k{k}" for k in settings.ks] + ["mmpo-ece", "mmpo-score", "chen-task", "chen-hh"]
-            + [f"he-pass{k}" for k in settings.pass_ks] + ["xu"])
+            + [f"he-pass{k}" for k in settings.pass_ks] + ["xu"]
+            + [sweep_key(b, t) for b, t in settings.cringe_sweep])
 
 
 def collect_seed(study: Study, seed: int, keys: set[str] | None = None,
@@ -98,11 +104,21 @@ def collect_seed(study: Study, seed: int, keys: set[str] | None = None,
             r = scored(trained(run, study.grpo(run, u, seed)), run, arm)
             for k in s.pass_ks:
                 v[f"he-pass{k}"][arm][seed] = r["pass_at_k"][str(k)]
+    sweep = [(bb, tt) for bb, tt in s.cringe_sweep if sweep_key(bb, tt) in keys]
+    if "xu" in keys or sweep:
+        run = "iterate-dpo"
+        dpo_scores = scored(study.iterate(run, "dpo", dpo, seed), run, "iterative DPO")["score"]
     if "xu" in keys:
-        for arm, algorithm, loss in (("iterative Pairwise Cringe", "cringe", {"b": b, "tau": tau, "alpha": alpha}),
-                                     ("iterative DPO", "dpo", dpo)):
-            run = f"iterate-{algorithm}"
-            v["xu"][arm][seed] = scored(study.iterate(run, algorithm, loss, seed), run, arm)["score"]
+        run = "iterate-cringe"
+        v["xu"]["iterative DPO"][seed] = dpo_scores
+        v["xu"]["iterative Pairwise Cringe"][seed] = scored(
+            study.iterate(run, "cringe", {"b": b, "tau": tau, "alpha": alpha}, seed), run,
+            "iterative Pairwise Cringe")["score"]
+    for bb, tt in sweep:  # exploratory settings of Cringe, each against the same iterative DPO runs
+        run, arm = f"iterate-cringe-b{bb:g}-tau{tt:g}", f"iterative Pairwise Cringe b={bb:g} τ={tt:g}"
+        v[sweep_key(bb, tt)]["iterative DPO"][seed] = dpo_scores
+        v[sweep_key(bb, tt)][arm][seed] = scored(
+            study.iterate(run, "cringe", {"b": bb, "tau": tt, "alpha": alpha}, seed), run, arm)["score"]
     study.log(f"seed {seed} done ({', '.join(sorted(keys))})")
     return v
 
@@ -146,9 +162,11 @@ def claims(values: dict[str, Any], settings: Any, seeds: dict[str, list[int]] | 
             use = sorted(set(v[favoured]) & set(v[baseline]))
         return {favoured: _seeded(v[favoured], use), baseline: _seeded(v[baseline], use)}
 
-    def add(claim: str, paper: str, metric: str, key: str, pair: tuple[str, str], direction: int, effect: str):
+    def add(claim: str, paper: str, metric: str, key: str, pair: tuple[str, str], direction: int, effect: str,
+            **extra: Any):
         out.append(compare(claim, paper, metric, arms(key, *pair), direction, SMALLEST_EFFECT[effect], key=key,
-                           seed_list=seeds.get(key) or sorted(set(values[key][pair[0]]) & set(values[key][pair[1]]))))
+                           seed_list=seeds.get(key) or sorted(set(values[key][pair[0]]) & set(values[key][pair[1]])),
+                           **extra))
 
     for k in s.ks:
         for base in ("DPO best/worst", "DPO all pairs"):
@@ -172,4 +190,8 @@ def claims(values: dict[str, Any], settings: Any, seeds: dict[str, list[int]] | 
             ("GRPO + unlikeliness", "GRPO"), +1, "pass@k")
     add("Iterative Pairwise Cringe (2 rounds) beats iterative DPO (2 rounds)", XU, TRUE_SCORE, "xu",
         ("iterative Pairwise Cringe", "iterative DPO"), +1, "score")
+    for b, tau in s.cringe_sweep:
+        add(f"Exploratory: iterative Pairwise Cringe with b = {b:g}, τ = {tau:g} (2 rounds) beats iterative DPO", XU,
+            TRUE_SCORE, sweep_key(b, tau), (f"iterative Pairwise Cringe b={b:g} τ={tau:g}", "iterative DPO"), +1,
+            "score", exploratory=True)
     return out

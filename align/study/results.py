@@ -73,7 +73,10 @@ SETUP = """## Setup of each comparison
   evaluation samples (unbiased estimator).
 - **Xu et al. 2023.** `align iterate`, two rounds each, from the SFT model: 4 samples per prompt, best vs worst by
   the graded score, then Pairwise Cringe (b, τ, α of `recipes/iterate_cringe_tiny.yaml`) or DPO (β) on those pairs,
-  the same steps per round; the second round samples from the first round's policy.
+  the same steps per round; the second round samples from the first round's policy. Exploratory, since the
+  paper's own b and τ are not checked here: Pairwise Cringe at (b, τ) ∈ {1, 4} × {0.5, 2} (declared before the run,
+  `Settings.cringe_sweep`), each against the same iterative DPO runs; these claims are marked *Exploratory* and
+  read as a sensitivity check, not as a test of the paper.
 - **Evaluation.** `align eval --scorer task`: the fixed evaluation prompts, `eval_samples` completions each at
   temperature 1, sampling seed = the run's seed (the arms of a seed see the same random stream).
 """

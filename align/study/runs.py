@@ -63,6 +63,9 @@ class Settings:
     iterate_prompts: int = 48  # prompts per round
     iterate_steps: int = 6  # optimiser steps per round
     cringe: tuple[float, float, float] = (2.0, 1.0, 1.0)  # b, tau, alpha (recipes/iterate_cringe_tiny.yaml)
+    # Exploratory: Pairwise Cringe at other (b, τ) around ``cringe``'s, declared before the run (the paper's values
+    # are not checked here); each point is its own claim against iterative DPO, marked exploratory
+    cringe_sweep: tuple[tuple[float, float], ...] = ((1.0, 0.5), (1.0, 2.0), (4.0, 0.5), (4.0, 2.0))
     windows: int = 6  # the stopping rule (align.study.stats.stopping_step): the budget in this many windows,
     patience: int = 2  # stop after this many windows in a row without improvement,
     min_improvement: float = 0.005  # an improvement: the window's mean training loss (reward) beats the best by this
@@ -76,7 +79,8 @@ class Settings:
 
 QUICK = Settings(seeds=(1, 2), sft_steps=120, list_prompts=32, ks=(4,), steps=6, eval_prompts=16, eval_samples=8,
                  calibration_prompts=16, grpo_steps=3, grpo_prompts=4, pass_ks=(2, 4, 8), iterate_prompts=16,
-                 iterate_steps=2, windows=3, patience=1, hh_sft_steps=5, hh_steps=6, hh_eval_rows=300)
+                 iterate_steps=2, windows=3, patience=1, hh_sft_steps=5, hh_steps=6, hh_eval_rows=300,
+                 cringe_sweep=())
 
 
 def _json(path: Path) -> Any:

@@ -17,7 +17,7 @@ def tiny(model: str) -> Settings:
     return Settings(seeds=(1,), base_model=model, sft_steps=60, sft_rows=200, list_prompts=8, ks=(2,), steps=2,
                     batch_size=4, eval_prompts=3, eval_samples=2, calibration_prompts=6, grpo_steps=2, grpo_prompts=2,
                     grpo_generations=2, pass_ks=(2,), iterate_prompts=6, iterate_steps=1, windows=2, patience=1,
-                    hh_sft_steps=1, hh_steps=1, hh_eval_rows=60)
+                    hh_sft_steps=1, hh_steps=1, hh_eval_rows=60, cringe_sweep=((1.0, 0.5),))
 
 
 def test_every_claim_runs_and_reports(tmp_path, small_model_dir):
@@ -27,7 +27,12 @@ def test_every_claim_runs_and_reports(tmp_path, small_model_dir):
     values = collect(study)
     out = claims(values, settings)
     keys = [c["key"] for c in out]
-    assert keys == ["lipo-k2", "lipo-k2", "mmpo-ece", "mmpo-score", "chen-task", "chen-hh", "he-pass2", "xu"]
+    assert keys == ["lipo-k2", "lipo-k2", "mmpo-ece", "mmpo-score", "chen-task", "chen-hh", "he-pass2", "xu",
+                    "cringe-b1-tau0.5"]
+    sweep = out[-1]  # the exploratory Cringe setting, against the same iterative DPO runs as the claim before it
+    assert sweep["exploratory"] and sweep["claim"].startswith("Exploratory:")
+    assert sweep["arms"]["iterative DPO"] == out[-2]["arms"]["iterative DPO"]
+    assert "exploratory" not in out[-2]
     for c in out:
         assert {"claim", "paper", "metric", "arms", "verdict", "smallest_effect", "seeds"} <= set(c)
         assert len(c["arms"]) == 2 and all(set(a) >= {"mean", "ci"} for a in c["arms"].values())
