@@ -520,10 +520,14 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "DeepSpeed", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return args.fn(args)
+        code = args.fn(args)
     except _user_errors() as e:
         print(f"align {args.command}: error: {e}", file=sys.stderr)
         return 2
+    from align.distributed import shutdown
+
+    shutdown()  # under a launcher: the process group goes down in order, not at interpreter exit
+    return code
 
 
 if __name__ == "__main__":

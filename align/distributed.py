@@ -38,6 +38,14 @@ def barrier() -> None:
         dist.barrier()
 
 
+def shutdown() -> None:
+    """Destroy the process group at the end of a launched command that finished (every rank, after the run's last
+    collective). Left to the interpreter's exit, the gloo group's worker threads can be torn down in the wrong
+    order and abort the process (``terminate called without an active exception``) after the run succeeded."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj``, in rank order, on every rank."""
     _, world = rank_world()
