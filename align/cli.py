@@ -356,7 +356,8 @@ def _ranged(kind: type, low: float | None = None, high: float | None = None, *, 
             high_open: bool = False):
     """An argparse ``type``: a number of ``kind`` (int or float) in the range, NaN and ±inf refused, so a bad
     flag is a one-line usage error (exit 2) instead of a failure minutes into the run."""
-    from align.config import ConfigError, Range, check_number
+    from align.errors import ConfigError
+    from align.validation import Range, check_number
 
     rng = Range(low, high, low_open=low_open, high_open=high_open, integer=kind is int)
 

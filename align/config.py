@@ -516,9 +516,12 @@ def _anchor_corpus(name: str, recipe_dir: Path | None) -> str:
     working directory), made absolute so that every later step reads the same folder."""
     from urllib.parse import quote
 
-    if not name.startswith("embedded:tiny?corpus="):
+    from align.models.loading import embedded_corpus, is_embedded
+
+    corpus = embedded_corpus(name) if is_embedded(name) else None
+    if corpus is None:
         return name
-    folder = Path(name.split("=", 1)[1]).expanduser()
+    folder = Path(corpus).expanduser()
     if folder.is_absolute():
         return name
     for base in (recipe_dir, Path.cwd()):

@@ -18,9 +18,8 @@ import torch
 from transformers import TrainingArguments
 
 from align.config import Recipe, preflight, to_dict, training_kwargs
-from align.data.example import DataError
 from align.distributed import barrier, is_main, is_zero3_partitioned
-from align.errors import ConfigError
+from align.errors import ConfigError, DataError
 from align.io import write_json
 from align.modelcard import write_model_card
 from align.models.loading import MODEL_INFO, REFERENCE_ADAPTER, align_home, is_adapter

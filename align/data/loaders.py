@@ -17,10 +17,10 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from align.data.example import DataError, LoadReport, RankedExample
+from align.data.example import LoadReport, RankedExample
 from align.data.formats import ACCEPTED, FORMATS, NOTES, UNRECOGNISED, check_columns, convert_row
 from align.data.sources import BadRow, read_rows
-from align.errors import ConfigError
+from align.errors import ConfigError, DataError
 
 log = logging.getLogger("align.data")
 

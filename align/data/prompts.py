@@ -24,11 +24,11 @@ from typing import Any, NamedTuple
 
 from transformers import PreTrainedTokenizerBase
 
-from align.data.example import DataError, LoadReport, Prompt, RankedExample
+from align.data.example import LoadReport, Prompt, RankedExample
 from align.data.formats import Skip, _check_prompt, _valid_text, convert_row
 from align.data.sources import BadRow, read_rows
 from align.data.tokenize import render
-from align.errors import ConfigError
+from align.errors import ConfigError, DataError
 
 log = logging.getLogger("align.data")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from align.data.example import DataError
+from align.errors import DataError
 
 log = logging.getLogger("align.data")
 

@@ -171,7 +171,7 @@ def _run_eval(req: EvalRequest) -> dict[str, Any]:
             "lists": len(lists), "truncation": trunc.to_dict()}
     result: dict[str, Any] = {"model": req.model, "scorer": scorer, "reference": reference, "reference_cache": None}
     if not any(len(set(t.labels)) > 1 for t in lists):
-        from align.data.example import DataError
+        from align.errors import DataError
 
         raise DataError(f"no list with a preference to evaluate in {req.data} ({len(lists)} lists kept; skipped: "
                         f"{dict(report.skipped) or 'none'})")

@@ -13,6 +13,7 @@ positions only. A subclass sets ``spec`` (its loss) and :meth:`advantages`.
 
 from __future__ import annotations
 
+import abc
 import copy
 import json
 import logging
@@ -135,7 +136,7 @@ class Rollout:
         return cls(batches, meta["count"], meta["metrics"], tuple(meta["key"]), uses=meta["uses"])
 
 
-class RolloutTrainer(LossStepMixin, Trainer):
+class RolloutTrainer(LossStepMixin, Trainer, metaclass=abc.ABCMeta):
     """Base trainer for objectives over the policy's own samples of prompts; a subclass sets ``spec`` and
     :meth:`advantages`.
 
@@ -203,11 +204,12 @@ class RolloutTrainer(LossStepMixin, Trainer):
         return LiveReference(frozen, tokenizer, per_token=True)
 
     # --- what a subclass supplies -----------------------------------------------------------------------------------
+    @abc.abstractmethod
     def advantages(self, raw: dict[str, torch.Tensor], mean_logps: torch.Tensor | None) -> RolloutRewards:
         """The window's advantages from each reward source's raw ``[B, G]`` rewards (NaN = unscored), with the
         reward metrics; ``mean_logps`` ``[B, G]`` are π_old's mean token log-probs (when :attr:`needs_old_logps`).
-        In a multi-process run ``raw`` holds every process's groups (see :meth:`_make_rollout`)."""
-        raise NotImplementedError
+        In a multi-process run ``raw`` holds every process's groups (see :meth:`_make_rollout`). A subclass
+        without it cannot be constructed."""
 
     @property
     def needs_old_logps(self) -> bool:
